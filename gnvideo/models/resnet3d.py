@@ -1,0 +1,199 @@
+"""One configurable 3D ResNet: stem, four residual stages, global-average-pool head.
+
+Layout (module names)::
+
+    conv1 -> norm1 -> act1 -> pool1 -> layer1 [-> pool2] -> layer2 -> layer3 -> layer4 -> avgpool -> dropout -> fc
+
+Input (N, C_in, T, H, W) float (contiguous or ``torch.channels_last_3d``) -> logits (N, num_classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from gnvideo.models.blocks import BLOCKS
+from gnvideo.models.norm_layers import NORM_LAYERS
+from gnvideo.models.norms import NORM_KINDS, build_norm_act
+
+
+def _triple(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
+    if isinstance(value, int):
+        return (value, value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 3:
+        raise ValueError(f"{name} must be an int or 3 ints (T, H, W), got {value}")
+    return value
+
+
+def _per_block(kernels: int | Sequence[int], depth: int, stage: int) -> list[int]:
+    if isinstance(kernels, int):
+        return [kernels] * depth
+    kernels = [int(k) for k in kernels]
+    if len(kernels) != depth:
+        raise ValueError(
+            f"temporal_kernels for res{stage + 2} has {len(kernels)} entries, the stage has {depth} blocks"
+        )
+    return kernels
+
+
+class ResNet3d(nn.Module):
+    """3D ResNet with per-block temporal kernel sizes.
+
+    Args:
+        block: "bottleneck" or "basic".
+        layers: blocks per stage (res2..res5).
+        widths: inner width per stage (bottleneck output is 4x).
+        temporal_kernels: per stage, an int for every block or one int per block (kt of the temporal conv).
+        temporal_position: bottleneck only: "a" = (kt,1,1) first conv, "b" = (kt,3,3) middle conv.
+        stage_temporal_strides: temporal stride of the first block of each stage.
+        stage_spatial_strides: spatial stride of the first block of each stage.
+        stem_width: channels of conv1.
+        stem_kernel: conv1 kernel (T, H, W); padding is kernel // 2.
+        stem_stride: conv1 stride (T, H, W).
+        pool1_kernel: first max-pool kernel (T, H, W), or None for no pool; padding ((k-1)//2) per dim.
+        pool1_stride: first max-pool stride.
+        pool_after_res2: a (2, 1, 1) max-pool with stride (2, 1, 1) after res2.
+        in_channels: input channels.
+        num_classes: logits.
+        norm: norm kind (``NORM_KINDS``); every norm is built from it and ``norm_options``.
+        norm_options: options for ``build_norm`` (e.g. ``{"num_groups": 32}``).
+        dropout: dropout probability before fc.
+        zero_init_residual: the last norm of every residual block starts with weight 0.
+    """
+
+    def __init__(
+        self,
+        block: str = "bottleneck",
+        layers: Sequence[int] = (3, 4, 6, 3),
+        widths: Sequence[int] = (64, 128, 256, 512),
+        temporal_kernels: Sequence[int | Sequence[int]] = (1, 1, 1, 1),
+        temporal_position: str = "a",
+        stage_temporal_strides: Sequence[int] = (1, 1, 1, 1),
+        stage_spatial_strides: Sequence[int] = (1, 2, 2, 2),
+        stem_width: int = 64,
+        stem_kernel: Sequence[int] = (1, 7, 7),
+        stem_stride: Sequence[int] = (1, 2, 2),
+        pool1_kernel: Sequence[int] | None = (1, 3, 3),
+        pool1_stride: Sequence[int] = (1, 2, 2),
+        pool_after_res2: bool = False,
+        in_channels: int = 3,
+        num_classes: int = 400,
+        norm: str = "bn",
+        norm_options: dict[str, Any] | None = None,
+        dropout: float = 0.5,
+        zero_init_residual: bool = True,
+    ):
+        super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+        if norm not in NORM_KINDS:
+            raise ValueError(f"unknown norm {norm!r}; allowed: {NORM_KINDS}")
+        n_stages = len(layers)
+        for name, seq in (("widths", widths), ("temporal_kernels", temporal_kernels),
+                          ("stage_temporal_strides", stage_temporal_strides),
+                          ("stage_spatial_strides", stage_spatial_strides)):
+            if len(seq) != n_stages:
+                raise ValueError(f"{name} has {len(seq)} entries, layers has {n_stages} stages")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        opts = dict(norm_options or {})
+        self.norm_kind = norm
+        self.norm_options = opts
+        block_cls = BLOCKS[block]
+
+        k = _triple(stem_kernel, "stem_kernel")
+        self.conv1 = nn.Conv3d(in_channels, stem_width, k, stride=_triple(stem_stride, "stem_stride"),
+                               padding=tuple(v // 2 for v in k), bias=False)
+        self.norm1, self.act1 = build_norm_act(norm, stem_width, True, **opts)
+        if pool1_kernel is None:
+            self.pool1 = nn.Identity()
+        else:
+            pk = _triple(pool1_kernel, "pool1_kernel")
+            self.pool1 = nn.MaxPool3d(pk, stride=_triple(pool1_stride, "pool1_stride"),
+                                      padding=tuple((v - 1) // 2 for v in pk))
+        self.pool2 = nn.MaxPool3d((2, 1, 1), stride=(2, 1, 1)) if pool_after_res2 else nn.Identity()
+
+        in_ch = stem_width
+        for i in range(n_stages):
+            kernels = _per_block(temporal_kernels[i], layers[i], i)
+            blocks = []
+            for j in range(layers[i]):
+                blocks.append(block_cls(
+                    in_ch, widths[i],
+                    stride=stage_spatial_strides[i] if j == 0 else 1,
+                    temporal_stride=stage_temporal_strides[i] if j == 0 else 1,
+                    temporal_kernel=kernels[j], norm=norm, norm_options=opts,
+                    temporal_position=temporal_position,
+                ))
+                in_ch = widths[i] * block_cls.expansion
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+        self.num_stages = n_stages
+        self.num_features = in_ch
+        self.avgpool = nn.AdaptiveAvgPool3d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_ch, num_classes)
+        self._init_weights(zero_init_residual)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.normal_(self.fc.weight, std=0.01)
+        nn.init.zeros_(self.fc.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                last = getattr(m, "last_norm", None)
+                if isinstance(last, nn.Module) and getattr(last, "weight", None) is not None:
+                    with torch.no_grad():
+                        last.weight.zero_()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, T, H, W) -> res5 feature map (N, num_features, T', H', W')."""
+        if x.dim() != 5:
+            raise ValueError(f"expected input (N, C, T, H, W), got shape {tuple(x.shape)}")
+        x = self.pool1(self.act1(self.norm1(self.conv1(x))))
+        x = self.pool2(self.layer1(x))
+        for i in range(2, self.num_stages + 1):
+            x = getattr(self, f"layer{i}")(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, T, H, W) float -> logits (N, num_classes)."""
+        x = self.avgpool(self.forward_features(x)).flatten(1)
+        return self.fc(self.dropout(x))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, exempt_norm_and_bias: bool = True) -> list[dict]:
+    """Split trainable parameters into optimizer groups.
+
+    Args:
+        model: any module.
+        weight_decay: decay for the regular group.
+        exempt_norm_and_bias: put norm-layer parameters and every bias in a group with weight_decay 0.
+
+    Returns:
+        ``[{"params": [...], "weight_decay": weight_decay, "name": "decay"},
+        {"params": [...], "weight_decay": 0.0, "name": "no_decay"}]`` (empty groups left out).
+    """
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        is_norm = isinstance(module, NORM_LAYERS)
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if exempt_norm_and_bias and (is_norm or name == "bias"):
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": float(weight_decay), "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+    return [g for g in groups if g["params"]]
