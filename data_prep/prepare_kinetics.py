@@ -1,0 +1,349 @@
+#!/usr/bin/env python
+"""Trim, resize and re-encode already-downloaded Kinetics videos into the layout gnvideo reads.
+
+Input: the official annotation CSV(s) (columns ``label,youtube_id,time_start,time_end,split``) and a directory with
+the raw downloads, named ``<youtube_id>.<ext>`` (full videos: the clip is cut at [time_start, time_end]) or
+``<youtube_id>_<start>_<end>.<ext>`` (already trimmed: the whole file is used), searched recursively.
+
+Output (``--out``)::
+
+    <split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4   h264/yuv420p, short side --short-side, no audio
+    annotations/<split>.csv                                     rows for the clips that exist (official columns)
+    prepare_report.json                                         missing and broken sources, counts
+
+Resumable: finished outputs are skipped; each output is written to a hidden temp file and renamed. Never touches the
+network. Example::
+
+    python data_prep/prepare_kinetics.py --csv kinetics400/train.csv kinetics400/validate.csv \
+        --videos raw_videos/ --out data/kinetics400 --workers 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from gnvideo.data.synthetic import clip_filename, write_annotation_csv  # noqa: E402
+
+VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".flv", ".m4v", ".3gp", ".mpg", ".mpeg", ".ogv"}
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
+                 "validation": "val", "test": "test"}
+REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One annotation row. ``csv_file``/``line`` locate it for error messages."""
+
+    label: str
+    youtube_id: str
+    time_start: int
+    time_end: int
+    split: str
+    csv_file: str
+    line: int
+
+    @property
+    def relpath(self) -> str:
+        return f"{self.split}/{self.label}/{clip_filename(self.youtube_id, self.time_start, self.time_end)}"
+
+
+def _number(text: str) -> int:
+    value = float(text)
+    if value != int(value):
+        raise ValueError(f"not a whole number of seconds: {text!r}")
+    return int(value)
+
+
+def read_official_csv(path: str | os.PathLike, default_split: str | None = None) -> list[Clip]:
+    """Parse an official Kinetics CSV.
+
+    Args:
+        path: CSV with a header containing ``label,youtube_id,time_start,time_end`` and optionally ``split``.
+        default_split: split for files without a ``split`` column (else taken from the file name).
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: missing columns or a malformed row; the message names the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation CSV not found: {path}")
+    clips = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        reader.fieldnames = header
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise ValueError(f"{path}:1: missing column(s) {missing}; header is {header}")
+        for row in reader:
+            line = reader.line_num
+            try:
+                if None in row or any(row.get(c) is None for c in REQUIRED_COLUMNS):
+                    raise ValueError(f"expected {len(header)} fields")
+                label, yid = row["label"].strip(), row["youtube_id"].strip()
+                if not label or not yid:
+                    raise ValueError("empty label or youtube_id")
+                if "/" in label or "/" in yid or label in (".", ".."):
+                    raise ValueError("label and youtube_id must not contain '/'")
+                start, end = _number(row["time_start"]), _number(row["time_end"])
+                if not 0 <= start < end:
+                    raise ValueError(f"need 0 <= time_start < time_end, got {start}, {end}")
+                split_text = (row.get("split") or default_split or _split_from_name(path)).strip().lower()
+                if split_text not in SPLIT_ALIASES:
+                    raise ValueError(f"unknown split {split_text!r}; expected one of {sorted(SPLIT_ALIASES)}")
+            except ValueError as e:
+                raise ValueError(f"{path}:{line}: malformed row {row}: {e}") from None
+            clips.append(Clip(label, yid, start, end, SPLIT_ALIASES[split_text], str(path), line))
+    return clips
+
+
+def _split_from_name(path: Path) -> str:
+    for alias in SPLIT_ALIASES:
+        if alias in path.stem.lower():
+            return alias
+    raise ValueError(f"{path}: no split column and no split in the file name; pass --split")
+
+
+def index_sources(video_dir: str | os.PathLike) -> dict[str, Path]:
+    """Map file stems to paths for every video file under ``video_dir`` (recursive; partial downloads ignored)."""
+    video_dir = Path(video_dir)
+    if not video_dir.is_dir():
+        raise FileNotFoundError(f"raw video directory not found: {video_dir}")
+    index: dict[str, Path] = {}
+    for dirpath, _, files in os.walk(video_dir):
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in VIDEO_EXTENSIONS and not name.startswith("."):
+                index.setdefault(stem, Path(dirpath) / name)
+    return index
+
+
+def find_source(index: dict[str, Path], clip: Clip) -> tuple[Path | None, bool]:
+    """Return ``(path, trimmed)``: the raw file for a clip and whether it already holds only the clip."""
+    for stem in (f"{clip.youtube_id}_{clip.time_start:06d}_{clip.time_end:06d}",
+                 f"{clip.youtube_id}_{clip.time_start}_{clip.time_end}"):
+        if stem in index:
+            return index[stem], True
+    return index.get(clip.youtube_id), False
+
+
+def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: float, short_side: int = 256,
+              upscale: bool = True, crf: int = 23, preset: str = "veryfast", threads: int = 1) -> int:
+    """Cut ``[start, end)`` seconds of ``src``, resize to short side ``short_side`` and encode h264 to ``dst``.
+
+    The output has a constant frame rate equal to the source's average rate (variable-rate sources are resampled by
+    repeating or dropping frames). Audio is dropped. Written to a hidden temp file and renamed.
+
+    Returns:
+        Number of frames written.
+
+    Raises:
+        RuntimeError: the source has no video stream or no frame in the interval.
+        av.error.FFmpegError: decoding failed.
+    """
+    import av
+
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.partial")
+    with av.open(str(src)) as inp:
+        if not inp.streams.video:
+            raise RuntimeError("no video stream")
+        ist = inp.streams.video[0]
+        ist.thread_type = "AUTO"
+        rate = ist.average_rate or ist.guessed_rate or Fraction(30)
+        if not 1 <= rate <= 240:
+            rate = Fraction(30)
+        t0 = float(ist.start_time * ist.time_base) if ist.start_time is not None and ist.time_base else 0.0
+        if start > 0:
+            inp.seek(int((start + t0) / ist.time_base), stream=ist, backward=True, any_frame=False)
+        written = 0
+        with av.open(str(tmp), "w", format="mp4") as out:
+            ost = None
+            step = 1 / float(rate)
+            prev = None  # [time (s), decoded frame, resized frame or None]
+
+            def emit(entry: list, until: float) -> None:
+                nonlocal written
+                while start + written * step < min(until, end) - 1e-4:  # 0.1 ms: float rounding of times
+                    if entry[2] is None:  # resize lazily: frames before the cut point are never converted
+                        entry[2] = entry[1].reformat(width=ost.width, height=ost.height, format="yuv420p",
+                                                     interpolation="AREA")
+                    entry[2].pts, entry[2].time_base = written, ost.codec_context.time_base
+                    out.mux(ost.encode(entry[2]))
+                    written += 1
+
+            last_until = None
+            for frame in inp.decode(ist):
+                t = (frame.time if frame.time is not None else t0 + (prev[0] + step if prev else start)) - t0
+                if ost is None:
+                    w, h = _target_size(frame.width, frame.height, short_side, upscale)
+                    ost = out.add_stream("libx264", rate=rate,
+                                         options={"crf": str(crf), "preset": preset, "threads": str(threads)})
+                    ost.width, ost.height, ost.pix_fmt = w, h, "yuv420p"
+                    ost.codec_context.time_base = 1 / rate
+                if prev is not None:
+                    emit(prev, t)  # the previous frame stays on screen until this one starts
+                elif t > start:
+                    emit([t, frame, None], t)  # nothing decoded before the cut point: hold the first frame
+                if t >= end - 1e-4:
+                    last_until = t
+                    break
+                prev = [t, frame, None]
+            if prev is not None:
+                emit(prev, last_until if last_until is not None else prev[0] + step)
+            if ost is None or written == 0:
+                raise RuntimeError(f"no frames in [{start}, {end}] s")
+            out.mux(ost.encode(None))
+    os.replace(tmp, dst)
+    return written
+
+
+def _target_size(width: int, height: int, short_side: int, upscale: bool) -> tuple[int, int]:
+    short = min(width, height)
+    if short <= short_side and not upscale:
+        scale = 1.0
+    else:
+        scale = short_side / short
+    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+
+
+def _work(job: tuple) -> tuple[str, str, str]:
+    """Worker: returns (relpath, status, detail) with status in done/broken."""
+    relpath, src, dst, start, end, options = job
+    try:
+        n = transcode(src, dst, start, end, **options)
+    except Exception as e:  # any decoder failure marks the source broken: reported, not raised
+        tmp = Path(dst).with_name(f".{Path(dst).name}.partial")
+        if tmp.exists():
+            tmp.unlink()
+        return relpath, "broken", f"{type(e).__name__}: {e}".replace("\n", " ")
+    return relpath, "done", str(n)
+
+
+def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 256, upscale: bool = True,
+            workers: int | None = None, crf: int = 23, preset: str = "veryfast", split: str | None = None,
+            progress: bool = True) -> dict:
+    """Run the whole preparation; returns the report (also written to ``out/prepare_report.json``)."""
+    out_dir = Path(out)
+    clips: list[Clip] = []
+    for f in csv_files:
+        clips.extend(read_official_csv(f, default_split=split))
+    index = index_sources(video_dir)
+    options = {"short_side": short_side, "upscale": upscale, "crf": crf, "preset": preset}
+    jobs, missing, existing = [], [], []
+    seen: set[str] = set()
+    for c in clips:
+        if c.relpath in seen:
+            continue
+        seen.add(c.relpath)
+        dst = out_dir / c.relpath
+        if dst.is_file() and dst.stat().st_size > 0:
+            existing.append(c.relpath)
+            continue
+        src, trimmed = find_source(index, c)
+        if src is None:
+            missing.append({"youtube_id": c.youtube_id, "csv": c.csv_file, "line": c.line, "path": c.relpath})
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        start, end = (0.0, float(c.time_end - c.time_start)) if trimmed else (float(c.time_start), float(c.time_end))
+        jobs.append((c.relpath, str(src), str(dst), start, end, options))
+    results = _run(jobs, workers, progress)
+    done = {r[0] for r in results if r[1] == "done"} | set(existing)
+    src_of = {j[0]: j[1] for j in jobs}
+    broken = [{"path": r[0], "source": src_of[r[0]], "reason": r[2]} for r in results if r[1] == "broken"]
+    by_split: dict[str, list] = {}
+    for c in clips:
+        if c.relpath in done:
+            by_split.setdefault(c.split, []).append(c)
+    written_rows: set[str] = set()
+    for name, rows in by_split.items():
+        unique = []
+        for c in rows:
+            if c.relpath not in written_rows:
+                written_rows.add(c.relpath)
+                unique.append((c.label, c.youtube_id, c.time_start, c.time_end, c.split))
+        write_annotation_csv(out_dir / "annotations" / f"{name}.csv", unique)
+    report = {
+        "csv_files": [str(f) for f in csv_files], "video_dir": str(video_dir), "short_side": short_side,
+        "clips": len(seen), "done": len(done), "newly_encoded": len(done) - len(existing),
+        "skipped_existing": len(existing), "missing": missing, "broken": broken,
+        "annotations": {name: str(out_dir / "annotations" / f"{name}.csv") for name in by_split},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "prepare_report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return report
+
+
+def _run(jobs: list, workers: int | None, progress: bool) -> list[tuple[str, str, str]]:
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    bar = None
+    if progress and jobs:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        task = bar.add_task("encoding", total=len(jobs))
+        bar.start()
+    results = []
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            iterator = map(_work, jobs)
+            pool = None
+        else:
+            pool = multiprocessing.get_context().Pool(min(workers, len(jobs)))
+            iterator = pool.imap_unordered(_work, jobs)
+        try:
+            for r in iterator:
+                results.append(r)
+                if bar is not None:
+                    bar.advance(task)
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+    finally:
+        if bar is not None:
+            bar.stop()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--csv", nargs="+", required=True, help="official annotation CSV file(s)")
+    p.add_argument("--videos", required=True, help="directory with the downloaded raw videos (searched recursively)")
+    p.add_argument("--out", required=True, help="output dataset root")
+    p.add_argument("--short-side", type=int, default=256, help="short side of the output in pixels (256 or 320)")
+    p.add_argument("--no-upscale", action="store_true", help="keep sources smaller than --short-side as they are")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all CPUs)")
+    p.add_argument("--crf", type=int, default=23, help="x264 quality (lower = better, default 23)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    p.add_argument("--split", default=None, help="split for CSVs without a split column (default: from file name)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.short_side < 16:
+        p.error(f"--short-side must be >= 16, got {args.short_side}")
+    try:
+        report = prepare(args.csv, args.videos, args.out, short_side=args.short_side, upscale=not args.no_upscale,
+                         workers=args.workers, crf=args.crf, preset=args.preset, split=args.split,
+                         progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{report['done']}/{report['clips']} clips ready ({report['newly_encoded']} encoded now, "
+          f"{report['skipped_existing']} already there), {len(report['missing'])} missing, "
+          f"{len(report['broken'])} broken; report: {Path(args.out) / 'prepare_report.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Helpers for the data_prep script tests: load the scripts as modules; raw videos whose frames carry their index."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "data_prep"
+BITS = 8
+
+
+def load_script(name: str):
+    """Import ``data_prep/<name>.py`` (registered in sys.modules so worker processes can unpickle its functions)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def index_frame(index: int, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) uint8 frame showing ``index`` as 8 vertical bands (bit 0 on the left, light = set)."""
+    frame = np.full((height, width, 3), 20, dtype=np.uint8)
+    for bit in range(BITS):
+        if (index >> bit) & 1:
+            frame[:, bit * width // BITS : (bit + 1) * width // BITS] = 235
+    return frame
+
+
+def frame_index(frame: np.ndarray) -> int:
+    """Inverse of :func:`index_frame` for a frame of any size."""
+    gray = frame.astype(np.float32).mean(-1)
+    w = gray.shape[1]
+    bands = [gray[:, int((b + 0.3) * w / BITS) : int((b + 0.7) * w / BITS)].mean() for b in range(BITS)]
+    return sum(1 << b for b, level in enumerate(bands) if level > 128)
+
+
+def write_raw(path: Path, num_frames: int, width: int = 160, height: int = 120, fps: int = 25,
+              faststart: bool = False) -> Path:
+    """h264 video (any container PyAV infers from the suffix) whose frame i shows i; ``faststart``: index first."""
+    with av.open(str(path), "w", options={"movflags": "+faststart"} if faststart else None) as c:
+        s = c.add_stream("libx264", rate=Fraction(fps), options={"preset": "ultrafast", "threads": "1"})
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for i in range(num_frames):
+            f = av.VideoFrame.from_ndarray(index_frame(i, width, height), format="rgb24")
+            f.pts = i
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+    return path
+
+
+def decode_all(path) -> tuple[np.ndarray, float]:
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(stream)]), float(stream.average_rate)

@@ -1,0 +1,126 @@
+"""prepare_kinetics: trimming, resizing, resuming, missing/broken sources, annotation files, malformed CSVs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+from prep_helpers import decode_all, frame_index, write_raw
+
+HEADER = "label,youtube_id,time_start,time_end,split\n"
+FULL, TRIMMED, BROKEN, MISSING = "AAAAAAAAA-_", "B_BBBBBBBBB", "CCCCCCCCCCC", "DDDDDDDDDDD"
+
+
+@pytest.fixture()
+def kinetics(tmp_path):
+    """Raw downloads (a 6 s full video, a pre-trimmed 2 s clip, a garbage file) and official-style CSVs."""
+    raw = tmp_path / "raw"
+    (raw / "sub").mkdir(parents=True)
+    write_raw(raw / f"{FULL}.mp4", 150)  # 25 fps, 6 s, 160x120
+    write_raw(raw / "sub" / f"{TRIMMED}_000002_000004.mkv", 50, width=96, height=128)  # portrait, already cut
+    (raw / f"{BROKEN}.mp4").write_bytes(os.urandom(3000))
+    (raw / f"{FULL}.mp4.part").write_bytes(b"partial download, ignored")
+    csvs = tmp_path / "csv"
+    csvs.mkdir()
+    (csvs / "train.csv").write_text(
+        HEADER + f'"abc def",{FULL},1,4,train\n"x (y)",{TRIMMED},2,4,train\n"x (y)",{BROKEN},0,10,train\n')
+    (csvs / "validate.csv").write_text(HEADER + f'"abc def",{MISSING},5,15,val\n"x (y)",{FULL},0,2,val\n')
+    return raw, [str(csvs / "train.csv"), str(csvs / "validate.csv")], tmp_path / "out"
+
+
+def run(pk, raw, csvs, out, **kwargs):
+    return pk.prepare(csvs, str(raw), str(out), short_side=64, workers=2, progress=False, **kwargs)
+
+
+def test_prepare_trims_resizes_and_reports(scripts, kinetics):
+    pk = scripts["prepare_kinetics"]
+    raw, csvs, out = kinetics
+    report = run(pk, raw, csvs, out)
+    clip = out / "train" / "abc def" / f"{FULL}_000001_000004.mp4"
+    frames, fps = decode_all(clip)
+    assert fps == 25 and len(frames) == 75  # (end - start) * fps
+    assert [frame_index(f) for f in frames] == list(range(25, 100))  # exactly the source frames of [1 s, 4 s)
+    assert frames.shape[1:3] == (64, 86)  # short side 64, 4:3 kept (even width)
+    short, _ = decode_all(out / "val" / "x (y)" / f"{FULL}_000000_000002.mp4")
+    assert len(short) == 50 and frame_index(short[0]) == 0
+    trimmed, _ = decode_all(out / "train" / "x (y)" / f"{TRIMMED}_000002_000004.mp4")
+    assert len(trimmed) == 50 and frame_index(trimmed[0]) == 0  # the whole pre-cut file
+    assert trimmed.shape[1:3] == (86, 64)  # portrait: the width is the short side
+    with av_open(clip) as c:
+        assert c.streams.video[0].codec_context.name == "h264" and not c.streams.audio
+
+    assert report["done"] == 3 and report["newly_encoded"] == 3 and report["clips"] == 5
+    assert [(m["youtube_id"], m["line"]) for m in report["missing"]] == [(MISSING, 2)]
+    assert report["missing"][0]["csv"].endswith("validate.csv")
+    assert len(report["broken"]) == 1 and BROKEN in report["broken"][0]["source"] and report["broken"][0]["reason"]
+    assert json.loads((out / "prepare_report.json").read_text()) == report
+
+    with open(out / "annotations" / "train.csv", newline="") as f:
+        train = list(csv.reader(f))
+    assert train == [["label", "youtube_id", "time_start", "time_end", "split"],
+                     ["abc def", FULL, "1", "4", "train"], ["x (y)", TRIMMED, "2", "4", "train"]]
+    with open(out / "annotations" / "val.csv", newline="") as f:
+        assert list(csv.reader(f))[1:] == [["x (y)", FULL, "0", "2", "val"]]
+    assert not list(out.rglob(".*partial"))
+
+
+def av_open(path):
+    import av
+
+    return av.open(str(path))
+
+
+def test_prepare_is_resumable(scripts, kinetics):
+    pk = scripts["prepare_kinetics"]
+    raw, csvs, out = kinetics
+    run(pk, raw, csvs, out)
+    outputs = sorted(out.rglob("*.mp4"))
+    assert len(outputs) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in outputs}
+    again = run(pk, raw, csvs, out)
+    assert again["newly_encoded"] == 0 and again["skipped_existing"] == 3 and again["done"] == 3
+    assert {p: p.stat().st_mtime_ns for p in outputs} == stamps
+    outputs[0].unlink()
+    third = run(pk, raw, csvs, out)
+    assert third["newly_encoded"] == 1 and third["skipped_existing"] == 2 and outputs[0].is_file()
+
+
+def test_short_side_option_and_cli(scripts, kinetics):
+    pk = scripts["prepare_kinetics"]
+    raw, csvs, out = kinetics
+    rc = pk.main(["--csv", csvs[0], "--videos", str(raw), "--out", str(out), "--short-side", "96", "--workers", "1",
+                  "--no-progress"])
+    assert rc == 0
+    frames, _ = decode_all(out / "train" / "abc def" / f"{FULL}_000001_000004.mp4")
+    assert frames.shape[1:3] == (96, 128)
+    assert not (out / "annotations" / "val.csv").exists()
+
+
+def test_malformed_row_names_file_and_line(scripts, tmp_path):
+    pk = scripts["prepare_kinetics"]
+    bad = tmp_path / "train.csv"
+    bad.write_text(HEADER + f"ok,{FULL},1,4,train\nbroken,{FULL},four,9,train\n")
+    with pytest.raises(ValueError, match=r"train\.csv:3"):
+        pk.read_official_csv(bad)
+    bad.write_text("label,youtube_id,time_start\nx,y,1\n")
+    with pytest.raises(ValueError, match=r"train\.csv:1: missing column"):
+        pk.read_official_csv(bad)
+    bad.write_text(HEADER + f"ok,{FULL},5,4,train\n")
+    with pytest.raises(ValueError, match=r"train\.csv:2"):
+        pk.read_official_csv(bad)
+    assert pk.main(["--csv", str(bad), "--videos", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    with pytest.raises(FileNotFoundError, match="nothere.csv"):
+        pk.read_official_csv(tmp_path / "nothere.csv")
+
+
+def test_transcode_past_the_end(scripts, tmp_path):
+    pk = scripts["prepare_kinetics"]
+    src = write_raw(tmp_path / "src.mp4", 150)  # 6 s
+    n = pk.transcode(src, tmp_path / "tail.mp4", 5.0, 10.0, short_side=48)
+    frames, _ = decode_all(tmp_path / "tail.mp4")
+    assert n == len(frames) == 25 and frame_index(frames[-1]) == 149  # the clip stops where the source ends
+    with pytest.raises(RuntimeError, match="no frames"):
+        pk.transcode(src, tmp_path / "none.mp4", 8.0, 10.0)
+    assert not (tmp_path / "none.mp4").exists()
