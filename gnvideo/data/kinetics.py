@@ -1,0 +1,280 @@
+"""Map-style Kinetics datasets.
+
+Modes: ``"train"`` one random clip per video (len = videos); ``"val"`` the centre clip with a centre crop (len =
+videos); ``"test"`` one item per view, ``num_clips`` uniformly spaced clips x ``num_crops`` crops (len = videos x views,
+item i is video i // views, view i % views, views of one video are consecutive).
+
+Samples are dicts: ``video`` float32 (3, T, crop, crop), ``label`` int, ``video_index`` int, ``view_index`` int,
+``valid`` bool. Broken videos (missing, empty, truncated, undecodable): in train mode another video is drawn instead
+(up to ``max_retries`` times); in val/test mode the sample has ``valid=False`` and a zero video. Each failing file is
+logged once (``logging.warning``) and counted in ``num_skipped`` / ``failed_files``. Those counters live in the process
+that loaded the sample: with DataLoader workers each worker has its own copy, so the main-process counters stay 0; the
+module should count invalid samples from the batches instead.
+
+Train randomness: clip position and transform draws come from a generator seeded with (seed, epoch, index, attempt),
+so a sample is the same whichever worker loads it, and changes with the epoch. The epoch lives in shared memory, set
+by :meth:`set_epoch` (the DataModule's train sampler calls it each epoch), so persistent workers see it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from .annotations import (
+    VIDEO_EXTENSIONS,
+    VideoEntry,
+    apply_exclude,
+    load_label_names,
+    read_annotations,
+    read_exclude_list,
+)
+from .readers import BACKENDS, open_video
+from .sampling import eval_clip_indices, sample_generator, train_clip_indices
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+
+logger = logging.getLogger(__name__)
+
+MODES = ("train", "val", "test")
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, EOFError, MemoryError)
+
+
+class ClipDataset(Dataset):
+    """Clips from a list of :class:`VideoEntry`; see the module docstring for modes and samples.
+
+    Args:
+        entries: (path, label) per video.
+        mode: "train", "val" or "test".
+        label_names: class names (for ``num_classes``).
+        num_frames: T, frames per clip.
+        sampling_rate: stride between clip frames, in video frames.
+        num_clips: clips per video in test mode.
+        num_crops: crops per clip in test mode (1 or 3).
+        short_side_range: train scale range (pixels).
+        crop_size: train / val crop side (pixels).
+        eval_short_side: val/test short side (pixels).
+        eval_crop_size: val/test crop side (pixels); None = crop_size.
+        mean, std: normalisation (RGB, [0, 1] units).
+        backend: reader backend ("auto", "decord", "pyav").
+        decode_short_side: scale frames at decode time to this short side (saves memory on large videos).
+        seed: base seed for train sampling.
+        max_retries: train mode, other videos tried after a failure before giving up with RuntimeError.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[VideoEntry],
+        mode: str = "train",
+        label_names: Sequence[str] | None = None,
+        num_frames: int = 32,
+        sampling_rate: int = 2,
+        num_clips: int = 10,
+        num_crops: int = 3,
+        short_side_range: tuple[int, int] = (256, 320),
+        crop_size: int = 224,
+        eval_short_side: int = 256,
+        eval_crop_size: int | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        backend: str = "auto",
+        decode_short_side: int | None = None,
+        seed: int = 0,
+        max_retries: int = 10,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend (decode_backend) must be one of {BACKENDS}, got {backend!r}")
+        self.entries = list(entries)
+        self.mode = mode
+        self.label_names = list(label_names) if label_names is not None else []
+        self.num_frames, self.sampling_rate = int(num_frames), int(sampling_rate)
+        self.num_clips = int(num_clips) if mode == "test" else 1
+        self.num_crops = int(num_crops) if mode == "test" else 1
+        self.backend, self.decode_short_side = backend, decode_short_side
+        self.seed, self.max_retries = int(seed), int(max_retries)
+        eval_crop = int(eval_crop_size or crop_size)
+        self.train_transform = TrainTransform(short_side_range, crop_size, mean, std)
+        self.eval_transform = EvalTransform(eval_short_side, eval_crop, self.num_crops, mean, std)
+        self.crop_size = int(crop_size) if mode == "train" else eval_crop
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.num_skipped = 0
+        self.failed_files: dict[str, str] = {}
+        self.num_repeated_frames = 0
+        self._cache: tuple[tuple[int, int], torch.Tensor] | None = None
+
+    # -- bookkeeping -------------------------------------------------------------------------------------------
+    @property
+    def num_videos(self) -> int:
+        return len(self.entries)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def views_per_video(self) -> int:
+        return self.num_clips * self.num_crops
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch used to seed train sampling (visible to already-started workers)."""
+        self._epoch[0] = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_videos * self.views_per_video
+
+    def _record_failure(self, path: str, err: BaseException) -> None:
+        self.num_skipped += 1
+        if path not in self.failed_files:
+            reason = f"{type(err).__name__}: {err}"
+            self.failed_files[path] = reason
+            logger.warning("skipping unreadable video %s (%s)", path, reason)
+
+    # -- loading -----------------------------------------------------------------------------------------------
+    def _train_sample(self, video_index: int, generator: torch.Generator) -> dict:
+        path, label = self.entries[video_index]
+        with open_video(path, backend=self.backend, short_side=self.decode_short_side) as reader:
+            indices = train_clip_indices(reader.num_frames, self.num_frames, self.sampling_rate, generator)
+            frames = reader.frames(indices)
+            self.num_repeated_frames += reader.last_num_repeated
+        video = self.train_transform(frames, generator)
+        return {"video": video, "label": label, "video_index": video_index, "view_index": 0, "valid": True}
+
+    def _eval_frames(self, video_index: int, clip: int) -> torch.Tensor:
+        key = (video_index, clip)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        path = self.entries[video_index].path
+        with open_video(path, backend=self.backend, short_side=self.decode_short_side) as reader:
+            clips = eval_clip_indices(reader.num_frames, self.num_frames, self.sampling_rate, self.num_clips)
+            frames = reader.frames(clips[clip])
+            self.num_repeated_frames += reader.last_num_repeated
+        self._cache = (key, frames)
+        return frames
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
+        if self.mode == "train":
+            return self._get_train(index)
+        video_index, view = divmod(index, self.views_per_video)
+        clip, crop = divmod(view, self.num_crops)
+        try:
+            video = self.eval_transform(self._eval_frames(video_index, clip), crop_index=crop)
+            valid = True
+        except LOAD_ERRORS as err:
+            self._record_failure(self.entries[video_index].path, err)
+            video = torch.zeros(3, self.num_frames, self.crop_size, self.crop_size)
+            valid = False
+        label = self.entries[video_index].label
+        return {"video": video, "label": label, "video_index": video_index, "view_index": view, "valid": valid}
+
+    def _get_train(self, index: int) -> dict:
+        epoch = self.epoch
+        tried = []
+        video_index = index
+        for attempt in range(self.max_retries + 1):
+            generator = sample_generator(self.seed, epoch, index, attempt)
+            if attempt > 0:
+                video_index = int(torch.randint(0, self.num_videos, (1,), generator=generator))
+            try:
+                return self._train_sample(video_index, generator)
+            except LOAD_ERRORS as err:
+                self._record_failure(self.entries[video_index].path, err)
+                tried.append(self.entries[video_index].path)
+        raise RuntimeError(f"{self.max_retries + 1} videos in a row failed to load for item {index}: {tried}")
+
+
+class KineticsDataset(ClipDataset):
+    """Kinetics from an official CSV or a ``path label`` list (see :func:`read_annotations`).
+
+    Args:
+        annotation: CSV or list file.
+        root: dataset root (videos under ``root/{split}``).
+        split: folder under root.
+        mode: "train", "val" or "test".
+        label_names: class names; None = packaged Kinetics-400 list.
+        exclude_list: file of paths to leave out (one per line, e.g. the output of data_prep/check_videos.py).
+        **kwargs: :class:`ClipDataset` options (num_frames, sampling_rate, num_clips, num_crops, crop_size, ...).
+
+    Videos listed but absent from disk are kept (they fail at load time like any broken file); their number is
+    logged once at construction and kept in ``num_missing``.
+    """
+
+    def __init__(
+        self,
+        annotation: str | os.PathLike,
+        root: str | os.PathLike,
+        split: str = "train",
+        mode: str = "train",
+        label_names: Sequence[str] | None = None,
+        num_frames: int = 32,
+        sampling_rate: int = 2,
+        num_clips: int = 10,
+        num_crops: int = 3,
+        exclude_list: str | os.PathLike | None = None,
+        **kwargs,
+    ) -> None:
+        names = list(label_names) if label_names is not None else load_label_names()
+        entries = read_annotations(annotation, root, split, names)
+        if exclude_list is not None:
+            before = len(entries)
+            entries = apply_exclude(entries, read_exclude_list(exclude_list))
+            logger.info("%s: excluded %d videos listed in %s", annotation, before - len(entries), exclude_list)
+        self.num_missing = sum(not os.path.exists(e.path) for e in entries)
+        if self.num_missing:
+            logger.warning("%s: %d of %d videos are missing under %s (they will be skipped when loaded)",
+                           annotation, self.num_missing, len(entries), root)
+        self.annotation, self.root, self.split = os.fspath(annotation), os.fspath(root), split
+        super().__init__(entries, mode, names, num_frames, sampling_rate, num_clips, num_crops, **kwargs)
+
+
+def _collect_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        p = os.fspath(paths)
+        if os.path.isdir(p):
+            found = []
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames.sort()
+                found += [os.path.join(dirpath, f) for f in sorted(filenames)
+                          if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS]
+            return found
+        if os.path.splitext(p)[1].lower() in VIDEO_EXTENSIONS:
+            return [p]
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"predict input not found: {p}")
+        with open(p, encoding="utf-8") as f:  # a text file listing one video per line
+            return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    return [os.fspath(x) for x in paths]
+
+
+class VideoFilesDataset(ClipDataset):
+    """Unlabelled videos for prediction (label -1); multi-view like test mode by default.
+
+    Args:
+        paths: a list of files, a folder (searched recursively for video files), a video file, or a text file with
+            one path per line.
+        mode: "test" (num_clips x num_crops views) or "val" (centre clip, centre crop).
+        **kwargs: :class:`ClipDataset` options.
+    """
+
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], mode: str = "test", **kwargs) -> None:
+        if mode == "train":
+            raise ValueError("VideoFilesDataset is for prediction: mode must be 'val' or 'test'")
+        files = _collect_paths(paths)
+        super().__init__([VideoEntry(p, -1) for p in files], mode, **kwargs)
+
+    @property
+    def paths(self) -> list[str]:
+        return [e.path for e in self.entries]
+
+
+__all__ = ["MODES", "ClipDataset", "KineticsDataset", "VideoFilesDataset"]

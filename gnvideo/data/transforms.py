@@ -1,0 +1,157 @@
+"""Clip transforms: uint8 frames (T, H, W, 3) -> normalised float clip (3, T, H, W).
+
+Scaling and cropping are fused: the crop box is chosen in the coordinates of the scaled video and mapped back, and
+``torchvision.transforms.v2.functional.resized_crop`` resizes only the cropped region (uint8, bilinear,
+antialiased). The result equals scale-then-crop up to sub-pixel rounding of the box and costs a fraction of it.
+Train randomness comes from an explicit ``torch.Generator`` so a sample can be reproduced from its seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision.transforms.v2 import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _check_video(video: torch.Tensor) -> None:
+    if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 frames (T, H, W, 3), got {tuple(video.shape)} {video.dtype}")
+
+
+class _Normalize:
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each and std > 0, got mean={mean}, std={std}")
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        # x_uint8 * scale + shift == (x / 255 - mean) / std; per-channel Python scalars keep it to one fast pass
+        self._scale = [1.0 / (255.0 * s) for s in self.std]
+        self._shift = [-m / s for m, s in zip(self.mean, self.std)]
+
+    def finish(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (T, 3, h, w) -> float32 (3, T, h, w), normalised."""
+        t, _, h, w = frames.shape
+        x = torch.empty((3, t, h, w), dtype=torch.float32)  # contiguous output: cheap in-place passes and collate
+        x.copy_(frames.permute(1, 0, 2, 3))
+        for c in range(3):
+            x[c].mul_(self._scale[c]).add_(self._shift[c])
+        return x
+
+
+def _scaled(height: int, width: int, short_side: float) -> tuple[float, float]:
+    f = short_side / min(height, width)
+    return height * f, width * f
+
+
+class TrainTransform(_Normalize):
+    """Random short-side scale, random square crop, horizontal flip, normalise.
+
+    Args:
+        short_side_range: (min, max) short side in pixels, drawn uniformly (integers, inclusive).
+        crop_size: side of the square crop in pixels (<= short_side_range[0]).
+        mean, std: per-channel RGB statistics in [0, 1] units.
+        flip_prob: probability of a horizontal flip.
+
+    Call: ``transform(frames uint8 (T, H, W, 3), generator=None) -> float32 (3, T, crop, crop)``.
+    """
+
+    def __init__(
+        self,
+        short_side_range: tuple[int, int] = (256, 320),
+        crop_size: int = 224,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        flip_prob: float = 0.5,
+    ) -> None:
+        super().__init__(mean, std)
+        lo, hi = (int(v) for v in short_side_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"short_side_range must be (min, max) with 0 < min <= max, got {short_side_range}")
+        if not 0 < crop_size <= lo:
+            raise ValueError(f"crop_size ({crop_size}) must be positive and <= short_side_range[0] ({lo})")
+        self.short_side_range, self.crop_size, self.flip_prob = (lo, hi), int(crop_size), float(flip_prob)
+
+    def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        _check_video(video)
+        t, h, w, _ = video.shape
+        lo, hi = self.short_side_range
+        short = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+        sh, sw = _scaled(h, w, short)
+        f = min(h, w) / short  # original pixels per scaled pixel
+        top = float(torch.rand((), generator=generator)) * (sh - self.crop_size)
+        left = float(torch.rand((), generator=generator)) * (sw - self.crop_size)
+        flip = float(torch.rand((), generator=generator)) < self.flip_prob
+        box = max(1, round(self.crop_size * f))
+        top0 = min(round(top * f), h - box)
+        left0 = min(round(left * f), w - box)
+        frames = video.permute(0, 3, 1, 2)
+        out = F.resized_crop(frames, top0, left0, box, box, [self.crop_size, self.crop_size], antialias=True)
+        if flip:
+            out = out.flip(-1)
+        return self.finish(out)
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(short_side_range={self.short_side_range}, crop_size={self.crop_size})"
+
+
+class EvalTransform(_Normalize):
+    """Scale the short side to ``short_side`` and take 1 centre crop or 3 crops along the long side.
+
+    Args:
+        short_side: short side in pixels after scaling.
+        crop_size: square crop side in pixels (<= short_side).
+        num_crops: 1 (centre) or 3 (start, centre, end of the long side: left/centre/right for landscape video).
+
+    Call: ``transform(frames uint8 (T, H, W, 3), crop_index=None)`` -> a list of ``num_crops`` float32 clips
+    (3, T, crop, crop), or the single clip for ``crop_index`` in [0, num_crops).
+    """
+
+    def __init__(
+        self,
+        short_side: int = 256,
+        crop_size: int = 224,
+        num_crops: int = 1,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__(mean, std)
+        if num_crops not in (1, 3):
+            raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+        if not 0 < crop_size <= short_side:
+            raise ValueError(f"crop_size ({crop_size}) must be positive and <= short_side ({short_side})")
+        self.short_side, self.crop_size, self.num_crops = int(short_side), int(crop_size), int(num_crops)
+
+    def boxes(self, height: int, width: int) -> list[tuple[int, int, int]]:
+        """(top, left, side) of each crop in original pixel coordinates."""
+        sh, sw = _scaled(height, width, self.short_side)
+        f = min(height, width) / self.short_side
+        box = max(1, round(self.crop_size * f))
+        cy, cx = (sh - self.crop_size) / 2, (sw - self.crop_size) / 2
+        if self.num_crops == 1:
+            spots = [(cy, cx)]
+        elif sw >= sh:
+            spots = [(cy, 0.0), (cy, cx), (cy, sw - self.crop_size)]
+        else:
+            spots = [(0.0, cx), (cy, cx), (sh - self.crop_size, cx)]
+        return [(min(round(y * f), height - box), min(round(x * f), width - box), box) for y, x in spots]
+
+    def __call__(self, video: torch.Tensor, crop_index: int | None = None) -> torch.Tensor | list[torch.Tensor]:
+        _check_video(video)
+        boxes = self.boxes(video.shape[1], video.shape[2])
+        if crop_index is not None and not 0 <= crop_index < self.num_crops:
+            raise ValueError(f"crop_index must be in [0, {self.num_crops}), got {crop_index}")
+        frames = video.permute(0, 3, 1, 2)
+        size = [self.crop_size, self.crop_size]
+        picked = boxes if crop_index is None else [boxes[crop_index]]
+        clips = [self.finish(F.resized_crop(frames, y, x, s, s, size, antialias=True)) for y, x, s in picked]
+        return clips if crop_index is None else clips[0]
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(short_side={self.short_side}, crop_size={self.crop_size}, num_crops={self.num_crops})"
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EvalTransform", "TrainTransform"]

@@ -1,0 +1,119 @@
+"""Fixtures for the data tests: tiny videos whose frame index is drawn into the pixels.
+
+Each frame carries its index as 8 bits, one vertical band per bit (band ``b`` is light when bit ``b`` is set), so the
+index survives lossy compression, scaling and a 90-degree rotation is detectable (the bands become horizontal).
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+NUM_BITS = 8
+ON, OFF = 230, 25
+
+CODECS = {
+    "mp4": ("libx264", "yuv420p"),
+    "webm": ("libvpx-vp9", "yuv420p"),
+    "avi": ("mpeg4", "yuv420p"),
+    "mkv": ("libx264", "yuv420p"),
+}
+
+
+def draw_index(index: int, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) uint8 frame carrying ``index`` in 8 vertical bands (bit 0 on the left); a red corner marker."""
+    frame = np.full((height, width, 3), OFF, dtype=np.uint8)
+    band = width // NUM_BITS
+    for bit in range(NUM_BITS):
+        if (index >> bit) & 1:
+            frame[:, bit * band : (bit + 1) * band] = ON
+    frame[: height // 6, : width // 6] = (230, 20, 20)
+    return frame
+
+
+def read_index(frame: torch.Tensor | np.ndarray) -> int:
+    """Inverse of :func:`draw_index` for one (H, W, 3) frame (any size): reads the centre of each band."""
+    f = torch.as_tensor(np.asarray(frame)).float().mean(-1)
+    h, w = f.shape
+    value = 0
+    for bit in range(NUM_BITS):
+        x0, x1 = int((bit + 0.3) * w / NUM_BITS), int((bit + 0.7) * w / NUM_BITS)
+        if f[h // 3 : h, x0 : max(x1, x0 + 1)].mean() > (ON + OFF) / 2:
+            value |= 1 << bit
+    return value
+
+
+def write_video(
+    path: str | os.PathLike,
+    num_frames: int,
+    width: int = 64,
+    height: int = 48,
+    fps: int = 25,
+    rotation: int | None = None,
+    pts: list[int] | None = None,
+    bframes: int = 3,
+) -> Path:
+    """Write a test video; the container follows the suffix (.mp4/.mkv h264 with B-frames, .webm vp9, .avi mpeg4).
+
+    Args:
+        pts: optional explicit presentation times in 1/1000 s for a variable-frame-rate stream.
+        rotation: display rotation in degrees counter-clockwise stored as metadata (pixels stay unrotated).
+    """
+    path = Path(path)
+    codec, pix_fmt = CODECS[path.suffix.lstrip(".")]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if codec == "libx264":
+            stream.options = {"x264-params": f"bframes={bframes}:b-adapt=0:keyint=12:min-keyint=12:scenecut=0"}
+        if codec == "libvpx-vp9":
+            stream.options = {"deadline": "realtime", "cpu-used": "8", "g": "12"}
+        if pts is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(draw_index(i, width, height), format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def video_dir(tmp_path_factory) -> Path:
+    """A session-wide folder of small test videos (written once)."""
+    root = tmp_path_factory.mktemp("videos")
+    write_video(root / "h264.mp4", 40)
+    write_video(root / "vp9.webm", 40)
+    write_video(root / "mpeg4.avi", 40)
+    write_video(root / "short.mp4", 5)
+    write_video(root / "rot90.mp4", 10, rotation=90)
+    vfr = [0, 40, 50, 130, 140, 150, 300, 310, 360, 400, 440, 450, 600, 610, 700, 720]
+    write_video(root / "vfr.mp4", len(vfr), pts=vfr)
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "garbage.mp4").write_bytes(os.urandom(4096))
+    data = (root / "h264.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    return root
+
+
+@pytest.fixture()
+def make_video():
+    """The :func:`write_video` function."""
+    return write_video
+
+
+@pytest.fixture()
+def frame_index():
+    """The :func:`read_index` function."""
+    return read_index
