@@ -1,0 +1,162 @@
+"""``gnvideo`` command line: LightningCLI for fit/validate/test/predict, plus ``report`` and ``demo``.
+
+Examples::
+
+    gnvideo fit --config configs/kinetics400/i3d_r50_gn_32x2_8clips.yaml
+    gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --data.clips_per_device 4 --trainer.max_steps 50
+    gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path last      # resume the latest run
+    gnvideo test --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path best     # writes results.json
+    gnvideo predict --config configs/synthetic/tiny_r3d_gn.yaml --data.predict_files [a.mp4,b.mp4] --ckpt_path X
+    gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --print_config
+    gnvideo report runs/ --paper --plot table8.png
+
+Runs live in ``{trainer.default_root_dir}/{run_name}/version_N`` (fit) or ``.../{subcommand}_N``; ``run_name``
+defaults to the stem of the last ``--config`` file. Each run folder holds ``config.yaml`` (resolved config),
+``metrics.csv``, TensorBoard events and ``checkpoints/``: the best by ``val/top1`` (option group ``--checkpoint``) and
+``last.ckpt``, written after each validation and every ``--last_checkpoint.every_n_train_steps`` (1000) steps.
+``--ckpt_path last`` and ``--ckpt_path best`` resolve to the newest run of ``run_name`` that has such a checkpoint;
+``fit --ckpt_path last`` resumes there (exact step, optimizer and LR-scheduler state) and keeps logging in that folder.
+``test`` writes ``results.json`` beside the checkpoint (or in its own run folder without one); ``predict`` prints the
+top-5 classes per video and writes ``predictions.json``. Config mistakes stop before training with the key named.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from gnvideo.module import VideoClassifier
+
+__all__ = ["GNVideoCLI", "main"]
+
+
+def _versions(exp_dir: Path) -> list[Path]:
+    runs = [p for p in exp_dir.glob("version_*") if p.is_dir() and p.name[8:].isdigit()]
+    return sorted(runs, key=lambda p: int(p.name[8:]))
+
+
+def _find_checkpoint(exp_dir: Path, which: str) -> Path | None:
+    """Newest ``last.ckpt`` (which="last") or ``best*.ckpt`` (which="best") among the fit runs of an experiment."""
+    for run in reversed(_versions(exp_dir)):
+        pattern = "last*.ckpt" if which == "last" else "best*.ckpt"
+        found = sorted((run / "checkpoints").glob(pattern), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    return None
+
+
+class GNVideoCLI(LightningCLI):
+    """LightningCLI with the gnvideo links, checkpoint defaults, run folders and config checks."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run_name", type=str | None, default=None,
+                            help="run folder name under trainer.default_root_dir (default: stem of the last --config)")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.clips_per_device", "model.clips_per_device")
+        # best by val/top1 (saved when validation ends) and last.ckpt every N optimizer steps (for resuming); Lightning
+        # allows one trigger per ModelCheckpoint and defers monitored saves until the first validation, hence two.
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/top1", "checkpoint.mode": "max", "checkpoint.save_last": True,
+                             "checkpoint.filename": "best-{epoch}-{step}", "checkpoint.save_top_k": 1,
+                             "checkpoint.auto_insert_metric_name": False, "checkpoint.enable_version_counter": False})
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults({"last_checkpoint.monitor": None, "last_checkpoint.save_top_k": 0,
+                             "last_checkpoint.save_last": True, "last_checkpoint.every_n_train_steps": 1000,
+                             "last_checkpoint.enable_version_counter": False})
+
+    def _fail(self, message: str) -> None:
+        print(f"gnvideo {self.subcommand}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand]
+        data = cfg.data
+        if self.subcommand == "predict":
+            files = data.get("predict_files")
+            if isinstance(files, str) and files.startswith("[") and files.endswith("]"):
+                # "[a.mp4,b.mp4]" while KineticsDataModule types predict_files as str: handed over as a list below
+                files = self._predict_list = [f.strip() for f in files[1:-1].split(",") if f.strip()]
+            if not files:
+                self._fail("data.predict_files: give the videos to classify (a video, a folder or a list file)")
+            for f in [files] if isinstance(files, str) else files:
+                if not Path(f).exists():
+                    self._fail(f"data.predict_files: {f} does not exist")
+            if not cfg.get("ckpt_path") and not cfg.model.get("init_from"):
+                print("gnvideo predict: warning: no --ckpt_path or --model.init_from, predicting with random weights",
+                      file=sys.stderr)
+        elif not Path(data.root).is_dir():
+            self._fail(f"data.root: folder {data.root} does not exist")
+        configs = cfg.get("config") or []
+        name = cfg.get("run_name") or (Path(str(configs[-1])).stem if configs else "default")
+        root = Path(cfg.trainer.get("default_root_dir") or "runs")
+        exp_dir = root / name
+        self._run_name, self._version = name, None
+        ckpt = cfg.get("ckpt_path")
+        if ckpt in ("last", "best"):
+            found = _find_checkpoint(exp_dir, ckpt)
+            if found is None and (self.subcommand != "fit" or ckpt == "best"):
+                self._fail(f"ckpt_path: no '{ckpt}' checkpoint under {exp_dir}/version_*/checkpoints")
+            if found is None:
+                print(f"gnvideo fit: no last checkpoint under {exp_dir}; starting a new run", file=sys.stderr)
+            cfg.ckpt_path = str(found) if found else None
+            if found is not None and self.subcommand == "fit":
+                self._version = int(found.parent.parent.name[8:])
+        if self._version is None:
+            if self.subcommand == "fit":
+                self._version = int(_versions(exp_dir)[-1].name[8:]) + 1 if _versions(exp_dir) else 0
+            else:
+                n = sum(1 for _ in exp_dir.glob(f"{self.subcommand}_*"))
+                self._version = f"{self.subcommand}_{n}"
+        self._root = root
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, FileNotFoundError, TypeError) as e:
+            self._fail(str(e))
+        if getattr(self, "_predict_list", None) and self.datamodule is not None:
+            self.datamodule.hparams.predict_files = self._predict_list
+
+    def instantiate_trainer(self, **kwargs):
+        logger = self._get(self.config_init, "trainer", default={}).get("logger")
+        if logger is None or logger is True:
+            common = {"save_dir": str(self._root), "name": self._run_name, "version": self._version}
+            kwargs["logger"] = [CSVLogger(**common), TensorBoardLogger(default_hp_metric=False, **common)]
+        return super().instantiate_trainer(**kwargs)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Run ``gnvideo`` with ``args`` (default: ``sys.argv[1:]``)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "report":
+        from gnvideo.report import main as report_main
+
+        return report_main(argv[1:])
+    if argv and argv[0] == "demo":
+        from gnvideo.demo import main as demo_main
+
+        return demo_main(argv[1:]) or 0
+    if argv[:1] in (["-h"], ["--help"]):
+        print("gnvideo report RUN_DIR... [--paper] [--plot OUT.png] [--chance]   BN-vs-GN table from results.json\n"
+              "gnvideo demo ...                                                  end-to-end CPU demo\n")
+    from gnvideo.data import KineticsDataModule
+
+    GNVideoCLI(
+        VideoClassifier,
+        KineticsDataModule,
+        args=None if args is None else argv,
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"default_root_dir": "runs"},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""Shared fixtures of the training tests: a tiny synthetic Kinetics-layout dataset made once per session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # for the class paths "_train_probes.KillAtStep" / "_train_probes.BNProbe"
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """6 classes x 4 train + 2 val videos, 40-48 px short side, 1.5-2 s at 12 fps (seconds to make)."""
+    from gnvideo.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_dataset(root, num_classes=6, videos_per_class=4, val_videos_per_class=2, seed=0, workers=0,
+                           short_side_range=(40, 48), fps_range=(12, 12), duration_range=(1.5, 2.0))
+    return root
+
+
+def cli_args(root: Path, runs: Path, *extra: str, config: str = "configs/synthetic/tiny_r3d_bn.yaml") -> list[str]:
+    """Arguments after the subcommand: a synthetic config shrunk to 32 px crops and 2 x 1 test views."""
+    return [
+        "--config", str(REPO / config),
+        "--data.root", str(root), "--data.num_workers", "0", "--data.clips_per_device", "4",
+        "--data.train_short_side", "[32,40]", "--data.crop_size", "32", "--data.test_short_side", "32",
+        "--data.test_crop_size", "32", "--data.test_num_clips", "2", "--data.test_num_crops", "1",
+        "--trainer.default_root_dir", str(runs), "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1", "--trainer.accelerator", "cpu",
+        *extra,
+    ]

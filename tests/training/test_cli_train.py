@@ -1,0 +1,158 @@
+"""End-to-end CLI runs on the tiny synthetic dataset: fit, validate, multi-view test, predict, resume, fast_dev_run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from gnvideo.cli import main
+
+from .conftest import cli_args
+
+TRAIN = ["--trainer.max_epochs", "8", "--model.base_lr", "0.3", "--model.dropout", "0", "--model.schedule", "constant",
+         "--model.warmup_fraction", "0", "--data.clips_per_device", "8"]
+
+
+def _metrics(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_root, tmp_path_factory):
+    """One short real training run (8 epochs x 3 steps of 8 clips), reused by the tests below."""
+    runs = tmp_path_factory.mktemp("runs")
+    assert main(["fit", *cli_args(synthetic_root, runs, *TRAIN)]) == 0
+    run = runs / "tiny_r3d_bn" / "version_0"
+    return run
+
+
+def test_fit_writes_run_folder_and_loss_falls(trained):
+    run = trained
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    assert list(run.glob("events.out.tfevents.*"))
+    rows = _metrics(run)
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(losses) == 24
+    assert sum(losses[-6:]) / 6 < sum(losses[:6]) / 6, losses
+    assert any(r.get("val/top1") for r in rows) and any(r.get("train/clips_per_sec") for r in rows)
+    lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]
+    assert lrs == [pytest.approx(0.3 * 8 / 64)] * 24  # base_lr x (8 clips x 1 device x 1 accumulation) / 64
+    saved = (run / "config.yaml").read_text()
+    assert "max_epochs: 8" in saved and "clips_per_device: 8" in saved
+
+
+def test_validate(trained, synthetic_root, tmp_path):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    assert main(["validate", *cli_args(synthetic_root, tmp_path), "--ckpt_path", str(ckpt)]) == 0
+    rows = _metrics(tmp_path / "tiny_r3d_bn" / "validate_0")
+    assert 0.0 <= float(next(r["val/top1"] for r in rows if r.get("val/top1"))) <= 1.0
+
+
+def _hand_scores(ckpt: Path, root: Path) -> dict:
+    """Per-video softmax averaged over the views, computed outside Lightning, scored by plain Python."""
+    from gnvideo.data import KineticsDataModule
+    from gnvideo.module import VideoClassifier
+
+    model = VideoClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    dm = KineticsDataModule(str(root), clips_per_device=5, num_workers=0, num_frames=8, sampling_rate=2,
+                            crop_size=32, test_short_side=32, test_crop_size=32, test_num_clips=2, test_num_crops=1,
+                            pin_memory=False, persistent_workers=False)
+    dm.setup("test")
+    sums, labels, broken = defaultdict(lambda: 0.0), {}, set()
+    with torch.no_grad():
+        for i in range(len(dm.test_dataset)):
+            s = dm.test_dataset[i]
+            if not s["valid"]:
+                broken.add(s["video_index"])
+                continue
+            sums[s["video_index"]] = sums[s["video_index"]] + model(s["video"][None]).softmax(1)[0].double()
+            labels[s["video_index"]] = s["label"]
+    scored = [v for v in sums if v not in broken]
+    top1 = [int(sums[v].argmax()) == labels[v] for v in scored]
+    top5 = [labels[v] in sums[v].topk(5).indices.tolist() for v in scored]
+    per_class = defaultdict(list)
+    for v, ok in zip(scored, top1):
+        per_class[labels[v]].append(ok)
+    return {"top1": 100 * sum(top1) / len(scored), "top5": 100 * sum(top5) / len(scored),
+            "mean_class_accuracy": 100 * sum(sum(c) / len(c) for c in per_class.values()) / len(per_class),
+            "videos_scored": len(scored), "videos_skipped": len(broken)}
+
+
+def test_multiview_test_matches_hand_computation_and_skips_broken_video(trained, synthetic_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    broken = sorted((root / "val").rglob("*.mp4"))[3]
+    broken.write_bytes(b"this is not a video")
+    ckpt = tmp_path / "ckpt" / "model.ckpt"
+    ckpt.parent.mkdir()
+    shutil.copy(trained / "checkpoints" / "last.ckpt", ckpt)
+    assert main(["test", *cli_args(root, tmp_path / "runs"), "--ckpt_path", str(ckpt)]) == 0
+    results = json.loads((ckpt.parent / "results.json").read_text())  # written beside the checkpoint
+    expected = _hand_scores(ckpt, root)
+    assert results["videos_scored"] == 11 and results["videos_skipped"] == 1
+    for k, v in expected.items():
+        assert results[k] == pytest.approx(v), k
+    s = results["setting"]
+    assert (s["backbone"], s["norm"], s["num_frames"], s["sampling_rate"]) == ("tiny_r3d", "bn", 8, 2)
+    assert (s["clips_per_device"], s["devices"], s["num_nodes"], s["accumulate_grad_batches"], s["seed"]) == (
+        8, 1, 1, 1, 0)  # the training setting, stored in the checkpoint (the test ran with 4 clips per device)
+
+
+def test_predict_prints_top5_per_video(trained, synthetic_root, tmp_path, capsys):
+    videos = sorted((synthetic_root / "val").rglob("*.mp4"))[:2]
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    assert main(["predict", *cli_args(synthetic_root, tmp_path), "--ckpt_path", str(ckpt),
+                 "--data.predict_files", "[" + ",".join(map(str, videos)) + "]"]) == 0
+    out = capsys.readouterr().out
+    pred = json.loads((tmp_path / "tiny_r3d_bn" / "predict_0" / "predictions.json").read_text())["predictions"]
+    assert sorted(p["file"] for p in pred) == [str(v) for v in videos]
+    for p in pred:
+        assert p["file"] in out and p["views"] == 2
+        probs = [q["prob"] for q in p["top5"]]
+        assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0.0 < sum(probs) <= 1.0 + 1e-6
+        assert f"{p['top5'][0]['label']} {probs[0]:.3f}" in out
+
+
+def test_fast_dev_run(synthetic_root, tmp_path):
+    assert main(["fit", *cli_args(synthetic_root, tmp_path, config="configs/synthetic/tiny_r3d_gn.yaml"),
+                 "--trainer.fast_dev_run", "1"]) == 0
+
+
+def test_resume_after_kill_continues_step_and_lr(synthetic_root, tmp_path):
+    """Crash after step 3 of 5 (cosine LR, last.ckpt every step: the newest is step 2), resume with --ckpt_path last,
+    compare with an uninterrupted run."""
+    common = ["--data.clips_per_device", "4", "--trainer.max_steps", "5", "--trainer.limit_val_batches", "0",
+              "--model.schedule", "cosine", "--model.warmup_fraction", "0.2",
+              "--last_checkpoint.every_n_train_steps", "1"]
+    ref_runs, runs = tmp_path / "ref", tmp_path / "runs"
+    assert main(["fit", *cli_args(synthetic_root, ref_runs, *common)]) == 0
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        main(["fit", *cli_args(synthetic_root, runs, *common),
+              "--trainer.callbacks+=_train_probes.KillAtStep", "--trainer.callbacks.step", "3"])
+    run = runs / "tiny_r3d_bn" / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert main(["fit", *cli_args(synthetic_root, runs, *common), "--ckpt_path", "last"]) == 0
+    assert not (runs / "tiny_r3d_bn" / "version_1").exists()  # resumed in the same run folder
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    ref = torch.load(ref_runs / "tiny_r3d_bn" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == ref["global_step"] == 5
+    assert final["lr_schedulers"][0]["last_epoch"] == ref["lr_schedulers"][0]["last_epoch"] == 5
+    assert final["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(
+        ref["optimizer_states"][0]["param_groups"][0]["lr"])
+    lr_by_step = {}
+    for r in _metrics(run):
+        if r.get("train/lr"):
+            lr_by_step[int(r["step"])] = float(r["train/lr"])
+    ref_lr = {int(r["step"]): float(r["train/lr"]) for r in _metrics(ref_runs / "tiny_r3d_bn" / "version_0")
+              if r.get("train/lr")}
+    assert sorted(ref_lr) == [0, 1, 2, 3, 4] and len(set(ref_lr.values())) > 2
+    for step in (2, 3, 4):  # the steps run after the resume
+        assert lr_by_step[step] == pytest.approx(ref_lr[step])

@@ -1,0 +1,83 @@
+"""Report on fabricated results.json files: markdown values, paper rows, chance line, PNG written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gnvideo.cli import main
+from gnvideo.report import load_results, markdown_table, render
+
+
+def _write(folder: Path, norm: str, frames: int, clips: int, seed: int, top1: float, top5: float, **extra) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    setting = {"backbone": "i3d_r50", "norm": norm, "num_frames": frames, "sampling_rate": 64 // frames,
+               "clips_per_device": clips, "devices": 8, "num_nodes": 1, "accumulate_grad_batches": 1, "seed": seed,
+               **extra}
+    (folder / "results.json").write_text(json.dumps({
+        "top1": top1, "top5": top5, "mean_class_accuracy": top1 - 1, "videos_scored": 100, "videos_skipped": 0,
+        "num_classes": 400, "setting": setting}))
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    _write(tmp_path / "bn8" / "s0" / "checkpoints", "bn", 32, 8, 0, 70.0, 90.0)
+    _write(tmp_path / "bn8" / "s1" / "checkpoints", "bn", 32, 8, 1, 72.0, 91.0)
+    _write(tmp_path / "gn8" / "version_0", "gn", 32, 8, 0, 71.25, 89.5)
+    _write(tmp_path / "gn4" / "deep" / "er", "gn", 32, 4, 0, 71.0, 89.0)
+    _write(tmp_path / "bgn64", "bgn", 64, 4, 0, 60.0, 80.0)
+    _write(tmp_path / "sub", "sub_bn", 32, 16, 0, 69.0, 88.0, norm_options={"clips_per_group": 4},
+           accumulate_grad_batches=4)
+    return tmp_path
+
+
+def _cells(table: str) -> dict[str, list[str]]:
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    out = {}
+    for line in rows[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        out[cells[0]] = dict(zip(header[1:], cells[1:]))
+    return out
+
+
+def test_markdown_table_values(runs):
+    results = load_results([runs])
+    assert len(results) == 6
+    cells = _cells(markdown_table(results))
+    assert list(cells) == ["BN (ours)", "GN (ours)", "BGN (ours)"]  # sub_bn runs are per-GPU BN: BN row
+    assert cells["BN (ours)"]["32 frames, 8 clips/GPU"] == "71.0 ± 1.4 / 90.5 ± 0.7 (n=2)"  # mean ± sample std
+    assert cells["GN (ours)"]["32 frames, 8 clips/GPU"] == "71.2 / 89.5"
+    assert cells["GN (ours)"]["32 frames, 4 clips/GPU"] == "71.0 / 89.0"
+    assert cells["BN (ours)"]["32 frames, 4 clips/GPU"] == "69.0 / 88.0"  # sub_bn: BN batch = clips_per_group
+    assert "32 frames, 16 clips/GPU" not in cells["BN (ours)"]  # its 16 clips per device are not its BN batch
+    assert cells["BGN (ours)"]["64 frames, 4 clips/GPU"] == "60.0 / 80.0"
+
+
+def test_paper_rows_and_chance(runs):
+    table = markdown_table(load_results([runs]), paper=True, chance=True)
+    cells = _cells(table)
+    assert cells["GN (paper)"]["64 frames, 4 clips/GPU"] == "74.5 / —"
+    assert cells["BN (paper)"]["32 frames, 8 clips/GPU"] == "73.3 / —"
+    assert cells["BN (ours)"]["64 frames, 4 clips/GPU"] == "—"
+    assert "Chance with 400 classes: top-1 0.2%, top-5 1.2%." in table
+
+
+def test_cli_report_writes_png(runs, tmp_path, capsys):
+    out = tmp_path / "plots" / "table8.png"
+    assert main(["report", str(runs / "bn8"), str(runs / "gn8"), "--paper", "--plot", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| BN (ours) |" in text and "| GN (paper) |" in text
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_render_for_demo_and_errors(tmp_path):
+    results = [{"top1": 50.0, "top5": None, "setting": {"norm": "gn", "num_frames": 8, "clips_per_device": 2}}]
+    assert "50.0 / —" in render(results, plot_path=tmp_path / "p.png")
+    assert (tmp_path / "p.png").is_file()
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        load_results([tmp_path])
+    with pytest.raises(ValueError):
+        render([])
