@@ -78,9 +78,6 @@ class GNVideoCLI(LightningCLI):
         data = cfg.data
         if self.subcommand == "predict":
             files = data.get("predict_files")
-            if isinstance(files, str) and files.startswith("[") and files.endswith("]"):
-                # "[a.mp4,b.mp4]" while KineticsDataModule types predict_files as str: handed over as a list below
-                files = self._predict_list = [f.strip() for f in files[1:-1].split(",") if f.strip()]
             if not files:
                 self._fail("data.predict_files: give the videos to classify (a video, a folder or a list file)")
             for f in [files] if isinstance(files, str) else files:
@@ -119,8 +116,6 @@ class GNVideoCLI(LightningCLI):
             super().instantiate_classes()
         except (ValueError, FileNotFoundError, TypeError) as e:
             self._fail(str(e))
-        if getattr(self, "_predict_list", None) and self.datamodule is not None:
-            self.datamodule.hparams.predict_files = self._predict_list
 
     def instantiate_trainer(self, **kwargs):
         logger = self._get(self.config_init, "trainer", default={}).get("logger")

@@ -42,7 +42,7 @@ class KineticsDataModule(pl.LightningDataModule):
         persistent_workers: keep workers between epochs (only used when num_workers > 0).
         decode_backend: "auto", "decord" or "pyav".
         exclude_list: file of video paths to leave out (one per line).
-        predict_files: folder, video file, or text file listing videos for ``predict``.
+        predict_files: videos for ``predict``: a list of files, or one folder, video file or text file listing videos.
         seed: seed for train shuffling and clip sampling.
     """
 
@@ -67,7 +67,7 @@ class KineticsDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         decode_backend: str = "auto",
         exclude_list: str | None = None,
-        predict_files: str | None = None,
+        predict_files: str | list[str] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
