@@ -40,6 +40,10 @@ SHAPES = [
     # contiguous copy); 1536 leaves idle threads in the 256-thread channels-last block (bf16).
     ((2, 2048, 2, 3, 3), 32),
     ((1, 1536, 2, 2, 3), 32),
+    # several chunks per plane with a plane size that is no multiple of the pack width (contiguous), and several
+    # chunks with an idle thread in channels-last (24 channels = 3 bf16 packs of 8 per row).
+    ((1, 4, 9, 61, 67), 2),
+    ((2, 24, 4, 32, 32), 4),
 ]
 
 
@@ -156,11 +160,12 @@ def test_mixed_precision_params(cuda_ext, layout, dtype):
     assert _rel_err(dw, rdw) < 1e-4 and _rel_err(db, rdb) < 1e-4
 
 
+@pytest.mark.parametrize("shape", [(2, 16, 3, 5, 8), (1, 8, 9, 61, 67)])  # the second has several chunks per plane
 @pytest.mark.parametrize("layout", [CONTIG, CL3D])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_unaligned_storage_offset(cuda_ext, layout, dtype):
+def test_unaligned_storage_offset(cuda_ext, layout, dtype, shape):
     """A view starting one element into its storage cannot use 16-byte packs (scalar path)."""
-    shape, g = (2, 16, 3, 5, 8), 4
+    g = 4
     x0, w, b, dy = _make(shape, dtype, layout)
     storage = torch.empty(x0.numel() + 1, device="cuda", dtype=dtype)
     x = storage[1:].as_strided(x0.shape, x0.stride())
@@ -340,3 +345,28 @@ def test_tensor_past_2_31_elements(cuda_ext, layout):
         assert abs(mean[n, g].item() - xr.mean().item()) < 1e-4
         assert rstd[n, g].item() == pytest.approx((xr.var(unbiased=False) + 1e-5).rsqrt().item(), rel=1e-4)
         del xs, ref, rdx
+
+
+@pytest.mark.parametrize("which", ["weight_only", "bias_only"])
+@pytest.mark.parametrize("layout", [CONTIG, CL3D])
+def test_weight_or_bias_alone(cuda_ext, which, layout):
+    x, w, b, dy = _make((2, 16, 3, 9, 10), torch.float32, layout)
+    w, b = (w, None) if which == "weight_only" else (None, b)
+    y, _, _, grads = _ours(x, 4, w, b, 1e-5, "silu", dy)
+    ry, _, rrstd, rgrads = _reference(x, 4, w, b, 1e-5, "silu", dy)
+    assert _rel_err(y, ry) < TOL[torch.float32]
+    assert len(grads) == 2
+    assert _rel_err(grads[0], rgrads[0], _dx_floor(rrstd, w, dy)) < 4 * TOL[torch.float32]
+    assert _rel_err(grads[1], rgrads[1]) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize(("x_layout", "dy_layout"), [(CL3D, CONTIG), (CONTIG, CL3D)])
+def test_grad_in_other_layout(cuda_ext, x_layout, dy_layout):
+    """The incoming gradient may come in another memory format than x (e.g. from a following contiguous op)."""
+    x, w, b, dy = _make((2, 32, 4, 12, 12), torch.float32, x_layout)
+    dy = dy.contiguous(memory_format=dy_layout)
+    y, _, _, grads = _ours(x, 8, w, b, 1e-5, "none", dy)
+    ry, _, rrstd, rgrads = _reference(x, 8, w, b, 1e-5, "none", dy)
+    assert _rel_err(y, ry) < TOL[torch.float32]
+    for got, want in zip(grads, rgrads):
+        assert _rel_err(got, want, _dx_floor(rrstd, w, dy)) < 4 * TOL[torch.float32]

@@ -238,6 +238,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_bwd_cuda(
     int64_t activation) {
   check_group_norm_args(x, weight, bias, num_groups, activation);
   TORCH_CHECK(x.is_cuda() && grad_y.is_cuda(), "gnvideo group_norm_bwd (CUDA): x and grad_y must be CUDA tensors");
+  // The kernels dereference grad_y / mean / rstd raw pointers on x's device: a CPU (or other-GPU) mean/rstd from a
+  // direct op call would otherwise be read as a device address (illegal access or silent garbage).
+  TORCH_CHECK(grad_y.device() == x.device() && mean.device() == x.device() && rstd.device() == x.device(),
+              "gnvideo group_norm_bwd (CUDA): grad_y, mean and rstd must be on x's device ", x.device(), ", got ",
+              grad_y.device(), ", ", mean.device(), ", ", rstd.device());
   TORCH_CHECK(grad_y.sizes() == x.sizes() && grad_y.scalar_type() == x.scalar_type(),
               "gnvideo group_norm_bwd: grad_y must match x in shape and dtype, got ", grad_y.sizes(), " ",
               grad_y.scalar_type(), " vs ", x.sizes(), " ", x.scalar_type());
