@@ -5,10 +5,11 @@ setting and each norm, ``gnvideo fit`` a small 3D ResNet and ``gnvideo test`` it
 ``val`` clips; print the BN-vs-GN table with the chance level and save the plot.
 
 The paper's protocol is mimicked on one device: a fixed number of simulated devices (``--simulated-devices``, V)
-each holding ``c`` clips, so a step sees ``c x V`` clips and the LR is scaled linearly with that total. GN does not
-depend on how the batch is split; BN's per-device statistics come from ``sub_bn`` with ``clips_per_group = c``, which
-normalizes each group of ``c`` clips on its own, as ``c`` clips per GPU would be. Every run trains for the same number
-of epochs, so smaller settings take more, smaller steps. Checkpoint selection never looks at the test clips: the last
+each holding ``c`` clips, so an optimizer step sees ``c x V`` clips and the LR is scaled linearly with that total.
+BN's per-device statistics come from ``sub_bn`` with ``clips_per_group = c`` on one forward of ``c x V`` clips: it
+normalizes each group of ``c`` clips on its own, as ``c`` clips per GPU would be. GN, BGN, LN and IN run ``c`` clips
+per forward and accumulate the gradients of V forwards, which is what V devices with ``c`` clips each compute. Every
+run trains for the same number of epochs, so smaller settings take more, smaller steps. Checkpoint selection never looks at the test clips: the last
 checkpoint is tested.
 """
 
@@ -58,16 +59,19 @@ def _run_args(a: argparse.Namespace, norm: str, clips: int) -> tuple[str, list[s
     elif norm in ("gn", "bgn"):
         options = {"num_groups": a.num_groups}
     name = f"{norm}_{clips}clips"
-    per_step = clips * a.simulated_devices
+    if kind == "sub_bn":  # one forward of c x V clips, BN statistics per group of c clips
+        per_forward, accumulate = clips * a.simulated_devices, 1
+    else:  # batch-independent norms: c clips per forward, gradients of V forwards summed as V devices would
+        per_forward, accumulate = clips, a.simulated_devices
     args = [
         "--run_name", name, "--seed_everything", str(a.seed),
         "--trainer.default_root_dir", a.out, "--trainer.max_epochs", str(a.epochs),
         "--trainer.check_val_every_n_epoch", str(a.epochs), "--trainer.log_every_n_steps", "5",
-        "--trainer.num_sanity_val_steps", "0",
+        "--trainer.num_sanity_val_steps", "0", "--trainer.accumulate_grad_batches", str(accumulate),
         "--model.backbone", a.backbone, "--model.norm", kind, "--model.norm_options", json.dumps(options),
         "--model.dropout", "0.2", "--model.base_lr", str(a.base_lr), "--model.schedule", "cosine",
         "--model.warmup_fraction", "0.1",
-        "--data.root", a.root, "--data.clips_per_device", str(per_step),
+        "--data.root", a.root, "--data.clips_per_device", str(per_forward),
         "--data.num_frames", str(a.frames), "--data.sampling_rate", str(a.sampling_rate),
         "--data.train_short_side", f"[{a.crop_size}, {a.crop_size * 5 // 4}]", "--data.crop_size", str(a.crop_size),
         "--data.test_short_side", str(a.crop_size), "--data.test_crop_size", str(a.crop_size),

@@ -27,6 +27,9 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     bn = json.loads((out / "bn_1clips" / "version_0" / "checkpoints" / "results.json").read_text())
     assert bn["setting"]["norm"] == "sub_bn" and bn["setting"]["norm_options"] == {"clips_per_group": 1}
     assert bn["setting"]["clips_per_device"] == 2  # 1 clip per simulated device x 2 simulated devices
+    gn = json.loads((out / "gn_1clips" / "version_0" / "checkpoints" / "results.json").read_text())
+    assert gn["setting"]["norm"] == "gn" and gn["setting"]["clips_per_device"] == 1
+    assert gn["setting"]["accumulate_grad_batches"] == 2  # 2 simulated devices: gradients of 2 forwards per step
 
     table = (out / "table.md").read_text()
     assert "| BN (ours) |" in table and "| GN (ours) |" in table
