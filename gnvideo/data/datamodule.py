@@ -38,6 +38,8 @@ class KineticsDataModule(pl.LightningDataModule):
         test_crop_size: test crop side, pixels.
         test_num_clips: clips per video in test.
         test_num_crops: crops per clip in test (1 or 3).
+        hflip_prob: probability of a horizontal flip of a training clip (0 for direction-dependent classes, such as
+            the synthetic dataset's moving left/right and rotating clockwise/counter-clockwise).
         pin_memory: DataLoader pin_memory.
         persistent_workers: keep workers between epochs (only used when num_workers > 0).
         decode_backend: "auto", "decord" or "pyav".
@@ -63,6 +65,7 @@ class KineticsDataModule(pl.LightningDataModule):
         test_crop_size: int = 224,
         test_num_clips: int = 10,
         test_num_crops: int = 3,
+        hflip_prob: float = 0.5,
         pin_memory: bool = True,
         persistent_workers: bool = True,
         decode_backend: str = "auto",
@@ -97,7 +100,7 @@ class KineticsDataModule(pl.LightningDataModule):
         h = self.hparams
         return dict(num_frames=h.num_frames, sampling_rate=h.sampling_rate, backend=h.decode_backend, seed=h.seed,
                     short_side_range=tuple(h.train_short_side), crop_size=h.crop_size,
-                    eval_short_side=h.test_short_side)
+                    eval_short_side=h.test_short_side, hflip_prob=h.hflip_prob)
 
     def _dataset(self, annotation: str, split: str, mode: str) -> KineticsDataset:
         h = self.hparams

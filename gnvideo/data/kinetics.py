@@ -63,6 +63,7 @@ class ClipDataset(Dataset):
         decode_short_side: scale frames at decode time to this short side (saves memory on large videos).
         seed: base seed for train sampling.
         max_retries: train mode, other videos tried after a failure before giving up with RuntimeError.
+        hflip_prob: train mode, probability of a horizontal flip (0 when classes depend on left/right direction).
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class ClipDataset(Dataset):
         decode_short_side: int | None = None,
         seed: int = 0,
         max_retries: int = 10,
+        hflip_prob: float = 0.5,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -98,7 +100,7 @@ class ClipDataset(Dataset):
         self.backend, self.decode_short_side = backend, decode_short_side
         self.seed, self.max_retries = int(seed), int(max_retries)
         eval_crop = int(eval_crop_size or crop_size)
-        self.train_transform = TrainTransform(short_side_range, crop_size, mean, std)
+        self.train_transform = TrainTransform(short_side_range, crop_size, mean, std, flip_prob=hflip_prob)
         self.eval_transform = EvalTransform(eval_short_side, eval_crop, self.num_crops, mean, std)
         self.crop_size = int(crop_size) if mode == "train" else eval_crop
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()

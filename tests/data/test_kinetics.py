@@ -166,6 +166,21 @@ def test_datamodule_train_ranks_and_errors(dataset_root, tmp_path):
     assert KineticsDataModule(str(tmp_path / "nowhere")).num_classes == 400
 
 
+@pytest.mark.parametrize("hflip_prob", [0.0, 1.0])
+def test_datamodule_hflip_prob_reaches_training_clips(dataset_root, hflip_prob):
+    """hflip_prob=0 keeps left/right motion intact (direction classes); 1 always mirrors the training crop."""
+    common = dict(clips_per_device=1, num_workers=0, num_frames=4, train_short_side=(48, 48), crop_size=48,
+                  test_short_side=48, pin_memory=False)
+    dm = KineticsDataModule(str(dataset_root), hflip_prob=hflip_prob, **common)
+    dm.setup("fit")
+    assert dm.train_dataset.train_transform.flip_prob == hflip_prob
+    frames = torch.randint(0, 256, (4, 48, 64, 3), dtype=torch.uint8)
+    crop = dm.train_dataset.train_transform(frames, generator=torch.Generator().manual_seed(0))
+    unflipped = dm.train_dataset.train_transform.__class__((48, 48), 48, flip_prob=0.0)(
+        frames, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(crop, unflipped if hflip_prob == 0.0 else unflipped.flip(-1))
+
+
 def test_epoch_reaches_persistent_workers(dataset_root):
     from gnvideo.data import EpochDistributedSampler
 
