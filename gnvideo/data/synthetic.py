@@ -65,9 +65,9 @@ _MOTIONS = {  # class -> (animated quantity, direction)
 }
 SHAPES = ("ellipse", "rectangle", "triangle", "cross")
 COMPLETE_MARKER = ".synthetic_complete.json"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: larger shapes, faster motion, calmer backgrounds (learnable in a CPU demo)
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_SIZE_RANGE = (0.12, 0.30)  # shape "radius" as a fraction of the short side (log-uniform)
+_SIZE_RANGE = (0.18, 0.36)  # shape "radius" as a fraction of the short side (log-uniform)
 _RENDER_CHUNK = 32  # frames rendered at once (bounds memory to ~tens of MB)
 
 
@@ -138,12 +138,15 @@ def sample_clip_params(rng: np.random.Generator, label_index: int, short_side_ra
     num_frames = max(2, int(round(rng.uniform(*duration_range) * fps)))
     gratings = []
     for _ in range(3):
-        amp = rng.uniform(8, 30)
+        amp = rng.uniform(4, 12)
         freq = rng.uniform(1.0, 8.0)  # cycles across the frame
         theta = rng.uniform(0, math.pi)
         phase = rng.uniform(0, 2 * math.pi)
         gain = rng.uniform(0.3, 1.0, size=3)
         gratings.append((amp, freq * math.cos(theta), freq * math.sin(theta), phase, *map(float, gain)))
+    bg_color = rng.uniform(50, 200, size=3)
+    # the shape stands out from the background (brighter or darker by 70-110 levels), whatever the class
+    shape_color = np.clip(bg_color + rng.uniform(70, 110, size=3), 0, 255)
     params = ClipParams(
         label_index=0, width=width, height=height, fps=fps, num_frames=num_frames,
         shape=SHAPES[int(rng.integers(len(SHAPES)))],
@@ -152,12 +155,12 @@ def sample_clip_params(rng: np.random.Generator, label_index: int, short_side_ra
         angle=float(rng.uniform(0, 2 * math.pi)),
         log_size_phase=float(rng.random()),
         speed=float(rng.uniform(0.5, 1.0)),
-        shape_color=tuple(float(c) for c in rng.uniform(20, 235, size=3)),
+        shape_color=tuple(float(c) for c in shape_color),
         stripe_freq=float(rng.uniform(1.0, 3.0)),
-        bg_color=tuple(float(c) for c in rng.uniform(50, 200, size=3)),
+        bg_color=tuple(float(c) for c in bg_color),
         bg_gratings=tuple(gratings),
-        static_noise=float(rng.uniform(3, 10)),
-        frame_noise=float(rng.uniform(3, 8)),
+        static_noise=float(rng.uniform(2, 6)),
+        frame_noise=float(rng.uniform(2, 5)),
         noise_seed=int(rng.integers(2**63)),
     )
     return dataclasses.replace(params, label_index=int(label_index))
@@ -170,9 +173,9 @@ def _motion(p: ClipParams, t: np.ndarray, short: int) -> tuple[np.ndarray, np.nd
     """
     quantity, sign = _MOTIONS[CLASS_NAMES[p.label_index]]
     lo, hi = math.log(_SIZE_RANGE[0] * short), math.log(_SIZE_RANGE[1] * short)
-    rate = {"x": 0.6 * short, "y": 0.6 * short,  # 0.3-0.6 short sides per second
-            "angle": 2.6,  # 75-150 degrees per second
-            "phase": 0.5 / (hi - lo)}[quantity]  # log-size 0.25-0.5 per second, as a fraction of the sawtooth range
+    rate = {"x": 1.2 * short, "y": 1.2 * short,  # 0.6-1.2 short sides per second
+            "angle": 5.2,  # 150-300 degrees per second
+            "phase": 1.0 / (hi - lo)}[quantity]  # log-size 0.5-1 per second, as a fraction of the sawtooth range
     values = {"x": p.center[0] * p.width, "y": p.center[1] * p.height, "angle": p.angle, "phase": p.log_size_phase}
     track = {k: np.full_like(t, v) for k, v in values.items()}
     track[quantity] = track[quantity] + sign * p.speed * rate * t
