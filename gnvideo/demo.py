@@ -9,8 +9,9 @@ each holding ``c`` clips, so an optimizer step sees ``c x V`` clips and the LR i
 BN's per-device statistics come from ``sub_bn`` with ``clips_per_group = c`` on one forward of ``c x V`` clips: it
 normalizes each group of ``c`` clips on its own, as ``c`` clips per GPU would be. GN, BGN, LN and IN run ``c`` clips
 per forward and accumulate the gradients of V forwards, which is what V devices with ``c`` clips each compute. Every
-run trains for the same number of epochs, so smaller settings take more, smaller steps. Checkpoint selection never looks at the test clips: the last
-checkpoint is tested.
+run trains for the same number of epochs, so smaller settings take more, smaller steps. Checkpoint selection never
+looks at the test clips: the last checkpoint is tested. ``--seeds`` repeats every cell per seed (the study in
+``configs/study/``); the report then gives mean ± std.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ __all__ = ["main", "run_demo"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gnvideo demo", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="YAML file of these options (keys with _ or -), e.g. configs/study/*.yaml; "
+                   "options given on the command line win")
     p.add_argument("--root", default="data/synthetic", help="synthetic dataset folder (made when absent)")
     p.add_argument("--out", default="runs/demo", help="folder for the runs, the table and the plot")
     p.add_argument("--norms", nargs="+", default=["bn", "gn"], choices=["bn", "gn", "bgn", "ln", "in"])
     p.add_argument("--clips-per-device", nargs="+", type=int, default=[8, 2], help="settings compared (c)")
-    p.add_argument("--simulated-devices", type=int, default=4, help="V: clips per step = c x V")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--simulated-devices", type=int, default=2, help="V: clips per step = c x V")
+    p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--backbone", default="tiny_r3d")
     p.add_argument("--num-groups", type=int, default=8, help="groups of gn and bgn")
     p.add_argument("--frames", type=int, default=8)
@@ -41,9 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-size", type=int, default=64)
     p.add_argument("--test-clips", type=int, default=4)
     p.add_argument("--test-crops", type=int, default=3)
-    p.add_argument("--base-lr", type=float, default=0.2, help="LR for 64 clips per step (scaled linearly)")
+    p.add_argument("--base-lr", type=float, default=0.4, help="LR for 64 clips per step (scaled linearly)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds; each cell runs once per seed")
+    p.add_argument("--dataset-seed", type=int, default=0, help="seed of the synthetic dataset")
     p.add_argument("--num-classes", type=int, default=8, help="synthetic classes (when the dataset is made)")
     p.add_argument("--videos-per-class", type=int, default=40, help="synthetic training videos per class")
     p.add_argument("--val-videos-per-class", type=int, default=10, help="synthetic held-out videos per class")
@@ -51,33 +55,59 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_args(a: argparse.Namespace, norm: str, clips: int) -> tuple[str, list[str]]:
-    """Run name and the ``gnvideo`` arguments shared by fit and test of one (norm, clips per device) cell."""
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options over the ``--config`` YAML file over the defaults."""
+    parser = _parser()
+    first = parser.parse_args(argv)
+    if first.config:
+        import yaml
+
+        path = Path(first.config)
+        if not path.is_file():
+            parser.error(f"--config: file {path} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            parser.error(f"--config {path}: expected a mapping of option names to values")
+        known = {a.dest for a in parser._actions}
+        defaults = {}
+        for key, value in values.items():
+            dest = str(key).replace("-", "_")
+            if dest not in known or dest in ("help", "config"):
+                parser.error(f"--config {path}: unknown option {key!r}")
+            defaults[dest] = value
+        parser.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
+def _run_args(a: argparse.Namespace, norm: str, clips: int, seed: int) -> tuple[str, list[str]]:
+    """Run name and the ``gnvideo`` arguments shared by fit and test of one (norm, clips per device, seed) run."""
     kind, options = norm, {}
     if norm == "bn":
         kind, options = "sub_bn", {"clips_per_group": clips}
     elif norm in ("gn", "bgn"):
         options = {"num_groups": a.num_groups}
-    name = f"{norm}_{clips}clips"
+    name = f"{norm}_{clips}clips" + (f"_seed{seed}" if len(a.seeds) > 1 else "")
     if kind == "sub_bn":  # one forward of c x V clips, BN statistics per group of c clips
         per_forward, accumulate = clips * a.simulated_devices, 1
     else:  # batch-independent norms: c clips per forward, gradients of V forwards summed as V devices would
         per_forward, accumulate = clips, a.simulated_devices
     args = [
-        "--run_name", name, "--seed_everything", str(a.seed),
+        "--run_name", name, "--seed_everything", str(seed),
         "--trainer.default_root_dir", a.out, "--trainer.max_epochs", str(a.epochs),
         "--trainer.check_val_every_n_epoch", str(a.epochs), "--trainer.log_every_n_steps", "5",
         "--trainer.num_sanity_val_steps", "0", "--trainer.accumulate_grad_batches", str(accumulate),
+        # zero-initialized residual branches leave a one-block-per-stage net without temporal modelling for many
+        # epochs; the demo's short schedule needs them live from the start
         "--model.backbone", a.backbone, "--model.norm", kind, "--model.norm_options", json.dumps(options),
-        "--model.dropout", "0.2", "--model.base_lr", str(a.base_lr), "--model.schedule", "cosine",
-        "--model.warmup_fraction", "0.1",
+        "--model.zero_init_residual", "false", "--model.dropout", "0.2", "--model.base_lr", str(a.base_lr),
+        "--model.schedule", "cosine", "--model.warmup_fraction", "0.1",
         "--data.root", a.root, "--data.clips_per_device", str(per_forward),
         "--data.num_frames", str(a.frames), "--data.sampling_rate", str(a.sampling_rate),
         "--data.train_short_side", f"[{a.crop_size}, {a.crop_size * 5 // 4}]", "--data.crop_size", str(a.crop_size),
         "--data.test_short_side", str(a.crop_size), "--data.test_crop_size", str(a.crop_size),
         "--data.test_num_clips", str(a.test_clips), "--data.test_num_crops", str(a.test_crops),
         "--data.num_workers", str(a.workers), "--data.pin_memory", "false", "--data.persistent_workers", "false",
-        "--data.seed", str(a.seed),
+        "--data.seed", str(seed), "--data.hflip_prob", "0",  # a mirrored "moving left" clip moves right
     ]
     if a.limit_batches:
         args += ["--trainer.limit_train_batches", str(a.limit_batches)]
@@ -97,17 +127,18 @@ def run_demo(a: argparse.Namespace) -> list[dict]:
     t0 = time.perf_counter()
     print(f"[demo] synthetic dataset in {a.root} ...", flush=True)
     summary = make_synthetic_dataset(a.root, num_classes=a.num_classes, videos_per_class=a.videos_per_class,
-                                     val_videos_per_class=a.val_videos_per_class, seed=a.seed, progress=True)
+                                     val_videos_per_class=a.val_videos_per_class, seed=a.dataset_seed,
+                                     progress=True)
     state = "already there" if summary.skipped else f"made in {summary.seconds:.0f} s"
     print(f"[demo] {summary.num_train} training and {summary.num_val} held-out videos, "
           f"{len(summary.label_names)} classes ({state})", flush=True)
-    cells = [(norm, clips) for clips in a.clips_per_device for norm in a.norms]
+    cells = [(norm, clips, seed) for seed in a.seeds for clips in a.clips_per_device for norm in a.norms]
     results = []
     sys.argv = sys.argv[:1]  # the runs get their arguments from us; LightningCLI warns when sys.argv has others too
-    for i, (norm, clips) in enumerate(cells, 1):
-        name, args = _run_args(a, norm, clips)
+    for i, (norm, clips, seed) in enumerate(cells, 1):
+        name, args = _run_args(a, norm, clips, seed)
         print(f"\n[demo] run {i}/{len(cells)}: {norm.upper()}, {clips} clips per device "
-              f"({clips * a.simulated_devices} clips per step), {a.epochs} epochs", flush=True)
+              f"({clips * a.simulated_devices} clips per step), {a.epochs} epochs, seed {seed}", flush=True)
         started = time.time()
         cli_main(["fit", *args])
         ckpt = _newest(p for p in Path(a.out, name).glob("version_*/checkpoints/last.ckpt")
@@ -128,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gnvideo demo``."""
     from gnvideo.report import render
 
-    a = _parser().parse_args(argv)
+    a = _parse(argv)
     t0 = time.perf_counter()
     results = run_demo(a)
     out = Path(a.out)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from gnvideo.cli import main
 
@@ -42,3 +45,16 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     assert main([*args, "--clips-per-device", "1", "--norms", "gn"]) == 0  # the last value of an option wins
     assert "already there" in capsys.readouterr().out
     assert (out / "gn_1clips" / "version_1" / "checkpoints" / "results.json").is_file()
+
+
+def test_demo_config_files(tmp_path):
+    from gnvideo.demo import _parse
+
+    study = Path(__file__).resolve().parents[2] / "configs" / "study" / "motion_sweep.yaml"
+    a = _parse(["--config", str(study)])
+    assert a.norms == ["bn", "gn", "bgn"] and a.clips_per_device == [16, 8, 4, 2, 1] and a.seeds == [0, 1, 2]
+    assert _parse(["--config", str(study), "--seeds", "5"]).seeds == [5]  # the command line wins
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("norms: [gn]\nclip_per_device: [4]\n")
+    with pytest.raises(SystemExit):
+        _parse(["--config", str(bad)])
