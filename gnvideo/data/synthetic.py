@@ -65,7 +65,9 @@ _MOTIONS = {  # class -> (animated quantity, direction)
 }
 SHAPES = ("ellipse", "rectangle", "triangle", "cross")
 COMPLETE_MARKER = ".synthetic_complete.json"
-_FORMAT_VERSION = 2  # 2: larger shapes, faster motion, calmer backgrounds (learnable in a CPU demo)
+# 2: larger shapes, faster motion, calmer backgrounds (learnable in a CPU demo); 3: narrow background-colour range
+# (clip-constant colour offsets were ~87 % of the pixel variance and swamped BatchNorm's batch statistics)
+_FORMAT_VERSION = 3
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _SIZE_RANGE = (0.18, 0.36)  # shape "radius" as a fraction of the short side (log-uniform)
 _RENDER_CHUNK = 32  # frames rendered at once (bounds memory to ~tens of MB)
@@ -144,7 +146,7 @@ def sample_clip_params(rng: np.random.Generator, label_index: int, short_side_ra
         phase = rng.uniform(0, 2 * math.pi)
         gain = rng.uniform(0.3, 1.0, size=3)
         gratings.append((amp, freq * math.cos(theta), freq * math.sin(theta), phase, *map(float, gain)))
-    bg_color = rng.uniform(50, 200, size=3)
+    bg_color = rng.uniform(100, 156, size=3)  # narrow: a clip-constant colour must not dominate the pixel variance
     # the shape stands out from the background (brighter or darker by 70-110 levels), whatever the class
     shape_color = np.clip(bg_color + rng.uniform(70, 110, size=3), 0, 255)
     params = ClipParams(
