@@ -134,24 +134,29 @@ def run_demo(a: argparse.Namespace) -> list[dict]:
           f"{len(summary.label_names)} classes ({state})", flush=True)
     cells = [(norm, clips, seed) for seed in a.seeds for clips in a.clips_per_device for norm in a.norms]
     results = []
+    saved_argv = sys.argv
     sys.argv = sys.argv[:1]  # the runs get their arguments from us; LightningCLI warns when sys.argv has others too
-    for i, (norm, clips, seed) in enumerate(cells, 1):
-        name, args = _run_args(a, norm, clips, seed)
-        print(f"\n[demo] run {i}/{len(cells)}: {norm.upper()}, {clips} clips per device "
-              f"({clips * a.simulated_devices} clips per step), {a.epochs} epochs, seed {seed}", flush=True)
-        started = time.time()
-        cli_main(["fit", *args])
-        ckpt = _newest(p for p in Path(a.out, name).glob("version_*/checkpoints/last.ckpt")
-                       if p.stat().st_mtime >= started)
-        if ckpt is None:
-            raise RuntimeError(f"demo: fit of {name} wrote no last.ckpt under {Path(a.out, name)}")
-        print(f"[demo] multi-view test of {name} ({a.test_clips} clips x {a.test_crops} crops per video)", flush=True)
-        cli_main(["test", *args, "--ckpt_path", str(ckpt)])
-        result_file = ckpt.parent / "results.json"
-        result = json.loads(result_file.read_text())
-        result["path"] = str(result_file)
-        results.append(result)
-        print(f"[demo] {name}: top-1 {result['top1']:.1f}%  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+    try:
+        for i, (norm, clips, seed) in enumerate(cells, 1):
+            name, args = _run_args(a, norm, clips, seed)
+            print(f"\n[demo] run {i}/{len(cells)}: {norm.upper()}, {clips} clips per device "
+                  f"({clips * a.simulated_devices} clips per step), {a.epochs} epochs, seed {seed}", flush=True)
+            started = time.time()
+            cli_main(["fit", *args])
+            ckpt = _newest(p for p in Path(a.out, name).glob("version_*/checkpoints/last.ckpt")
+                           if p.stat().st_mtime >= started)
+            if ckpt is None:
+                raise RuntimeError(f"demo: fit of {name} wrote no last.ckpt under {Path(a.out, name)}")
+            print(f"[demo] multi-view test of {name} ({a.test_clips} clips x {a.test_crops} crops per video)",
+                  flush=True)
+            cli_main(["test", *args, "--ckpt_path", str(ckpt)])
+            result_file = ckpt.parent / "results.json"
+            result = json.loads(result_file.read_text())
+            result["path"] = str(result_file)
+            results.append(result)
+            print(f"[demo] {name}: top-1 {result['top1']:.1f}%  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+    finally:
+        sys.argv = saved_argv
     return results
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
             "--val-videos-per-class", "2", "--epochs", "1", "--clips-per-device", "2", "1",
             "--simulated-devices", "2", "--crop-size", "32", "--frames", "4", "--test-clips", "2", "--test-crops", "1",
             "--workers", "0"]
+    argv_before = list(sys.argv)
     assert main(args) == 0
+    assert sys.argv == argv_before  # the demo hides the caller's argv from LightningCLI only while it runs
     text = capsys.readouterr().out
 
     assert (root / "annotations" / "train.csv").is_file()
