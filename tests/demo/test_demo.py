@@ -56,6 +56,7 @@ def test_demo_config_files(tmp_path):
     study = Path(__file__).resolve().parents[2] / "configs" / "study" / "motion_sweep.yaml"
     a = _parse(["--config", str(study)])
     assert a.norms == ["bn", "gn", "bgn"] and a.clips_per_device == [16, 8, 4, 2, 1] and a.seeds == [0, 1, 2]
+    assert a.base_lr == 0.1 and a.epochs == 12  # what README's study table was measured with
     assert _parse(["--config", str(study), "--seeds", "5"]).seeds == [5]  # the command line wins
     bad = tmp_path / "bad.yaml"
     bad.write_text("norms: [gn]\nclip_per_device: [4]\n")
