@@ -1,4 +1,4 @@
-// Backward kernels of the CUDA GroupNorm. Included only by group_norm_cuda.cu.
+// Backward kernels of the CUDA GroupNorm. Included by group_norm_cuda_launch.h.
 #pragma once
 
 #include "group_norm_cuda_utils.h"
@@ -47,8 +47,8 @@ __global__ void __launch_bounds__(kBlock) gnk_bwd_reduce_nchw(
   if (threadIdx.x == 0) part[blockIdx.x] = acc;
 }
 
-template <typename T, int V>
-__global__ void __launch_bounds__(kMaxClLanes) gnk_bwd_reduce_cl(
+template <typename T, int V, int kThreads>
+__global__ void __launch_bounds__(kThreads) gnk_bwd_reduce_cl(
     const T* __restrict__ dy, const T* __restrict__ x, const acc_t<T>* __restrict__ mean,
     const acc_t<T>* __restrict__ rstd, const acc_t<T>* __restrict__ w, const acc_t<T>* __restrict__ b, int64_t C,
     int64_t D, int64_t S, int64_t nchunks, int act, Pair<acc_t<T>>* __restrict__ part) {
@@ -180,8 +180,8 @@ __global__ void __launch_bounds__(kBlock) gnk_bwd_apply_nchw(
               [&](int64_t e) { dx[e] = static_cast<T>(grad(static_cast<A>(x[e]), static_cast<A>(dy[e]))); });
 }
 
-template <typename T, int V>
-__global__ void __launch_bounds__(kMaxClLanes) gnk_bwd_apply_cl(
+template <typename T, int V, int kThreads>
+__global__ void __launch_bounds__(kThreads) gnk_bwd_apply_cl(
     const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx, const acc_t<T>* __restrict__ mean,
     const acc_t<T>* __restrict__ rstd, const acc_t<T>* __restrict__ w, const acc_t<T>* __restrict__ b,
     const Pair<acc_t<T>>* __restrict__ coef, int64_t C, int64_t D, int64_t S, int64_t nchunks, int act) {

@@ -1,5 +1,5 @@
-// Forward kernels of the CUDA GroupNorm (see group_norm_cuda.cu for the overall scheme). Included only by
-// group_norm_cuda.cu.
+// Forward kernels of the CUDA GroupNorm (see group_norm_cuda.cu for the overall scheme). Included by
+// group_norm_cuda_launch.h.
 #pragma once
 
 #include "group_norm_cuda_utils.h"
@@ -27,8 +27,8 @@ __global__ void __launch_bounds__(kBlock) gnk_stats_nchw(const T* __restrict__ x
 }
 
 // grid: N * nchunks blocks of blockDim.x = rows * L (+ idle) threads, L = C / V; part[(n * nchunks + chunk) * C + c].
-template <typename T, int V>
-__global__ void __launch_bounds__(kMaxClLanes) gnk_stats_cl(const T* __restrict__ x, int64_t S, int64_t C,
+template <typename T, int V, int kThreads>
+__global__ void __launch_bounds__(kThreads) gnk_stats_cl(const T* __restrict__ x, int64_t S, int64_t C,
                                                              int64_t nchunks, Welford<acc_t<T>>* __restrict__ part) {
   using A = acc_t<T>;
   __shared__ Welford<A> smem[kBlock * V];  // only used when rows > 1, which implies blockDim.x == kBlock
@@ -136,8 +136,8 @@ __global__ void __launch_bounds__(kBlock) gnk_apply_nchw(const T* __restrict__ x
 }
 
 // grid: N * nchunks blocks (as gnk_stats_cl).
-template <typename T, int V>
-__global__ void __launch_bounds__(kMaxClLanes) gnk_apply_cl(const T* __restrict__ x, T* __restrict__ y,
+template <typename T, int V, int kThreads>
+__global__ void __launch_bounds__(kThreads) gnk_apply_cl(const T* __restrict__ x, T* __restrict__ y,
                                                              const acc_t<T>* __restrict__ mean,
                                                              const acc_t<T>* __restrict__ rstd,
                                                              const acc_t<T>* __restrict__ w,

@@ -1,10 +1,11 @@
 // Device helpers of the CUDA GroupNorm: accumulation types, 16-byte packs, activations, Welford/sum reductions,
-// the unrolled strided loop and the NCHW plane partition. Included only by group_norm_cuda.cu.
+// the unrolled strided loop and the NCHW plane partition. Included by group_norm_cuda_launch.h (and so by
+// group_norm_cuda.cu and by the CPU emulation in tests/ops/emu); no ATen, no CUDA runtime API.
 #pragma once
 
 #include <cstdint>
 
-#include "group_norm.h"
+#include "group_norm_common.h"
 
 namespace gnvideo {
 namespace cuda_detail {
@@ -21,8 +22,7 @@ template <typename T>
 using acc_t = typename AccType<T>::type;
 
 constexpr int kWarp = 32;
-constexpr int kBlock = 256;         // threads of the streaming kernels (channels-last: up to kMaxClLanes)
-constexpr int kMaxClLanes = 512;    // channels-last: C / V lanes must fit in one block
+constexpr int kBlock = 256;         // threads of the streaming kernels (channels-last: up to max_cl_lanes(V))
 constexpr int kUnroll = 4;          // loads in flight per thread
 constexpr int kBlocksPerSm = 8;
 
