@@ -38,8 +38,9 @@ MUTANTS = [
      "  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {\n    Welford<A> st", ["basic_f32_cl"]),
     ("off_by_one_tail", "group_norm_cuda_utils.h", "e = r.a1 + threadIdx.x; e < p1;",
      "e = r.a1 + threadIdx.x; e < p1 - 1;", ["basic_f32", "odd_3d_f32"]),
-    ("chunk_split_drops_last_packs", "group_norm_cuda_utils.h", "const int64_t per = (npacks + nchunks - 1) / nchunks;",
-     "const int64_t per = npacks / nchunks;", ["chunks_per_plane_unaligned_bf16"]),
+    ("chunk_split_drops_last_packs", "group_norm_cuda_utils.h",
+     "const int64_t per = div31(npacks + nchunks - 1, nchunks);",
+     "const int64_t per = div31(npacks, nchunks);", ["chunks_per_plane_unaligned_bf16"]),
     ("wrong_silu_gradient", "group_norm_cuda_utils.h", "return g * s * (A(1) + z * (A(1) - s));",
      "return g * s * (A(1) + z * s);", ["basic_f64"]),
     ("too_small_shared_buffer", "group_norm_cuda_fwd.h", "__shared__ Welford<A> smem[kBlock * V];",
@@ -51,7 +52,7 @@ MUTANTS = [
     ("partial_warp_block", "group_norm_cuda_launch.h", "ceil_div(packs, kWarp) * kWarp", "packs",
      ["large_mean_f32"]),
     ("launch_bound_too_small", "group_norm_cuda_launch.h",
-     "p.bound = p.threads <= kBlock ? kBlock : max_cl_lanes(V);", "p.bound = kBlock;", ["wide_512_lanes_f32_cl"]),
+     "p.bound = p.threads <= kBlock ? kBlock : max_cl_lanes(V);", "p.bound = kBlock;", ["wide_512_lanes_f64_cl"]),
 ]
 
 SELFTEST_FAULTS = ["barrier_exit", "barrier_vs_shuffle", "shuffle_partial_warp", "shuffle_exited_lane",

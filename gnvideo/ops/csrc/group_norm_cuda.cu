@@ -62,6 +62,10 @@ Plan plan_for(const at::Tensor& x, bool cl, std::initializer_list<const void*> p
   Plan p = make_plan(x.size(0), x.size(1), spatial_size(x), cl, 16 / sizeof(T), ok, sms, sizeof(T),
                      sizeof(Welford<acc_t<T>>));
   TORCH_CHECK(p.blocks <= INT32_MAX, "gnvideo group_norm: grid too large (", p.blocks, " blocks)");
+  // The kernels divide indices and S in 32-bit arithmetic (div31 in group_norm_cuda_utils.h).
+  TORCH_CHECK(spatial_size(x) + p.nchunks <= INT32_MAX && x.size(1) <= INT32_MAX,
+              "gnvideo group_norm: the kernel needs prod(spatial) < 2^31 and C < 2^31, got ", spatial_size(x), " and ",
+              x.size(1));
   return p;
 }
 
@@ -127,8 +131,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd_cuda(const at::Ten
                                                                     const std::optional<at::Tensor>& weight,
                                                                     const std::optional<at::Tensor>& bias,
                                                                     int64_t num_groups, double eps,
-                                                                    int64_t activation) {
-  check_group_norm_args(x, weight, bias, num_groups, activation);
+                                                                    c10::string_view activation) {
+  const int act = check_group_norm_args(x, weight, bias, num_groups, activation);
   TORCH_CHECK(x.is_cuda(), "gnvideo group_norm_fwd (CUDA): x must be a CUDA tensor");
   if (x.numel() == 0) return group_norm_fwd_composite(x, weight, bias, num_groups, eps, activation);
   c10::cuda::CUDAGuard guard(x.device());
@@ -152,9 +156,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd_cuda(const at::Ten
       p = plan_for<scalar_t>(xk, false, {xk.data_ptr(), yk.data_ptr()});
     }
     if (p.vec) {
-      launch_fwd<scalar_t, kPack>(xk, yk, mean, rstd, w, b, num_groups, eps, static_cast<int>(activation), p);
+      launch_fwd<scalar_t, kPack>(xk, yk, mean, rstd, w, b, num_groups, eps, act, p);
     } else {
-      launch_fwd<scalar_t, 1>(xk, yk, mean, rstd, w, b, num_groups, eps, static_cast<int>(activation), p);
+      launch_fwd<scalar_t, 1>(xk, yk, mean, rstd, w, b, num_groups, eps, act, p);
     }
     if (lc.copy) y.copy_(yk);
   });
@@ -164,8 +168,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd_cuda(const at::Ten
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_bwd_cuda(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, int64_t num_groups,
-    int64_t activation) {
-  check_group_norm_args(x, weight, bias, num_groups, activation);
+    c10::string_view activation) {
+  const int act = check_group_norm_args(x, weight, bias, num_groups, activation);
   TORCH_CHECK(x.is_cuda() && grad_y.is_cuda(), "gnvideo group_norm_bwd (CUDA): x and grad_y must be CUDA tensors");
   // The kernels dereference grad_y / mean / rstd raw pointers on x's device: a CPU (or other-GPU) mean/rstd from a
   // direct op call would otherwise be read as a device address (illegal access or silent garbage).
@@ -205,9 +209,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_bwd_cuda(
       p = plan_for<scalar_t>(xk, false, {xk.data_ptr(), gk.data_ptr(), dxk.data_ptr()});
     }
     if (p.vec) {
-      launch_bwd<scalar_t, kPack>(gk, xk, dxk, m, r, w, b, dw, db, num_groups, static_cast<int>(activation), p);
+      launch_bwd<scalar_t, kPack>(gk, xk, dxk, m, r, w, b, dw, db, num_groups, act, p);
     } else {
-      launch_bwd<scalar_t, 1>(gk, xk, dxk, m, r, w, b, dw, db, num_groups, static_cast<int>(activation), p);
+      launch_bwd<scalar_t, 1>(gk, xk, dxk, m, r, w, b, dw, db, num_groups, act, p);
     }
     if (lc.copy) dx.copy_(dxk);
   });

@@ -25,9 +25,10 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Partials may take at most 1 / kPartialFraction of the tensor's bytes (channels-last; NCHW is far below).
 constexpr int64_t kPartialFraction = 8;
 
-// The most lanes (threads with one pack each) a channels-last row may need: 16-byte packs of 8 halves use more
-// registers, so their kernels are built for kBlock threads; the others for 2 * kBlock.
-constexpr int max_cl_lanes(int V) { return V >= 8 ? kBlock : 2 * kBlock; }
+// The most lanes (threads with one pack each) a channels-last row may use. Packs of 4 or 8 values need more than the
+// 128 registers per thread that a 512-thread block allows (ptxas spills), so their kernels are built for kBlock
+// threads (C <= 1024 float, <= 2048 half/bfloat16); float64 packs of 2 and unpacked rows get 2 * kBlock.
+constexpr int max_cl_lanes(int V) { return V >= 4 ? kBlock : 2 * kBlock; }
 
 // Channels-last positions per chunk so that C partials of `part_bytes` each are <= 1/kPartialFraction of the chunk's
 // C * rows * elem_bytes input bytes.

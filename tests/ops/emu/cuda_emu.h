@@ -390,6 +390,10 @@ void launch(void (*kernel)(P...), int64_t blocks, int threads, int bound, Args..
 
 inline void __syncthreads() { ::emu::syncthreads(); }
 
+// Fast division: the hardware's is within 2 ulp of a / b (0 once |b| > 2^126); the emulation computes a / b exactly
+// rounded, so results that depend on those last bits are not reproduced bit for bit.
+inline float __fdividef(float a, float b) { return a / b; }
+
 template <typename T>
 T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
   return ::emu::shfl(mask, v, static_cast<int>(delta), width, 0);
