@@ -262,3 +262,20 @@ def compare(s: Sample, got: Result, ref: Result | None = None, *, stats: bool = 
             if not torch.equal(got.y, want_y):
                 bad.append("constant groups: y != bias exactly")
     return bad
+
+
+def run_group_norm(s: Sample, backend: str) -> Result:
+    """Forward and backward of ``s`` through ``gnvideo.ops.group_norm(..., backend=backend)``; statistics from the
+    extension op when ``backend == "kernel"`` (None otherwise). x keeps its storage (layout and alignment)."""
+    from gnvideo.ops import group_norm
+
+    leaves = [t.detach().requires_grad_(True) if t is not None else None for t in (s.x, s.weight, s.bias)]
+    y = group_norm(leaves[0], s.num_groups, leaves[1], leaves[2], s.eps, s.activation, backend=backend)
+    grads = list(torch.autograd.grad(y, [t for t in leaves if t is not None], s.dy))
+    dx = grads.pop(0)
+    dw = grads.pop(0) if s.weight is not None else None
+    db = grads.pop(0) if s.bias is not None else None
+    mean = rstd = None
+    if backend == "kernel":
+        _, mean, rstd = torch.ops.gnvideo.group_norm_fwd(s.x, s.weight, s.bias, s.num_groups, s.eps, s.activation)
+    return Result(y.detach(), mean, rstd, dx, dw, db)

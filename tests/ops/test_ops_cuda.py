@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gnvideo.ops import ACTIVATIONS, backend, group_norm, kernel_supports
+from gnvideo.ops import ACTIVATIONS, backend, group_norm, kernel_supports, testing
 
 pytestmark = [
     pytest.mark.gpu,
@@ -369,3 +369,21 @@ def test_grad_in_other_layout(cuda_ext, x_layout, dy_layout):
     assert _rel_err(y, ry) < TOL[torch.float32]
     for got, want in zip(grads, rgrads):
         assert _rel_err(got, want, _dx_floor(rrstd, w, dy)) < 4 * TOL[torch.float32]
+
+
+@pytest.mark.parametrize("name", [s.name for s in testing.SPECS])
+def test_shared_samples_on_cuda(cuda_ext, name):
+    """The cases the CPU emulation runs (gnvideo.ops.testing), here through the real kernels."""
+    s = testing.sample_inputs("cuda", [name])[0]
+    bad = testing.compare(s, testing.run_group_norm(s, "kernel"))
+    assert not bad, "; ".join(bad)
+
+
+@pytest.mark.parametrize("layout", [CONTIG, CL3D])
+def test_autocast_bf16_both_paths_return_input_dtype(cuda_ext, layout):
+    x, w, b, _ = _make((2, 32, 4, 8, 8), torch.bfloat16, layout, param_dtype=torch.float32)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y_kernel = group_norm(x, 8, w, b, activation="relu", backend="kernel")
+        y_ref = group_norm(x, 8, w, b, activation="relu", backend="reference")
+    assert y_kernel.dtype == y_ref.dtype == torch.bfloat16
+    assert _rel_err(y_kernel, y_ref.double()) < TOL[torch.bfloat16]
