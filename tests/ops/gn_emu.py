@@ -25,6 +25,7 @@ SMS = 132  # H100/H200 multiprocessors: the launch plans are those of that GPU
 DTYPE_TAGS = {torch.float64: "f64", torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 FLAGS = {
     "release": ["-O1", "-fsanitize=bounds", "-fno-sanitize-recover=all"],
+    "mutant": ["-O0", "-fsanitize=bounds", "-fno-sanitize-recover=all"],  # half the compile time of -O1
     "sanitize": ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"],
 }
 

@@ -76,7 +76,7 @@ def builds(tmp_path_factory):
     futures = {"release": pool.submit(gn_emu.build, "release"),
                "selftest": pool.submit(gn_emu.build, "release", gn_emu.CSRC, "selftest.cpp")}
     for name, file, old, new, _ in MUTANTS:
-        futures[name] = pool.submit(gn_emu.build, "release", _mutant_csrc(root, name, file, old, new))
+        futures[name] = pool.submit(gn_emu.build, "mutant", _mutant_csrc(root, name, file, old, new))
     futures["sanitize"] = pool.submit(gn_emu.build, "sanitize")
     yield futures
     pool.shutdown(wait=True)
