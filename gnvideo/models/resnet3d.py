@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from gnvideo.models.blocks import BLOCKS
-from gnvideo.models.norm_layers import NORM_LAYERS
-from gnvideo.models.norms import NORM_KINDS, build_norm_act
+from gnvideo.models.norms import NORM_KINDS, build_norm_act, is_norm_layer
 
 
 def _triple(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
@@ -183,7 +182,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, exempt_norm_and_bias
     """
     decay, no_decay, seen = [], [], set()
     for module in model.modules():
-        is_norm = isinstance(module, NORM_LAYERS)
+        is_norm = is_norm_layer(module)
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
