@@ -26,10 +26,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from gnvideo.callbacks import PreciseBN
 from gnvideo.module import VideoClassifier
 
 __all__ = ["GNVideoCLI", "main"]
@@ -68,6 +69,10 @@ class GNVideoCLI(LightningCLI):
         parser.set_defaults({"last_checkpoint.monitor": None, "last_checkpoint.save_top_k": 0,
                              "last_checkpoint.save_last": True, "last_checkpoint.every_n_train_steps": 1000,
                              "last_checkpoint.enable_version_counter": False})
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")  # logs train/lr/<param group> per step
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(PreciseBN, "precise_bn")  # --precise_bn.num_batches 200 (paper BN cells)
+        parser.set_defaults({"precise_bn.num_batches": 0})
 
     def _fail(self, message: str) -> None:
         print(f"gnvideo {self.subcommand}: error: {message}", file=sys.stderr)

@@ -1,9 +1,8 @@
-"""LightningModule for video classification: model, loss, metrics, optimizer and LR schedule.
+"""LightningModule for video classification: model, loss, metrics, multi-view test.
 
-The recipe follows the Non-local / GN-paper Kinetics setting: SGD with momentum 0.9, weight decay 1e-4 (norm parameters
-and biases exempt by default), base LR 0.01 for 64 clips scaled linearly with the total batch
-``clips_per_device x world_size x accumulate_grad_batches``, LR divided by 10 at 37.5% and 75% of the optimizer steps
-(``schedule="step"``) or cosine decay with linear warm-up (``schedule="cosine"``).
+The optimizer recipe (LR scaling with the total batch, parameter groups, schedules) lives in :mod:`gnvideo.optim`,
+weight loading (ImageNet inflation, fine-tuning from checkpoints) in :mod:`gnvideo.models.weights`; this module passes
+its hyperparameters to them.
 
 Batches are dicts from ``gnvideo.data``: ``video`` float (B, 3, T, H, W), ``label`` int64 (B,), ``video_index`` (B,),
 ``view_index`` (B,), ``valid`` bool (B,). Rows with ``valid=False`` are dropped in validation, test and predict; a video
@@ -28,24 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from gnvideo.evaluation import MultiViewAggregator, video_metrics
 
-__all__ = ["VideoClassifier", "lr_factor"]
-
-
-def lr_factor(step: int, total: int, schedule: str, milestones=(0.375, 0.75), gamma: float = 0.1,
-              warmup_steps: int = 0, warmup_start: float = 0.01) -> float:
-    """Multiplier of the peak LR at optimizer step ``step`` of ``total``.
-
-    ``step``: ``gamma ** (number of milestones m with step >= m * total)``; ``cosine``: half-cosine from 1 to 0 after
-    the warm-up; ``constant``: 1. A linear warm-up from ``warmup_start`` to 1 over ``warmup_steps`` comes first.
-    """
-    if warmup_steps > 0 and step < warmup_steps:
-        return warmup_start + (1.0 - warmup_start) * step / warmup_steps
-    if schedule == "step":
-        return gamma ** sum(step >= round(m * total) for m in milestones)
-    if schedule == "cosine":
-        span = max(1, total - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
-    return 1.0
+__all__ = ["VideoClassifier"]
 
 
 def _config_key(message: str, norm_options: dict) -> str:
@@ -68,13 +50,6 @@ def _config_key(message: str, norm_options: dict) -> str:
     return "model"
 
 
-def _load_state(path: str, key: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{key}: file {p} does not exist")
-    return torch.load(p, map_location="cpu", weights_only=False)
-
-
 class VideoClassifier(pl.LightningModule):
     """3D CNN video classifier (clip-level training, multi-view video-level testing).
 
@@ -85,9 +60,14 @@ class VideoClassifier(pl.LightningModule):
         norm_options: options of ``build_norm`` (num_groups, channels_per_group, clips_per_group, eps, ...).
         dropout: dropout before the classifier.
         zero_init_residual: zero-init the last norm of each residual block.
-        pretrained_2d: path of a 2D (ImageNet) state dict to inflate into the 3D model.
+        pretrained_2d: ImageNet initialization: a source name of ``gnvideo.models.weights.IMAGENET_SOURCES``
+            (``torchvision_resnet50`` for BN models, ``timm_resnet50_gn`` for GN models), or the path of a 2D ResNet
+            state dict; inflated into the 3D model.
+        pretrained_2d_file: a local copy of the named source's weights (no network needed).
         inflate_mode: "mean" (replicate / T) or "center" (center frame only).
-        init_from: a gnvideo ``.ckpt`` or a pytorchvideo checkpoint to start from (weights only).
+        init_from: a gnvideo ``.ckpt``, a state dict or a pytorchvideo checkpoint to fine-tune from: every tensor
+            whose name and shape match is loaded, the rest (the classifier when the class count differs) keeps its
+            initialization, and what was skipped is printed.
         label_smoothing: cross-entropy label smoothing.
         base_lr: LR for ``base_batch_size`` clips; scaled linearly with the total batch.
         base_batch_size: clips per optimizer step that ``base_lr`` is meant for (64 in the Non-local recipe).
@@ -95,7 +75,8 @@ class VideoClassifier(pl.LightningModule):
         momentum: SGD momentum.
         nesterov: Nesterov momentum.
         weight_decay: L2 weight decay.
-        exempt_norm_and_bias: no weight decay on norm parameters and biases.
+        no_weight_decay: parameters without weight decay: "norm" (norm layers; the Non-local recipe, whose fc bias
+            is decayed), "norm_and_bias" (also every bias), "none" (see ``gnvideo.optim``).
         schedule: "step" (/10 at ``step_milestones``), "cosine", or "constant".
         step_milestones: fractions of the total optimizer steps at which the LR is multiplied by ``step_gamma``.
         step_gamma: LR factor at each milestone.
@@ -113,6 +94,7 @@ class VideoClassifier(pl.LightningModule):
         dropout: float = 0.5,
         zero_init_residual: bool = True,
         pretrained_2d: str | None = None,
+        pretrained_2d_file: str | None = None,
         inflate_mode: Literal["mean", "center"] = "mean",
         init_from: str | None = None,
         label_smoothing: float = 0.0,
@@ -122,7 +104,7 @@ class VideoClassifier(pl.LightningModule):
         momentum: float = 0.9,
         nesterov: bool = False,
         weight_decay: float = 1e-4,
-        exempt_norm_and_bias: bool = True,
+        no_weight_decay: Literal["norm", "norm_and_bias", "none"] = "norm_and_bias",
         schedule: Literal["step", "cosine", "constant"] = "step",
         step_milestones: tuple[float, ...] = (0.375, 0.75),
         step_gamma: float = 0.1,
@@ -140,23 +122,13 @@ class VideoClassifier(pl.LightningModule):
                                      dropout=dropout, zero_init_residual=zero_init_residual)
         except (ValueError, TypeError, KeyError) as e:
             raise ValueError(f"{_config_key(str(e), norm_options)}: {e}") from e
-        if not 0.0 <= warmup_fraction < 1.0:
+        if not 0.0 <= warmup_fraction < 1.0:  # checked again by gnvideo.optim; here to fail before training
             raise ValueError(f"model.warmup_fraction: must be in [0, 1), got {warmup_fraction}")
         if any(not 0.0 < m < 1.0 for m in step_milestones):
             raise ValueError(f"model.step_milestones: fractions must be in (0, 1), got {step_milestones}")
-        if pretrained_2d:
-            from gnvideo.models import inflate_2d_state_dict
+        from gnvideo.models.weights import initialize
 
-            sd = _load_state(pretrained_2d, "model.pretrained_2d")
-            sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
-            try:
-                report = inflate_2d_state_dict(self.model, sd, mode=inflate_mode)
-            except ValueError as e:
-                raise ValueError(f"model.pretrained_2d ({pretrained_2d}): {e}") from e
-            print(f"model.pretrained_2d: inflated {len(report.loaded)} tensors from {pretrained_2d} "
-                  f"({len(report.skipped)} skipped, {len(report.missing)} left as initialized)")
-        if init_from:
-            self._init_from(init_from)
+        initialize(self.model, norm, pretrained_2d, pretrained_2d_file, inflate_mode, init_from)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         k5 = min(5, num_classes)
@@ -168,20 +140,6 @@ class VideoClassifier(pl.LightningModule):
         self.predict_views = MultiViewAggregator(num_classes)
         self._fit_setting: dict | None = None
         self._last_time: float | None = None
-
-    def _init_from(self, path: str) -> None:
-        ckpt = _load_state(path, "model.init_from")
-        if isinstance(ckpt, dict) and "state_dict" in ckpt and any(k.startswith("model.") for k in ckpt["state_dict"]):
-            sd = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-            self.model.load_state_dict(sd)
-            return
-        from gnvideo.models import load_pytorchvideo_checkpoint
-
-        sd = ckpt.get("model_state", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else ckpt
-        try:
-            load_pytorchvideo_checkpoint(self.model, sd)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise ValueError(f"model.init_from ({path}): {e}") from e
 
     # ------------------------------------------------------------------ forward
     def forward(self, video: Tensor) -> Tensor:
@@ -208,7 +166,6 @@ class VideoClassifier(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/top1", self.train_top1, on_step=True, on_epoch=True, batch_size=n)
         self.log("train/top5", self.train_top5, on_step=True, on_epoch=True, batch_size=n)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=n)
         return loss
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
@@ -372,22 +329,11 @@ class VideoClassifier(pl.LightningModule):
         return self.hparams.clips_per_device * t.world_size * t.accumulate_grad_batches
 
     def configure_optimizers(self):
-        from gnvideo.models import parameter_groups
+        from gnvideo.optim import build_optimizer, scaled_lr
 
         hp = self.hparams
-        lr = hp.base_lr * self.total_batch_size() / hp.base_batch_size
-        groups = parameter_groups(self.model, hp.weight_decay, exempt_norm_and_bias=hp.exempt_norm_and_bias)
-        opt = torch.optim.SGD(groups, lr=lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay)
-        total = hp.schedule_steps or self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total <= 0:
-            raise ValueError("trainer.max_steps or trainer.max_epochs must be set: the LR schedule needs the total "
-                             f"number of optimizer steps (got {total})")
-        total = int(total)
-        warmup = int(round(hp.warmup_fraction * total))
-        milestones, gamma, schedule = tuple(hp.step_milestones), hp.step_gamma, hp.schedule
-
-        def factor(step: int) -> float:
-            return lr_factor(step, total, schedule, milestones, gamma, warmup)
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+        return build_optimizer(
+            self.model, scaled_lr(hp.base_lr, self.total_batch_size(), hp.base_batch_size),
+            hp.schedule_steps or self.trainer.estimated_stepping_batches, momentum=hp.momentum, nesterov=hp.nesterov,
+            weight_decay=hp.weight_decay, no_weight_decay=hp.no_weight_decay, schedule=hp.schedule,
+            step_milestones=hp.step_milestones, step_gamma=hp.step_gamma, warmup_fraction=hp.warmup_fraction)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from gnvideo.models.blocks import BLOCKS
-from gnvideo.models.norms import NORM_KINDS, build_norm_act, is_norm_layer
+from gnvideo.models.norms import NORM_KINDS, build_norm_act
 
 
 def _triple(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
@@ -166,33 +166,3 @@ class ResNet3d(nn.Module):
         """(N, C_in, T, H, W) float -> logits (N, num_classes)."""
         x = self.avgpool(self.forward_features(x)).flatten(1)
         return self.fc(self.dropout(x))
-
-
-def parameter_groups(model: nn.Module, weight_decay: float, exempt_norm_and_bias: bool = True) -> list[dict]:
-    """Split trainable parameters into optimizer groups.
-
-    Args:
-        model: any module.
-        weight_decay: decay for the regular group.
-        exempt_norm_and_bias: put norm-layer parameters and every bias in a group with weight_decay 0.
-
-    Returns:
-        ``[{"params": [...], "weight_decay": weight_decay, "name": "decay"},
-        {"params": [...], "weight_decay": 0.0, "name": "no_decay"}]`` (empty groups left out).
-    """
-    decay, no_decay, seen = [], [], set()
-    for module in model.modules():
-        is_norm = is_norm_layer(module)
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            if exempt_norm_and_bias and (is_norm or name == "bias"):
-                no_decay.append(p)
-            else:
-                decay.append(p)
-    groups = [
-        {"params": decay, "weight_decay": float(weight_decay), "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-    ]
-    return [g for g in groups if g["params"]]
