@@ -1,0 +1,54 @@
+"""From the CLI: a 400-class checkpoint fine-tunes onto an 8-class dataset; precise BN runs before validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gnvideo.cli import main
+
+from .conftest import cli_args
+
+
+@pytest.fixture(scope="module")
+def eight_class_root(tmp_path_factory):
+    from gnvideo.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic8")
+    make_synthetic_dataset(root, num_classes=8, videos_per_class=1, val_videos_per_class=1, seed=1, workers=0,
+                           short_side_range=(40, 40), fps_range=(12, 12), duration_range=(1.5, 1.5))
+    return root
+
+
+def test_400_class_checkpoint_fine_tunes_onto_8_classes(eight_class_root, tmp_path, capsys):
+    from gnvideo.module import VideoClassifier
+
+    src = VideoClassifier(backbone="tiny_r3d", num_classes=400, norm="bn")
+    ckpt = tmp_path / "k400.ckpt"
+    torch.save({"state_dict": src.state_dict(), "hyper_parameters": dict(src.hparams)}, ckpt)
+    runs = tmp_path / "runs"
+    assert main(["fit", *cli_args(eight_class_root, runs), "--model.init_from", str(ckpt),
+                 "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped fc.weight: class count differs: checkpoint (400, 128), model (8, 128)" in out
+    assert "initialized fc.bias" in out
+    tuned = torch.load(next((runs / "tiny_r3d_bn" / "version_0" / "checkpoints").glob("last*.ckpt")),
+                       weights_only=False)["state_dict"]
+    assert tuned["model.fc.weight"].shape == (8, 128)
+
+
+def test_init_from_errors_are_one_line(eight_class_root, tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(SystemExit) as e:
+        main(["fit", *cli_args(eight_class_root, tmp_path / "runs"), "--model.init_from", str(bad)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "model.init_from" in err and "Traceback" not in err
+
+
+def test_precise_bn_before_validation(eight_class_root, tmp_path, capsys):
+    assert main(["fit", *cli_args(eight_class_root, tmp_path / "runs"), "--precise_bn.num_batches", "2",
+                 "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "precise BN: statistics of" in out and "from 2 training batches" in out
+    assert out.count("precise BN:") == 1  # end of the last epoch and the validation after it share one pass
