@@ -16,6 +16,28 @@ from torchvision.transforms.v2 import functional as F
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: Input mean / std (RGB, [0, 1] units) per weight source: ``imagenet`` for torchvision / timm 2D ImageNet weights,
+#: ``pytorchvideo`` for pytorchvideo / PySlowFast / Non-local checkpoints (114.75 / 57.375 on the 0-255 scale),
+#: ``torchvision_video`` for torchvision's Kinetics video models (``R3D_18_Weights`` and friends).
+MEAN_STD_PRESETS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "pytorchvideo": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
+    "torchvision_video": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
+}
+
+
+def resolve_mean_std(preset: str, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+                     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of ``preset`` (a key of ``MEAN_STD_PRESETS``), each replaced by ``mean`` / ``std`` when given."""
+    if preset not in MEAN_STD_PRESETS:
+        raise ValueError(f"data.mean_std: unknown preset {preset!r}; allowed: {sorted(MEAN_STD_PRESETS)}")
+    m, s = MEAN_STD_PRESETS[preset]
+    m = tuple(float(v) for v in (mean if mean is not None else m))
+    s = tuple(float(v) for v in (std if std is not None else s))
+    if len(m) != 3 or len(s) != 3 or min(s) <= 0:
+        raise ValueError(f"data.mean / data.std: need 3 values each and std > 0, got mean={m}, std={s}")
+    return m, s
+
 
 def _check_video(video: torch.Tensor) -> None:
     if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != torch.uint8:
@@ -154,4 +176,4 @@ class EvalTransform(_Normalize):
         return f"EvalTransform(short_side={self.short_side}, crop_size={self.crop_size}, num_crops={self.num_crops})"
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EvalTransform", "TrainTransform"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MEAN_STD_PRESETS", "EvalTransform", "TrainTransform", "resolve_mean_std"]
