@@ -83,6 +83,11 @@ class VideoClassifier(pl.LightningModule):
         warmup_fraction: fraction of the optimizer steps with linear warm-up (0 = none).
         schedule_steps: total optimizer steps of the schedule (None = ``trainer.estimated_stepping_batches``).
         channels_last: model weights and inputs in ``torch.channels_last_3d``.
+        head_pool: "global" average pooling, or "local": the pytorchvideo / Non-local head (average-pool
+            (T', 7, 7) with stride 1, classify each position, average); see ``gnvideo.models.resnet3d``.
+        head_pool_size: (H, W) window of the "local" head, in res5 positions.
+        train_clips: length of the schedule in clips (400k x 64 = 25.6M in the Non-local recipe); sets
+            ``trainer.max_steps`` to ``train_clips / total batch`` unless ``trainer.max_steps`` is given.
     """
 
     def __init__(
@@ -111,6 +116,9 @@ class VideoClassifier(pl.LightningModule):
         warmup_fraction: float = 0.0,
         schedule_steps: int | None = None,
         channels_last: bool = False,
+        head_pool: Literal["global", "local"] = "global",
+        head_pool_size: tuple[int, int] = (7, 7),
+        train_clips: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -119,7 +127,8 @@ class VideoClassifier(pl.LightningModule):
         norm_options = dict(norm_options or {})
         try:
             self.model = build_model(backbone, num_classes=num_classes, norm=norm, norm_options=norm_options,
-                                     dropout=dropout, zero_init_residual=zero_init_residual)
+                                     dropout=dropout, zero_init_residual=zero_init_residual, head_pool=head_pool,
+                                     head_pool_size=head_pool_size)
         except (ValueError, TypeError, KeyError) as e:
             raise ValueError(f"{_config_key(str(e), norm_options)}: {e}") from e
         if not 0.0 <= warmup_fraction < 1.0:  # checked again by gnvideo.optim; here to fail before training
@@ -327,6 +336,19 @@ class VideoClassifier(pl.LightningModule):
         """Clips per optimizer step: clips_per_device x world_size x accumulate_grad_batches."""
         t = self.trainer
         return self.hparams.clips_per_device * t.world_size * t.accumulate_grad_batches
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.train_clips:
+            from gnvideo.optim import steps_for_clips
+
+            steps = steps_for_clips(self.hparams.train_clips, self.total_batch_size())
+            if self.trainer.max_steps in (-1, None):
+                self.trainer.fit_loop.epoch_loop.max_steps = steps
+                print(f"model.train_clips: {self.hparams.train_clips} clips / {self.total_batch_size()} per step "
+                      f"= {steps} optimizer steps (trainer.max_steps)")
+            elif self.trainer.max_steps != steps:
+                print(f"model.train_clips: trainer.max_steps {self.trainer.max_steps} given, used instead of "
+                      f"{steps} from {self.hparams.train_clips} clips")
 
     def configure_optimizers(self):
         from gnvideo.optim import build_optimizer, scaled_lr

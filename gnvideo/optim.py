@@ -30,7 +30,7 @@ from gnvideo.models.norms import is_norm_layer
 NoDecay = Literal["norm", "norm_and_bias", "none"]
 SCHEDULES = ("step", "cosine", "constant")
 
-__all__ = ["SCHEDULES", "build_optimizer", "lr_factor", "parameter_groups", "scaled_lr"]
+__all__ = ["SCHEDULES", "build_optimizer", "lr_factor", "parameter_groups", "scaled_lr", "steps_for_clips"]
 
 
 def scaled_lr(base_lr: float, total_batch: int, base_batch_size: int = 64) -> float:
@@ -38,6 +38,14 @@ def scaled_lr(base_lr: float, total_batch: int, base_batch_size: int = 64) -> fl
     if total_batch < 1 or base_batch_size < 1:
         raise ValueError(f"batch sizes must be >= 1, got total_batch={total_batch}, base_batch_size={base_batch_size}")
     return base_lr * total_batch / base_batch_size
+
+
+def steps_for_clips(train_clips: int, total_batch: int) -> int:
+    """Optimizer steps that see ``train_clips`` clips at ``total_batch`` clips per step (rounded to nearest)."""
+    if train_clips < 1 or total_batch < 1:
+        raise ValueError(f"model.train_clips: need train_clips >= 1 and a total batch >= 1, got {train_clips}, "
+                         f"{total_batch}")
+    return max(1, round(train_clips / total_batch))
 
 
 def lr_factor(step: int, total: int, schedule: str, milestones: Sequence[float] = (0.375, 0.75), gamma: float = 0.1,

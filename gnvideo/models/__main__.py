@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.zeros(1, 3, args.frames, args.size, args.size)
     with torch.no_grad():
         features = model.forward_features(x)
-        logits = model.fc(model.avgpool(features).flatten(1))
+        logits = model.head(features)
     norms = Counter(type(m).__name__ for m in model.modules() if is_norm_layer(m))
     fused = Counter(getattr(m, "activation", "none") for m in model.modules() if is_norm_layer(m))
     print(f"model: {args.name}  norm: {args.norm} {dict(args.norm_option) or ''}")
