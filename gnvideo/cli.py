@@ -2,7 +2,8 @@
 
 Examples::
 
-    gnvideo fit --config configs/kinetics400/i3d_r50_gn_32x2_8clips.yaml
+    gnvideo fit --config configs/kinetics400/base.yaml --config configs/kinetics400/norm_gn.yaml \
+        --config configs/kinetics400/i3d_r50_gn_32x2_8clips.yaml
     gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --data.clips_per_device 4 --trainer.max_steps 50
     gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path last      # resume the latest run
     gnvideo test --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path best     # writes results.json

@@ -253,3 +253,25 @@ def test_demo_and_report_take_their_choices_from_the_registry():
     action = next(a for a in demo._parser()._actions if a.dest == "norms")
     assert tuple(action.choices) == DEMO_KINDS
     assert report._row_order(["bgn", "gn", "bn", "in"]) == [k for k in REPORT_ORDER if k in {"bgn", "gn", "bn", "in"}]
+
+
+def test_readme_norm_table_matches_the_registry():
+    from pathlib import Path
+
+    from gnvideo.models.norms import NORMS
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Normalization layers"):text.index("## The GroupNorm kernel")]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| `")]
+    seen = set()
+    for cells in rows:
+        kinds = [k.strip(" `") for k in cells[0].split("/")]
+        for kind in kinds:
+            row = NORMS[kind]
+            assert cells[3].strip() == ("yes" if row.batch_dependent else "no"), kind
+            assert cells[4].strip() == row.family, kind
+            for opt in row.options:
+                if opt != "activation":
+                    assert f"`{opt}`" in cells[2], (kind, opt)
+            seen.add(kind)
+    assert seen == set(NORMS)

@@ -1,4 +1,4 @@
-"""From the CLI: a 400-class checkpoint fine-tunes onto an 8-class dataset; precise BN runs before validation."""
+"""From the CLI: a 400-class checkpoint fine-tunes onto an 8-class dataset; precise BN; train_clips -> max_steps."""
 
 from __future__ import annotations
 
@@ -52,3 +52,12 @@ def test_precise_bn_before_validation(eight_class_root, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "precise BN: statistics of" in out and "from 2 training batches" in out
     assert out.count("precise BN:") == 1  # end of the last epoch and the validation after it share one pass
+
+
+def test_train_clips_sets_max_steps(eight_class_root, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["fit", *cli_args(eight_class_root, runs), "--model.train_clips", "12",
+                 "--trainer.limit_val_batches", "0"]) == 0  # 12 clips / 4 per step = 3 steps
+    assert "12 clips / 4 per step = 3 optimizer steps" in capsys.readouterr().out
+    last = torch.load(runs / "tiny_r3d_bn" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 3
