@@ -56,6 +56,9 @@ class KineticsDataModule(pl.LightningDataModule):
         holdout_fraction: fraction of the training videos (a fixed draw from ``seed``) held out of training and used
             as the validation split, so that checkpoint choice (``best``) never looks at the scored set. 0 validates
             on ``val_annotation``, which is also the default test set.
+        test_view: "crops" (``test_num_crops`` square crops of ``test_crop_size`` per clip) or "full_frame" (the
+            Non-local paper's fully convolutional test: each clip's whole frame at ``test_short_side``, one view per
+            clip; frames of different videos differ in width, so the test loader then takes one view per batch).
     """
 
     def __init__(
@@ -86,10 +89,13 @@ class KineticsDataModule(pl.LightningDataModule):
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
         holdout_fraction: float = 0.0,
+        test_view: str = "crops",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.hparams.mean, self.hparams.std = resolve_mean_std(mean_std, mean, std)  # recorded as run settings
+        if test_view not in ("crops", "full_frame"):
+            raise ValueError(f"data.test_view: must be 'crops' or 'full_frame', got {test_view!r}")
         if not 0.0 <= holdout_fraction < 1.0:
             raise ValueError(f"data.holdout_fraction: must be in [0, 1), got {holdout_fraction}")
         self.root = os.fspath(root)
@@ -121,7 +127,9 @@ class KineticsDataModule(pl.LightningDataModule):
 
     def _dataset(self, annotation: str, split: str, mode: str) -> KineticsDataset:
         h = self.hparams
-        if mode == "test":
+        if mode == "test" and h.test_view == "full_frame":
+            extra = dict(num_clips=h.test_num_clips, num_crops=1, eval_crop_size=h.test_crop_size, eval_full_frame=True)
+        elif mode == "test":
             extra = dict(num_clips=h.test_num_clips, num_crops=h.test_num_crops, eval_crop_size=h.test_crop_size)
         else:
             extra = dict(eval_crop_size=h.crop_size)
@@ -181,7 +189,8 @@ class KineticsDataModule(pl.LightningDataModule):
             return dist.get_world_size(), dist.get_rank()
         return 1, 0
 
-    def _loader(self, dataset: Dataset | None, name: str, train: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, name: str, train: bool = False, batch_size: int | None = None
+                ) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{name} dataset is not set up: call setup() with the matching stage first")
         h = self.hparams
@@ -191,7 +200,7 @@ class KineticsDataModule(pl.LightningDataModule):
         else:
             sampler = UnpaddedDistributedSampler(dataset, replicas, rank)
         workers = int(h.num_workers)
-        return DataLoader(dataset, batch_size=h.clips_per_device, sampler=sampler, num_workers=workers,
+        return DataLoader(dataset, batch_size=batch_size or h.clips_per_device, sampler=sampler, num_workers=workers,
                           pin_memory=h.pin_memory, drop_last=train,
                           persistent_workers=bool(h.persistent_workers and workers > 0))
 
@@ -202,7 +211,8 @@ class KineticsDataModule(pl.LightningDataModule):
         return self._loader(self.val_dataset, "val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, "test")
+        full_frame = self.hparams.test_view == "full_frame"  # whole frames: widths differ between videos
+        return self._loader(self.test_dataset, "test", batch_size=1 if full_frame else None)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_dataset, "predict")

@@ -45,3 +45,23 @@ def test_holdout_split_comes_from_train_and_leaves_the_scored_set(synthetic_root
     assert {e.path for e in again.val_dataset.entries} == val  # a fixed draw from the seed
     with pytest.raises(ValueError, match="data.holdout_fraction"):
         _dm(synthetic_root, holdout_fraction=1.0)
+
+
+def test_full_frame_test_view(synthetic_root, tmp_path):
+    """The whole frame at the test short side, one view per clip, one view per batch; the model takes any size."""
+    from gnvideo.module import VideoClassifier
+
+    dm = _dm(synthetic_root, test_view="full_frame", test_num_clips=2, test_num_crops=3)
+    dm.setup("test")
+    ds = dm.test_dataset
+    assert ds.views_per_video == 2  # crops are ignored
+    sample = ds[0]
+    frame_h, frame_w = ds._eval_frames(0, 0).shape[1:3]
+    assert sample["video"].shape[2] == 32 and sample["video"].shape[3] == round(frame_w * 32 / min(frame_h, frame_w))
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["video"].shape[0] == 1
+    model = VideoClassifier(backbone="tiny_r3d", num_classes=6, head_pool="local").eval()
+    with torch.no_grad():
+        assert model(batch["video"]).shape == (1, 6)
+    with pytest.raises(ValueError, match="data.test_view"):
+        _dm(synthetic_root, test_view="ten_crop")
