@@ -1,4 +1,4 @@
-"""Callbacks: precise BN statistics (and, from the records work, result writers).
+"""Callbacks: precise BN statistics, LR logging (and, from the records work, result writers).
 
 ``PreciseBN`` follows the Non-local recipe (``TRAIN.COMPUTE_PRECISE_BN``, ``ITER_COMPUTE_PRECISE_BN: 200``): before
 each validation during ``fit`` and once more when training ends, the running statistics of every batch-dependent norm
@@ -14,11 +14,29 @@ import itertools
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from torch import nn
 
 from gnvideo.models.norm_layers import BatchGroupNorm3d
 
-__all__ = ["PreciseBN", "batch_norm_layers", "update_bn_stats"]
+__all__ = ["LRMonitor", "PreciseBN", "batch_norm_layers", "update_bn_stats"]
+
+
+class LRMonitor(LearningRateMonitor):
+    """Lightning's ``LearningRateMonitor`` that stays quiet in a run without a logger instead of stopping it."""
+
+    def on_train_start(self, trainer: pl.Trainer, *args, **kwargs) -> None:
+        self._off = not trainer.loggers
+        if not self._off:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args, **kwargs) -> None:
+        if not getattr(self, "_off", False):
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args, **kwargs) -> None:
+        if not getattr(self, "_off", False):
+            super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
 def batch_norm_layers(model: nn.Module) -> list[nn.Module]:

@@ -135,9 +135,10 @@ class VideoClassifier(pl.LightningModule):
             raise ValueError(f"model.warmup_fraction: must be in [0, 1), got {warmup_fraction}")
         if any(not 0.0 < m < 1.0 for m in step_milestones):
             raise ValueError(f"model.step_milestones: fractions must be in (0, 1), got {step_milestones}")
-        from gnvideo.models.weights import initialize
+        from gnvideo.models.weights import check_init_options
 
-        initialize(self.model, norm, pretrained_2d, pretrained_2d_file, inflate_mode, init_from)
+        check_init_options(norm, pretrained_2d, pretrained_2d_file, init_from)  # loading waits for the run
+        self._weights_ready = not (pretrained_2d or init_from)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         k5 = min(5, num_classes)
@@ -322,13 +323,40 @@ class VideoClassifier(pl.LightningModule):
             return Path(ckpt).parent / "results.json"
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "results.json"
 
+    # ------------------------------------------------------------------ initial weights
+    def load_initial_weights(self) -> None:
+        """Load ``pretrained_2d`` / ``init_from`` into the model (once; a restored checkpoint counts as loaded).
+
+        Runs at the start of fit, validate, test and predict unless a checkpoint was restored (``--ckpt_path``,
+        ``load_from_checkpoint``), so resuming or evaluating never needs the ImageNet weights; call it yourself
+        when using the module outside a Trainer.
+        """
+        if self._weights_ready:
+            return
+        from gnvideo.models.weights import initialize
+
+        hp = self.hparams
+        initialize(self.model, hp.norm, hp.pretrained_2d, hp.pretrained_2d_file, hp.inflate_mode, hp.init_from)
+        self._weights_ready = True
+
+    def on_validation_start(self) -> None:
+        self.load_initial_weights()
+
+    def on_test_start(self) -> None:
+        self.load_initial_weights()
+
+    def on_predict_start(self) -> None:
+        self.load_initial_weights()
+
     def on_fit_start(self) -> None:
+        self.load_initial_weights()
         self._fit_setting = self._setting()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["gnvideo_setting"] = self._fit_setting or self._setting()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._weights_ready = True  # the checkpoint's weights replace any initialization
         self._fit_setting = checkpoint.get("gnvideo_setting", self._fit_setting)
 
     # ------------------------------------------------------------------ optimizer

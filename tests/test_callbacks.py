@@ -53,3 +53,26 @@ def test_option_checks():
         assert "precise_bn.num_batches" in str(e)
     else:
         raise AssertionError("negative num_batches accepted")
+
+
+def test_lr_monitor_without_a_logger_does_not_stop_training():
+    import lightning.pytorch as pl
+
+    from gnvideo.callbacks import LRMonitor
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", callbacks=[LRMonitor()])
+    trainer.fit(Tiny(), data)
+    assert trainer.global_step == 2

@@ -35,7 +35,11 @@ from torch import nn
 from gnvideo.models.norms import NORMS
 
 
-class WeightsUnavailable(ValueError):
+class WeightsError(ValueError):
+    """Initial weights could not be loaded (the message starts with the config key)."""
+
+
+class WeightsUnavailable(WeightsError):
     """ImageNet weights could not be had from the library (no network, no cache) nor from a local file."""
 
 
@@ -252,9 +256,34 @@ def load_matching(model: nn.Module, checkpoint: str | os.PathLike | Mapping[str,
     return report
 
 
+def check_init_options(norm: str, pretrained_2d: str | None = None, pretrained_2d_file: str | None = None,
+                       init_from: str | None = None) -> None:
+    """Check the weight options without loading anything (names, norm family, files exist).
+
+    Raises:
+        ValueError, FileNotFoundError: message starts with the config key.
+    """
+    if pretrained_2d_file and not pretrained_2d:
+        raise ValueError("model.pretrained_2d_file: set model.pretrained_2d to the source the file holds "
+                         f"({sorted(IMAGENET_SOURCES)})")
+    if pretrained_2d in IMAGENET_SOURCES:
+        try:
+            check_source_family(pretrained_2d, norm)
+        except ValueError as e:
+            raise ValueError(f"model.pretrained_2d: {e}") from e
+    elif pretrained_2d and not (Path(pretrained_2d).suffix or os.sep in pretrained_2d):
+        raise ValueError(f"model.pretrained_2d: {pretrained_2d!r} is neither an ImageNet source "
+                         f"({sorted(IMAGENET_SOURCES)}) nor a file path")
+    elif pretrained_2d and not Path(pretrained_2d).is_file():
+        raise FileNotFoundError(f"model.pretrained_2d: file {pretrained_2d} does not exist")
+    for key, path in (("model.pretrained_2d_file", pretrained_2d_file), ("model.init_from", init_from)):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"{key}: file {path} does not exist")
+
+
 def initialize(model: nn.Module, norm: str, pretrained_2d: str | None = None, pretrained_2d_file: str | None = None,
                inflate_mode: str = "mean", init_from: str | None = None, verbose: bool = True) -> None:
-    """Initialize ``model`` as ``VideoClassifier`` configures it; errors name the config key.
+    """Load the initial weights of ``model`` as ``VideoClassifier`` configures them.
 
     Args:
         model: a ``ResNet3d`` built with norm kind ``norm``.
@@ -266,55 +295,54 @@ def initialize(model: nn.Module, norm: str, pretrained_2d: str | None = None, pr
         verbose: print what was loaded and skipped.
 
     Raises:
-        ValueError, FileNotFoundError: message starts with ``model.pretrained_2d``, ``model.pretrained_2d_file`` or
-            ``model.init_from``.
+        FileNotFoundError: a named file is missing (``check_init_options``).
+        WeightsError: anything else; the message starts with ``model.pretrained_2d``, ``model.pretrained_2d_file``
+            or ``model.init_from`` (``WeightsUnavailable``: ImageNet weights neither downloadable nor in a file).
     """
+    check_init_options(norm, pretrained_2d, pretrained_2d_file, init_from)
+    try:
+        if pretrained_2d:
+            _inflate_imagenet(model, pretrained_2d, pretrained_2d_file, inflate_mode, verbose)
+        if init_from:
+            load_matching(model, init_from, key="model.init_from", verbose=verbose)
+    except WeightsError:
+        raise
+    except ValueError as e:
+        raise WeightsError(str(e)) from e
+
+
+def _inflate_imagenet(model: nn.Module, pretrained_2d: str, file: str | None, mode: str, verbose: bool) -> None:
     from gnvideo.models.inflate import inflate_2d_state_dict
 
-    if pretrained_2d_file and not pretrained_2d:
-        raise ValueError("model.pretrained_2d_file: set model.pretrained_2d to the source the file holds "
-                         f"({sorted(IMAGENET_SOURCES)})")
-    if pretrained_2d:
-        key = "model.pretrained_2d"
-        if pretrained_2d in IMAGENET_SOURCES:
-            try:
-                check_source_family(pretrained_2d, norm)
-            except ValueError as e:
-                raise ValueError(f"{key}: {e}") from e
-            if pretrained_2d_file:
-                key = "model.pretrained_2d_file"
-                sd = unwrap_state_dict(read_state_file(pretrained_2d_file, key))
-            else:
-                try:
-                    sd = imagenet_state_dict(pretrained_2d)
-                except WeightsUnavailable as e:
-                    raise WeightsUnavailable(f"{key}: {e}") from e
-            source = pretrained_2d + (f" (file {pretrained_2d_file})" if pretrained_2d_file else "")
-        elif Path(pretrained_2d).suffix or os.sep in pretrained_2d:
-            try:
-                sd = unwrap_state_dict(read_state_file(pretrained_2d, key))
-            except ValueError as e:
-                raise ValueError(f"{key}: {e}") from e
-            source = pretrained_2d
-        else:
-            raise ValueError(f"{key}: {pretrained_2d!r} is neither an ImageNet source ({sorted(IMAGENET_SOURCES)}) "
-                             "nor a file path")
+    key = "model.pretrained_2d_file" if file else "model.pretrained_2d"
+    if pretrained_2d in IMAGENET_SOURCES and not file:
         try:
-            report = inflate_2d_state_dict(model, sd, mode=inflate_mode)
+            sd = imagenet_state_dict(pretrained_2d)
+        except WeightsUnavailable as e:
+            raise WeightsUnavailable(f"{key}: {e}") from e
+    else:
+        path = file or pretrained_2d
+        try:
+            sd = unwrap_state_dict(read_state_file(path, key))
         except ValueError as e:
-            raise ValueError(f"{key} ({source}): {e}") from e
-        if verbose:
-            print(f"{key}: inflated {len(report.loaded)} tensors from {source} ({len(report.skipped)} skipped: "
-                  f"{', '.join(report.skipped) or 'none'}; {len(report.missing)} left as initialized)")
-    if init_from:
-        load_matching(model, init_from, key="model.init_from", verbose=verbose)
+            raise ValueError(str(e) if str(e).startswith(key) else f"{key} ({path}): {e}") from e
+    source = pretrained_2d + (f" (file {file})" if file else "")
+    try:
+        report = inflate_2d_state_dict(model, sd, mode=mode)
+    except ValueError as e:
+        raise ValueError(f"{key} ({source}): {e}") from e
+    if verbose:
+        print(f"{key}: inflated {len(report.loaded)} tensors from {source} ({len(report.skipped)} skipped: "
+              f"{', '.join(report.skipped) or 'none'}; {len(report.missing)} left as initialized)")
 
 
 __all__ = [
     "IMAGENET_SOURCES",
     "ImageNetSource",
     "LoadReport",
+    "WeightsError",
     "WeightsUnavailable",
+    "check_init_options",
     "check_source_family",
     "imagenet_state_dict",
     "initialize",

@@ -41,6 +41,7 @@ def test_init_from_gnvideo_checkpoint(tmp_path):
     path = tmp_path / "m.ckpt"
     torch.save({"state_dict": src.state_dict()}, path)
     dst = _model(init_from=str(path))
+    dst.load_initial_weights()  # a Trainer run does this at its start
     for (k, a), b in zip(src.model.state_dict().items(), dst.model.state_dict().values()):
         assert torch.equal(a, b), k
     with pytest.raises(FileNotFoundError, match="model.init_from"):
@@ -56,8 +57,9 @@ def test_pretrained_2d_is_inflated(tmp_path):
     path = tmp_path / "r2d.pth"
     torch.save(sd2d, path)
     dst = _model(norm="bn", norm_options={}, pretrained_2d=str(path), inflate_mode="center")
+    dst.load_initial_weights()
     w = dst.model.state_dict()["layer1.0.conv1.weight"]  # (O, I, 3, 3, 3)
     assert torch.equal(w[:, :, 1], src.model.state_dict()["layer1.0.conv1.weight"][:, :, 1])
     assert not w[:, :, 0].any()
     with pytest.raises(ValueError, match="model.pretrained_2d"):
-        _model(pretrained_2d=str(path))  # BN weights into a GN model
+        _model(pretrained_2d=str(path)).load_initial_weights()  # BN weights into a GN model

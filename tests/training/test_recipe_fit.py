@@ -61,3 +61,28 @@ def test_train_clips_sets_max_steps(eight_class_root, tmp_path, capsys):
     assert "12 clips / 4 per step = 3 optimizer steps" in capsys.readouterr().out
     last = torch.load(runs / "tiny_r3d_bn" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 3
+
+
+def test_missing_imagenet_weights_stop_the_run_with_one_line(eight_class_root, tmp_path, capsys, monkeypatch):
+    """No network and no local file: one line naming the source, no traceback; a restored checkpoint needs neither."""
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit) as e:
+        main(["fit", *cli_args(eight_class_root, runs), "--model.backbone", "r3d_18",
+              "--model.pretrained_2d", "torchvision_resnet50", "--trainer.max_steps", "1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert "model.pretrained_2d: ImageNet weights 'torchvision_resnet50'" in err and "pretrained_2d_file" in err
+    assert not list(runs.rglob("*.ckpt"))
+    # evaluating a trained checkpoint never loads the initial weights, so it runs offline with the same config
+    assert main(["fit", *cli_args(eight_class_root, runs), "--trainer.max_steps", "1",
+                 "--trainer.limit_val_batches", "0"]) == 0
+    ckpt = sorted((runs / "tiny_r3d_bn").glob("version_*/checkpoints/last.ckpt"))[-1]
+    assert main(["test", *cli_args(eight_class_root, runs), "--model.pretrained_2d", "torchvision_resnet50",
+                 "--ckpt_path", str(ckpt)]) == 0
