@@ -84,11 +84,11 @@ def test_local_head_matches_pytorchvideo_beyond_the_training_crop():
     _randomize(pv)
     ours = build_model("slow_r50", head_pool="local", head_pool_size=(2, 2))
     load_pytorchvideo_checkpoint(ours, pv.state_dict())
-    pv.eval().double()
-    ours.eval().double()
-    x = torch.randn(1, 3, 8, 96, 96, dtype=torch.float64)
+    pv.eval()
+    ours.eval()
+    x = torch.randn(1, 3, 8, 96, 96)
     with torch.no_grad():
         want = pv(x)
-        torch.testing.assert_close(ours(x), want, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(ours(x), want, rtol=1e-4, atol=1e-4)
         ours.head_pool = "global"
         assert not torch.allclose(ours(x), want, rtol=1e-3, atol=1e-3)

@@ -127,3 +127,20 @@ def test_fine_tune_from_a_pytorchvideo_checkpoint(tmp_path, capsys):
     assert set(report.skipped) == {"fc.weight", "fc.bias"}
     assert len(report.loaded) == len(dst.state_dict()) - 2 - len(
         [k for k in dst.state_dict() if k.endswith("num_batches_tracked") and k not in report.loaded])
+
+
+def test_torchvision_weight_api_reads_its_cache(r50_bn_2d, monkeypatch, tmp_path, capsys):
+    """The named source goes through torchvision's own weight API: with the file in its cache, no network is used."""
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(r50_bn_2d, cache / "resnet50-0676ba61.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    model = build_model("i3d_r50", num_classes=8, norm="bn")
+    initialize(model, "bn", "torchvision_resnet50")
+    assert "inflated 318 tensors from torchvision_resnet50 (2 skipped" in capsys.readouterr().out
+    torch.testing.assert_close(model.layer4[2].norm3.running_var, r50_bn_2d["layer4.2.bn3.running_var"])
