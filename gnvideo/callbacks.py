@@ -93,22 +93,29 @@ class PreciseBN(pl.Callback):
 
     Args:
         num_batches: training batches per recomputation (200 in the Non-local recipe); 0 turns it off.
+        on_test: also recompute before ``test`` / ``validate`` runs outside ``fit`` (for checkpoints trained without
+            it, e.g. imported ones); off by default because fit's checkpoints already hold the recomputed statistics.
     """
 
-    def __init__(self, num_batches: int = 200) -> None:
+    def __init__(self, num_batches: int = 200, on_test: bool = False) -> None:
         if num_batches < 0:
             raise ValueError(f"precise_bn.num_batches must be >= 0, got {num_batches}")
         self.num_batches = int(num_batches)
+        self.on_test = bool(on_test)
         self._done_at: int | None = None
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.num_batches == 0 or self._done_at == trainer.global_step:
             return
+        if hasattr(pl_module, "load_initial_weights"):  # callbacks' start hooks run before the module's
+            pl_module.load_initial_weights()
         model = getattr(pl_module, "model", pl_module)
         layers = batch_norm_layers(model)
         if not layers:
             return  # batch-independent norms only: nothing to recompute
         dm = trainer.datamodule
+        if dm is not None and getattr(dm, "train_dataset", True) is None:
+            dm.setup("fit")  # test / validate runs: the training videos are not set up yet
         loader = dm.train_dataloader() if dm is not None else trainer.fit_loop._data_source.dataloader()
 
         def forward(batch):
@@ -124,7 +131,12 @@ class PreciseBN(pl.Callback):
                   f"{trainer.global_step})")
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+        if (trainer.state.fn == "fit" and not trainer.sanity_checking) or (trainer.state.fn == "validate"
+                                                                           and self.on_test):
+            self._run(trainer, pl_module)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.on_test:
             self._run(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

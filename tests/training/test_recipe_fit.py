@@ -86,3 +86,17 @@ def test_missing_imagenet_weights_stop_the_run_with_one_line(eight_class_root, t
     ckpt = sorted((runs / "tiny_r3d_bn").glob("version_*/checkpoints/last.ckpt"))[-1]
     assert main(["test", *cli_args(eight_class_root, runs), "--model.pretrained_2d", "torchvision_resnet50",
                  "--ckpt_path", str(ckpt)]) == 0
+
+
+def test_precise_bn_on_test_for_imported_checkpoints(eight_class_root, tmp_path, capsys):
+    from gnvideo.module import VideoClassifier
+
+    ckpt = tmp_path / "imported.ckpt"
+    torch.save({"state_dict": VideoClassifier(backbone="tiny_r3d", num_classes=8).state_dict()}, ckpt)
+    args = [*cli_args(eight_class_root, tmp_path / "runs"), "--model.init_from", str(ckpt),
+            "--precise_bn.num_batches", "2"]
+    assert main(["test", *args]) == 0
+    assert "precise BN:" not in capsys.readouterr().out  # off by default outside fit
+    assert main(["test", *args, "--precise_bn.on_test", "true"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("model.init_from") < out.index("precise BN: statistics of")  # weights first, then statistics
