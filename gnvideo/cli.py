@@ -6,7 +6,7 @@ Examples::
         --config configs/kinetics400/i3d_r50_gn_32x2_8clips.yaml
     gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --data.clips_per_device 4 --trainer.max_steps 50
     gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path last      # resume the latest run
-    gnvideo test --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path best     # writes results.json
+    gnvideo test --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path best     # writes test_N/results.json
     gnvideo predict --config configs/synthetic/tiny_r3d_gn.yaml --data.predict_files [a.mp4,b.mp4] --ckpt_path X
     gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --print_config
     gnvideo report runs/ --paper --plot table8.png
@@ -17,8 +17,9 @@ defaults to the stem of the last ``--config`` file. Each run folder holds ``conf
 ``last.ckpt``, written after each validation and every ``--last_checkpoint.every_n_train_steps`` (1000) steps.
 ``--ckpt_path last`` and ``--ckpt_path best`` resolve to the newest run of ``run_name`` that has such a checkpoint;
 ``fit --ckpt_path last`` resumes there (exact step, optimizer and LR-scheduler state) and keeps logging in that folder.
-``test`` writes ``results.json`` beside the checkpoint (or in its own run folder without one); ``predict`` prints the
-top-5 classes per video and writes ``predictions.json``. Config mistakes stop before training with the key named.
+``test`` writes a new result file in its own run folder (``test_N/results.json``; see :mod:`gnvideo.results`);
+``predict`` prints the top-5 classes per video and writes ``predict_N/predictions.json``.
+Config mistakes stop before training with the key named.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from gnvideo.callbacks import LRMonitor, PreciseBN
+from gnvideo.callbacks import LRMonitor, PreciseBN, PredictionWriter, RunRecorder
 from gnvideo.module import VideoClassifier
 
-__all__ = ["GNVideoCLI", "main"]
+__all__ = ["GNVideoCLI", "build_cli", "main"]
 
 
 def _versions(exp_dir: Path) -> list[Path]:
@@ -76,11 +77,12 @@ class GNVideoCLI(LightningCLI):
         parser.set_defaults({"precise_bn.num_batches": 0})
 
     def _fail(self, message: str) -> None:
-        print(f"gnvideo {self.subcommand}: error: {message}", file=sys.stderr)
+        print(f"gnvideo {self.subcommand or 'run'}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
     def before_instantiate_classes(self) -> None:
-        cfg = self.config[self.subcommand]
+        # run=False (the programmatic API, gnvideo.demo): one flat config, a fit run folder
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
         data = cfg.data
         if self.subcommand == "predict":
             files = data.get("predict_files")
@@ -110,7 +112,7 @@ class GNVideoCLI(LightningCLI):
             if found is not None and self.subcommand == "fit":
                 self._version = int(found.parent.parent.name[8:])
         if self._version is None:
-            if self.subcommand == "fit":
+            if self.subcommand in ("fit", None):
                 self._version = int(_versions(exp_dir)[-1].name[8:]) + 1 if _versions(exp_dir) else 0
             else:
                 n = sum(1 for _ in exp_dir.glob(f"{self.subcommand}_*"))
@@ -139,6 +141,33 @@ class GNVideoCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
+def build_cli(args: Sequence[str] | None = None, run: bool = True) -> GNVideoCLI:
+    """The ``gnvideo`` LightningCLI for ``args``.
+
+    With ``run=False`` nothing runs: ``args`` hold no subcommand, and the caller drives ``cli.trainer.fit`` /
+    ``test`` with ``cli.model`` and ``cli.datamodule`` (how :mod:`gnvideo.demo` trains); the run folder is a fit run's
+    (``{default_root_dir}/{run_name}/version_N``). Every trainer carries a :class:`RunRecorder` (training setting in
+    checkpoints, one result file per test) and a :class:`PredictionWriter`.
+    """
+    import warnings
+
+    from gnvideo.data import KineticsDataModule
+
+    with warnings.catch_warnings():
+        # args given by a caller (the demo, tests) are meant to replace sys.argv, which Lightning warns about
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return GNVideoCLI(
+            VideoClassifier,
+            KineticsDataModule,
+            args=None if args is None else list(args),
+            run=run,
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"default_root_dir": "runs", "callbacks": [RunRecorder(), PredictionWriter()]},
+        )
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Run ``gnvideo`` with ``args`` (default: ``sys.argv[1:]``)."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -153,17 +182,7 @@ def main(args: Sequence[str] | None = None) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print("gnvideo report RUN_DIR... [--paper] [--plot OUT.png] [--chance]   BN-vs-GN table from results.json\n"
               "gnvideo demo ...                                                  end-to-end CPU demo\n")
-    from gnvideo.data import KineticsDataModule
-
-    GNVideoCLI(
-        VideoClassifier,
-        KineticsDataModule,
-        args=None if args is None else argv,
-        seed_everything_default=0,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"default_root_dir": "runs"},
-    )
+    build_cli(None if args is None else argv)
     return 0
 
 

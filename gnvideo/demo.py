@@ -1,10 +1,12 @@
 """``gnvideo demo``: the BN-vs-GN experiment end to end on the built-in synthetic dataset.
 
 Steps: make the synthetic motion dataset if it is absent (``gnvideo.data.synthetic``); for each clips-per-device
-setting and each norm, ``gnvideo fit`` a small 3D ResNet and ``gnvideo test`` it with multi-view testing on the held-out
-``val`` clips; print the BN-vs-GN table with the chance level and save the plot.
+setting and each norm, fit a small 3D ResNet and test its last checkpoint with multi-view testing on the held-out
+``val`` clips (:func:`fit_and_test`, the programmatic API of :func:`gnvideo.cli.build_cli`); print the BN-vs-GN table
+with the chance level and save the plot. Options come from the command line and ``--config`` YAML files
+(``configs/study/``), parsed by jsonargparse as every ``gnvideo`` command is.
 
-The paper's protocol is mimicked on one device: a fixed number of simulated devices (``--simulated-devices``, V)
+The paper's protocol is mimicked on one device: a fixed number of simulated devices (``--simulated_devices``, V)
 each holding ``c`` clips, so an optimizer step sees ``c x V`` clips and the LR is scaled linearly with that total.
 BN's per-device statistics come from ``sub_bn`` with ``clips_per_group = c`` on one forward of ``c x V`` clips: it
 normalizes each group of ``c`` clips on its own, as ``c`` clips per GPU would be. GN, BGN, LN and IN run ``c`` clips
@@ -16,74 +18,57 @@ looks at the test clips: the last checkpoint is tested. ``--seeds`` repeats ever
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from gnvideo.models.norms import DEMO_KINDS
 
-__all__ = ["main", "run_demo"]
+__all__ = ["fit_and_test", "main", "parser", "run_demo"]
+
+DemoNorm = Literal[tuple(DEMO_KINDS)]  # type: ignore[valid-type]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gnvideo demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", help="YAML file of these options (keys with _ or -), e.g. configs/study/*.yaml; "
-                   "options given on the command line win")
-    p.add_argument("--root", default="data/synthetic", help="synthetic dataset folder (made when absent)")
-    p.add_argument("--out", default="runs/demo", help="folder for the runs, the table and the plot")
-    p.add_argument("--norms", nargs="+", default=["bn", "gn"], choices=DEMO_KINDS)
-    p.add_argument("--clips-per-device", nargs="+", type=int, default=[8, 2], help="settings compared (c)")
-    p.add_argument("--simulated-devices", type=int, default=2, help="V: clips per step = c x V")
+def parser() -> ArgumentParser:
+    """The demo's options; ``--config FILE`` reads them from YAML (jsonargparse, as the other commands)."""
+    p = ArgumentParser(prog="gnvideo demo", description=__doc__.split("\n\n")[0], default_env=False)
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file of these options, e.g. configs/study/*.yaml")
+    p.add_argument("--root", type=str, default="data/synthetic", help="synthetic dataset folder (made when absent)")
+    p.add_argument("--out", type=str, default="runs/demo", help="folder for the runs, the table and the plot")
+    p.add_argument("--norms", type=list[DemoNorm], default=["bn", "gn"], help="norms compared, e.g. [bn,gn,bgn]")
+    p.add_argument("--clips_per_device", type=list[int], default=[8, 2], help="settings compared (c), e.g. [8,2]")
+    p.add_argument("--simulated_devices", type=int, default=2, help="V: clips per step = c x V")
     p.add_argument("--epochs", type=int, default=20, help="per run; 20 keeps the demo under 10 minutes on 2 CPU cores")
-    p.add_argument("--backbone", default="tiny_r3d")
-    p.add_argument("--num-groups", type=int, default=8, help="groups of gn and bgn")
+    p.add_argument("--backbone", type=str, default="tiny_r3d")
+    p.add_argument("--num_groups", type=int, default=8, help="groups of gn and bgn")
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--sampling-rate", type=int, default=2)
-    p.add_argument("--crop-size", type=int, default=64)
-    p.add_argument("--test-clips", type=int, default=4)
-    p.add_argument("--test-crops", type=int, default=3)
+    p.add_argument("--sampling_rate", type=int, default=2)
+    p.add_argument("--crop_size", type=int, default=64)
+    p.add_argument("--test_clips", type=int, default=4)
+    p.add_argument("--test_crops", type=int, default=3)
     # 0.1 measured: with 16 clips per step BN stayed near chance at 0.2 (10 % top-1, loss ~ln 8) and 0.4 (19 %) on
     # this data while GN learned; at 0.1 both learn (BN 55-69 % over 3 seeds at 16 and 32 clips per step, 12 epochs)
-    p.add_argument("--base-lr", type=float, default=0.1, help="LR for 64 clips per step (scaled linearly)")
+    p.add_argument("--base_lr", type=float, default=0.1, help="LR for 64 clips per step (scaled linearly)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds; each cell runs once per seed")
-    p.add_argument("--dataset-seed", type=int, default=0, help="seed of the synthetic dataset")
-    p.add_argument("--num-classes", type=int, default=8, help="synthetic classes (when the dataset is made)")
-    p.add_argument("--videos-per-class", type=int, default=40, help="synthetic training videos per class")
-    p.add_argument("--val-videos-per-class", type=int, default=10, help="synthetic held-out videos per class")
-    p.add_argument("--limit-batches", type=int, default=None, help="cap train batches per epoch (smoke tests)")
+    p.add_argument("--seeds", type=list[int], default=[0], help="training seeds; each cell runs once per seed")
+    p.add_argument("--dataset_seed", type=int, default=0, help="seed of the synthetic dataset")
+    p.add_argument("--num_classes", type=int, default=8, help="synthetic classes (when the dataset is made)")
+    p.add_argument("--videos_per_class", type=int, default=40, help="synthetic training videos per class")
+    p.add_argument("--val_videos_per_class", type=int, default=10, help="synthetic held-out videos per class")
+    p.add_argument("--limit_batches", type=int | None, default=None, help="cap train batches per epoch (smoke tests)")
     return p
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Command-line options over the ``--config`` YAML file over the defaults."""
-    parser = _parser()
-    first = parser.parse_args(argv)
-    if first.config:
-        import yaml
-
-        path = Path(first.config)
-        if not path.is_file():
-            parser.error(f"--config: file {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            parser.error(f"--config {path}: expected a mapping of option names to values")
-        known = {a.dest for a in parser._actions}
-        defaults = {}
-        for key, value in values.items():
-            dest = str(key).replace("-", "_")
-            if dest not in known or dest in ("help", "config"):
-                parser.error(f"--config {path}: unknown option {key!r}")
-            defaults[dest] = value
-        parser.set_defaults(**defaults)
-    return parser.parse_args(argv)
+def _parse(argv: Sequence[str] | None) -> Namespace:
+    """Command-line options over ``--config`` files over the defaults."""
+    return parser().parse_args(None if argv is None else list(argv))
 
 
-def _run_args(a: argparse.Namespace, norm: str, clips: int, seed: int) -> tuple[str, list[str]]:
+def _run_args(a: Namespace, norm: str, clips: int, seed: int) -> tuple[str, list[str]]:
     """Run name and the ``gnvideo`` arguments shared by fit and test of one (norm, clips per device, seed) run."""
     kind, options = norm, {}
     if norm == "bn":
@@ -118,14 +103,31 @@ def _run_args(a: argparse.Namespace, norm: str, clips: int, seed: int) -> tuple[
     return name, args
 
 
-def _newest(paths) -> Path | None:
-    found = sorted(paths, key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+def fit_and_test(args: Sequence[str]):
+    """Fit one run with the ``gnvideo`` options ``args`` (no subcommand), then test its last checkpoint.
+
+    Uses the programmatic API (:func:`gnvideo.cli.build_cli` with ``run=False``) and the same trainer for both, so the
+    result lands in the fit run's folder.
+
+    Returns:
+        ``(result, path)``: the :class:`gnvideo.results.TestResult` and the file it was written to.
+    """
+    from gnvideo.callbacks import RunRecorder
+    from gnvideo.cli import build_cli
+
+    cli = build_cli(args, run=False)
+    trainer = cli.trainer
+    trainer.fit(cli.model, datamodule=cli.datamodule)
+    last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+    if not last or not Path(last).is_file():
+        raise RuntimeError(f"demo: fit wrote no last.ckpt under {trainer.log_dir}")
+    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=last, verbose=False)
+    recorder = next(c for c in trainer.callbacks if isinstance(c, RunRecorder))
+    return recorder.last_result, recorder.last_result_path
 
 
-def run_demo(a: argparse.Namespace) -> list[dict]:
-    """Make the data, fit and test every cell; returns the results dicts (``results.json`` contents)."""
-    from gnvideo.cli import main as cli_main
+def run_demo(a: Namespace) -> list[dict]:
+    """Make the data, fit and test every cell; returns the result dicts (the result files' contents)."""
     from gnvideo.data.synthetic import make_synthetic_dataset
 
     t0 = time.perf_counter()
@@ -138,29 +140,15 @@ def run_demo(a: argparse.Namespace) -> list[dict]:
           f"{len(summary.label_names)} classes ({state})", flush=True)
     cells = [(norm, clips, seed) for seed in a.seeds for clips in a.clips_per_device for norm in a.norms]
     results = []
-    saved_argv = sys.argv
-    sys.argv = sys.argv[:1]  # the runs get their arguments from us; LightningCLI warns when sys.argv has others too
-    try:
-        for i, (norm, clips, seed) in enumerate(cells, 1):
-            name, args = _run_args(a, norm, clips, seed)
-            print(f"\n[demo] run {i}/{len(cells)}: {norm.upper()}, {clips} clips per device "
-                  f"({clips * a.simulated_devices} clips per step), {a.epochs} epochs, seed {seed}", flush=True)
-            started = time.time()
-            cli_main(["fit", *args])
-            ckpt = _newest(p for p in Path(a.out, name).glob("version_*/checkpoints/last.ckpt")
-                           if p.stat().st_mtime >= started)
-            if ckpt is None:
-                raise RuntimeError(f"demo: fit of {name} wrote no last.ckpt under {Path(a.out, name)}")
-            print(f"[demo] multi-view test of {name} ({a.test_clips} clips x {a.test_crops} crops per video)",
-                  flush=True)
-            cli_main(["test", *args, "--ckpt_path", str(ckpt)])
-            result_file = ckpt.parent / "results.json"
-            result = json.loads(result_file.read_text())
-            result["path"] = str(result_file)
-            results.append(result)
-            print(f"[demo] {name}: top-1 {result['top1']:.1f}%  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
-    finally:
-        sys.argv = saved_argv
+    for i, (norm, clips, seed) in enumerate(cells, 1):
+        name, args = _run_args(a, norm, clips, seed)
+        print(f"\n[demo] run {i}/{len(cells)}: {norm.upper()}, {clips} clips per device "
+              f"({clips * a.simulated_devices} clips per step), {a.epochs} epochs, seed {seed}; then multi-view test "
+              f"({a.test_clips} clips x {a.test_crops} crops per video)", flush=True)
+        result, path = fit_and_test(args)
+        results.append({**result.to_dict(), "path": str(path)})
+        top1 = "n/a" if result.top1 is None else f"{result.top1:.1f}%"
+        print(f"[demo] {name}: top-1 {top1}  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
     return results
 
 

@@ -1,25 +1,31 @@
 """BN-vs-GN tables and plots from finished runs (``gnvideo report RUN_DIR... [--paper] [--plot out.png] [--chance]``).
 
-Reads every ``results.json`` under the given folders (recursively), groups them by normalization (rows) and by
-``frames x clips per GPU`` (columns), and prints the layout of Table 8 of the Group Normalization paper
-(Wu & He, 2018) as markdown: each cell is ``top-1 / top-5`` in percent, ``mean ± std`` when several seeds share a cell.
-"Clips per GPU" is the number of clips one normalization sees: ``clips_per_device`` or, for ``sub_bn``,
-``norm_options.clips_per_group`` when it is recorded (``sub_bn`` runs fill the BN row: they reproduce per-GPU BN).
+Reads every result file (``results*.json``, :mod:`gnvideo.results`) under the given folders (recursively), groups
+them by normalization (rows) and by ``frames x clips per GPU`` (columns), and prints the layout of Table 8 of the Group
+Normalization paper (Wu & He, 2018) as markdown: each cell is ``top-1 / top-5`` in percent, ``mean ± std`` when
+several seeds share a cell. "Clips per GPU" is the number of clips one normalization sees
+(:func:`gnvideo.results.clips_per_norm`: ``sub_bn`` runs fill the BN row at their ``clips_per_group``).
+
+A cell averages only over seeds: every other field of the setting (backbone, dataset and class count, sampling rate,
+clips per device, devices x accumulation, norm and options, initialization, input normalization, test views and the
+scored annotation file; :func:`gnvideo.results.comparison_key`) must agree, or the report stops and names the fields
+that differ. Repeated tests of one run (same setting and seed) count once: the newest file is used, and a note says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from gnvideo.models.norms import REPORT_ORDER, report_row
+from gnvideo.models.norms import REPORT_ORDER
+from gnvideo.results import clips_per_norm, comparison_key, load_results, norm_row
 
-__all__ = ["PAPER_TOP1", "collect", "load_results", "main", "markdown_table", "plot", "render"]
+__all__ = ["PAPER_TOP1", "MixedSettingsError", "collect", "load_results", "main", "markdown_table", "plot", "render"]
 
 #: Kinetics-400 top-1 (%) of ResNet-50 I3D from Table 8 of the GN paper: (norm, frames, clips per GPU) -> top-1.
 PAPER_TOP1: dict[tuple[str, int, int], float] = {
@@ -34,50 +40,49 @@ _NORM_ORDER = REPORT_ORDER  # from the norm registry
 _DASH = "—"
 
 
-def load_results(paths: Iterable[str | Path]) -> list[dict]:
-    """Read ``results.json`` files: each path is a file or a folder searched recursively.
+class MixedSettingsError(ValueError):
+    """Runs that differ in more than their seed would share a table cell."""
+
+
+def collect(results: Sequence[dict], notes: list[str] | None = None) -> dict[tuple[str, int, int], list[dict]]:
+    """Group results by ``(norm row, num_frames, clips per GPU)``, one result per seed.
+
+    Args:
+        results: result dicts (see :mod:`gnvideo.results`).
+        notes: when given, receives a line per seed whose repeated results were reduced to the newest file.
 
     Raises:
-        FileNotFoundError: a path does not exist, or no results.json was found anywhere.
-        ValueError: a file is not valid JSON or lacks ``top1``/``setting``.
+        MixedSettingsError: two results in one cell differ in a setting field other than the seed.
     """
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise FileNotFoundError(f"report: {p} does not exist")
-        files.extend([p] if p.is_file() else sorted(p.rglob("results.json")))
-    if not files:
-        raise FileNotFoundError(f"report: no results.json under {', '.join(map(str, paths))}")
-    out = []
-    for f in files:
-        try:
-            r = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"report: {f} is not valid JSON: {e}") from e
-        if "top1" not in r or "setting" not in r:
-            raise ValueError(f"report: {f} lacks 'top1' or 'setting'")
-        r.setdefault("path", str(f))
-        out.append(r)
-    return out
-
-
-def _clips_per_norm(setting: dict) -> int:
-    opts = setting.get("norm_options") or {}
-    if setting.get("norm") == "sub_bn" and opts.get("clips_per_group"):
-        return int(opts["clips_per_group"])
-    return int(setting.get("clips_per_device", 0))
-
-
-def collect(results: Sequence[dict]) -> dict[tuple[str, int, int], list[dict]]:
-    """Group results by ``(norm, num_frames, clips per GPU)``."""
     cells: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
     for r in results:
         s = r["setting"]
-        norm = str(s.get("norm", "?"))
-        # sub_bn is per-device BN simulated on fewer devices: it belongs in the BN row, at its clips_per_group.
-        row = report_row(norm)
-        cells[(row, int(s.get("num_frames", 0)), _clips_per_norm(s))].append(r)
-    return dict(cells)
+        cells[(norm_row(s), int(s.get("num_frames") or 0), clips_per_norm(s))].append(r)
+    out = {}
+    for cell, rs in cells.items():
+        keys = [comparison_key(r) for r in rs]
+        differ = sorted({f for k in keys[1:] for f in k if k[f] != keys[0][f]})
+        if differ:
+            n, f, c = cell
+            examples = {field: {repr(k[field]): r.get("path", "?") for k, r in zip(keys, rs)} for field in differ}
+            detail = "; ".join(f"{field}: " + ", ".join(f"{v} in {path}" for v, path in sorted(ex.items()))
+                               for field, ex in examples.items())
+            raise MixedSettingsError(
+                f"report: the {n.upper()} cell at {f} frames, {c} clips/GPU mixes runs that differ in "
+                f"{', '.join(differ)} ({detail}); report them separately")
+        by_seed: dict = defaultdict(list)
+        for r in rs:
+            by_seed[r["setting"].get("seed")].append(r)
+        kept = []
+        for seed, same in by_seed.items():
+            same.sort(key=lambda r: Path(r["path"]).stat().st_mtime if Path(r.get("path", "")).is_file() else 0)
+            kept.append(same[-1])
+            if len(same) > 1 and notes is not None:
+                notes.append(f"Note: {len(same)} results of seed {seed} in {cell[0].upper()} {cell[1]} frames, "
+                             f"{cell[2]} clips/GPU (repeated tests of one setting); the newest is used: "
+                             f"{same[-1].get('path', '?')}.")
+        out[cell] = kept
+    return out
 
 
 def _num(x) -> float:
@@ -108,7 +113,8 @@ def markdown_table(results: Sequence[dict], paper: bool = False, chance: bool = 
     Returns:
         The markdown text (header, separator, one row per norm, optional paper rows and notes).
     """
-    cells = collect(results)
+    notes: list[str] = []
+    cells = collect(results, notes)
     cols = {(f, c) for (_, f, c) in cells}
     if paper:
         cols |= {(f, c) for (_, f, c) in PAPER_TOP1}
@@ -133,6 +139,7 @@ def markdown_table(results: Sequence[dict], paper: bool = False, chance: bool = 
             lines.append(f"| {n.upper()} (paper) | " + " | ".join(row) + " |")
     lines.append("")
     lines.append("Cells: video-level top-1 / top-5 (%), mean ± std over seeds when n > 1.")
+    lines.extend(notes)
     if chance:
         ks = sorted({int(r["num_classes"]) for r in results if r.get("num_classes")})
         for k in ks:
@@ -217,8 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--plot", metavar="OUT.png", help="save a PNG of top-1 against clips per GPU")
     p.add_argument("--chance", action="store_true", help="show chance-level accuracy")
     a = p.parse_args(argv)
-    results = load_results(a.runs)
-    print(render(results, paper=a.paper, plot_path=a.plot, chance=a.chance))
+    try:
+        results = load_results(a.runs)
+        text = render(results, paper=a.paper, plot_path=a.plot, chance=a.chance)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"gnvideo {e}", file=sys.stderr)
+        return 2
+    print(text)
     if a.plot:
         print(f"plot saved to {a.plot}")
     return 0

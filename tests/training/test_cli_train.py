@@ -95,7 +95,9 @@ def test_multiview_test_matches_hand_computation_and_skips_broken_video(trained,
     ckpt.parent.mkdir()
     shutil.copy(trained / "checkpoints" / "last.ckpt", ckpt)
     assert main(["test", *cli_args(root, tmp_path / "runs"), "--ckpt_path", str(ckpt)]) == 0
-    results = json.loads((ckpt.parent / "results.json").read_text())  # written beside the checkpoint
+    results = json.loads((tmp_path / "runs" / "tiny_r3d_bn" / "test_0" / "results.json").read_text())
+    assert results["checkpoint"] == str(ckpt) and results["split"] == "val" and results["test_run"] == "test_0"
+    assert results["annotation"].endswith("val.csv")
     expected = _hand_scores(ckpt, root)
     assert results["videos_scored"] == 11 and results["videos_skipped"] == 1
     for k, v in expected.items():
@@ -104,6 +106,23 @@ def test_multiview_test_matches_hand_computation_and_skips_broken_video(trained,
     assert (s["backbone"], s["norm"], s["num_frames"], s["sampling_rate"]) == ("tiny_r3d", "bn", 8, 2)
     assert (s["clips_per_device"], s["devices"], s["num_nodes"], s["accumulate_grad_batches"], s["seed"]) == (
         8, 1, 1, 1, 0)  # the training setting, stored in the checkpoint (the test ran with 4 clips per device)
+
+
+def test_two_tests_of_one_checkpoint_write_two_result_files(trained, synthetic_root, tmp_path, capsys):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    for _ in range(2):
+        assert main(["test", *cli_args(synthetic_root, tmp_path), "--ckpt_path", str(ckpt)]) == 0
+    files = sorted(tmp_path.rglob("results*.json"))
+    assert [f.parent.name for f in files] == ["test_0", "test_1"]  # one per invocation, named by its test run
+    first, second = (json.loads(f.read_text()) for f in files)
+    assert first["top1"] == second["top1"] and first["checkpoint"] == second["checkpoint"] == str(ckpt)
+    assert capsys.readouterr().out.count("results: top1") == 2  # printed once per test
+
+    from gnvideo.report import markdown_table
+    from gnvideo.results import load_results
+
+    table = markdown_table(load_results([tmp_path]))  # repeated tests of one run count once
+    assert "(n=2)" not in table and "Note: 2 results of seed 0" in table
 
 
 def test_predict_prints_top5_per_video(trained, synthetic_root, tmp_path, capsys):

@@ -81,3 +81,35 @@ def test_render_for_demo_and_errors(tmp_path):
         load_results([tmp_path])
     with pytest.raises(ValueError):
         render([])
+
+
+def test_report_refuses_to_merge_two_backbones(tmp_path, capsys):
+    _write(tmp_path / "a", "gn", 32, 8, 0, 70.0, 90.0)
+    _write(tmp_path / "b", "gn", 32, 8, 1, 72.0, 91.0, backbone="r3d_18")
+    from gnvideo.report import MixedSettingsError
+
+    with pytest.raises(MixedSettingsError, match=r"GN cell at 32 frames, 8 clips/GPU .* differ in backbone"):
+        markdown_table(load_results([tmp_path]))
+    assert main(["report", str(tmp_path)]) == 2  # the command: one line naming the field, no traceback
+    err = capsys.readouterr().err
+    assert "differ in backbone" in err and "'r3d_18'" in err and "Traceback" not in err
+
+
+def test_report_names_every_differing_field(tmp_path):
+    _write(tmp_path / "a", "bn", 32, 8, 0, 70.0, 90.0)
+    _write(tmp_path / "b", "bn", 32, 8, 1, 72.0, 91.0, devices=4, accumulate_grad_batches=2, num_classes=8)
+    from gnvideo.report import MixedSettingsError
+
+    with pytest.raises(MixedSettingsError, match=r"differ in accumulate_grad_batches, devices, num_classes"):
+        markdown_table(load_results([tmp_path]))
+
+
+def test_result_files_are_never_overwritten(tmp_path):
+    from gnvideo.results import RunSetting, TestResult, write_result
+
+    result = TestResult(top1=float("nan"), top5=1.0, mean_class_accuracy=1.0, videos_scored=0, videos_skipped=2,
+                        num_classes=3, checkpoint=None, annotation="a.csv", split="val", test_views={},
+                        setting=RunSetting(backbone="tiny_r3d").__dict__)
+    paths = [write_result(result, tmp_path) for _ in range(3)]
+    assert [p.name for p in paths] == ["results.json", "results-1.json", "results-2.json"]
+    assert json.loads(paths[0].read_text())["top1"] is None  # NaN is written as null
