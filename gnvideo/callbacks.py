@@ -25,7 +25,8 @@ from torch import nn
 
 from gnvideo.models.norm_layers import BatchGroupNorm3d
 
-__all__ = ["LRMonitor", "PredictionWriter", "PreciseBN", "RunRecorder", "batch_norm_layers", "update_bn_stats"]
+__all__ = ["GroupNormKernelSetup", "LRMonitor", "PredictionWriter", "PreciseBN", "RunRecorder", "batch_norm_layers",
+           "update_bn_stats"]
 
 
 class LRMonitor(LearningRateMonitor):
@@ -278,3 +279,37 @@ class PredictionWriter(BasePredictionWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"predictions": rows, "skipped": [name(i) for i in skipped]}, indent=2) + "\n")
         self.predictions = rows
+
+
+class GroupNormKernelSetup(pl.Callback):
+    """Builds or loads the CUDA GroupNorm extension once before a run, never inside a step.
+
+    ``gnvideo.ops.group_norm`` only loads an existing build (a call never compiles), so without this a GN model on a
+    GPU would run the reference path. On a CUDA run whose model has GN-family layers with ``use_kernel``, local rank 0
+    builds (first time only: about 2 minutes) and loads the extension, the other ranks wait at a barrier and then load
+    the same build. A failed build is reported in one line and the run goes on with the reference path.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from gnvideo.models.norm_layers import GroupNorm3d
+
+        if trainer.strategy.root_device.type != "cuda":
+            return
+        if not any(isinstance(m, GroupNorm3d) and m.use_kernel for m in pl_module.modules()):
+            return
+        from gnvideo import ops
+
+        error = None
+        if trainer.local_rank == 0:
+            try:
+                ops.load_extension()
+            except RuntimeError as e:  # the reference path still gives the same numbers, only slower
+                error = e
+        trainer.strategy.barrier("gnvideo_ops_build")
+        if trainer.local_rank != 0:
+            try:
+                ops.load_extension()
+            except RuntimeError as e:
+                error = e
+        if error is not None:
+            print(f"gnvideo: warning: GroupNorm CUDA kernel unavailable, using F.group_norm: {error}")

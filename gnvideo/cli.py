@@ -32,7 +32,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from gnvideo.callbacks import LRMonitor, PreciseBN, PredictionWriter, RunRecorder
+from gnvideo.callbacks import GroupNormKernelSetup, LRMonitor, PreciseBN, PredictionWriter, RunRecorder
 from gnvideo.module import VideoClassifier
 
 __all__ = ["GNVideoCLI", "build_cli", "main"]
@@ -147,7 +147,7 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> GNVideoCLI
     With ``run=False`` nothing runs: ``args`` hold no subcommand, and the caller drives ``cli.trainer.fit`` /
     ``test`` with ``cli.model`` and ``cli.datamodule`` (how :mod:`gnvideo.demo` trains); the run folder is a fit run's
     (``{default_root_dir}/{run_name}/version_N``). Every trainer carries a :class:`RunRecorder` (training setting in
-    checkpoints, one result file per test) and a :class:`PredictionWriter`.
+    checkpoints, one result file per test), a :class:`PredictionWriter` and a :class:`GroupNormKernelSetup`.
     """
     import warnings
 
@@ -164,7 +164,8 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> GNVideoCLI
             seed_everything_default=0,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"default_root_dir": "runs", "callbacks": [RunRecorder(), PredictionWriter()]},
+            trainer_defaults={"default_root_dir": "runs",
+                              "callbacks": [RunRecorder(), PredictionWriter(), GroupNormKernelSetup()]},
         )
 
 

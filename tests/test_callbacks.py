@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -76,3 +77,51 @@ def test_lr_monitor_without_a_logger_does_not_stop_training():
                          enable_model_summary=False, accelerator="cpu", callbacks=[LRMonitor()])
     trainer.fit(Tiny(), data)
     assert trainer.global_step == 2
+
+
+class _Strategy:
+    def __init__(self, device: str) -> None:
+        self.root_device = torch.device(device)
+        self.barriers: list[str] = []
+
+    def barrier(self, name: str) -> None:
+        self.barriers.append(name)
+
+
+class _Trainer:
+    def __init__(self, device: str, local_rank: int = 0) -> None:
+        self.strategy, self.local_rank = _Strategy(device), local_rank
+
+
+@pytest.mark.parametrize("local_rank", [0, 1])
+def test_kernel_setup_loads_the_extension_once_before_a_cuda_run(monkeypatch, local_rank):
+    from gnvideo import ops
+    from gnvideo.callbacks import GroupNormKernelSetup
+    from gnvideo.models import build_model
+
+    calls = []
+    monkeypatch.setattr(ops, "load_extension", lambda: calls.append("load") or "cuda")
+    model = build_model("tiny_r3d", num_classes=3, norm="gn", norm_options={"num_groups": 4})
+    trainer = _Trainer("cuda", local_rank)
+    GroupNormKernelSetup().setup(trainer, model, "fit")
+    assert calls == ["load"] and trainer.strategy.barriers == ["gnvideo_ops_build"]  # rank 0 builds, others wait
+
+    calls.clear()
+    GroupNormKernelSetup().setup(_Trainer("cpu"), model, "fit")  # CPU runs never build
+    bn = build_model("tiny_r3d", num_classes=3, norm="bn")
+    GroupNormKernelSetup().setup(_Trainer("cuda"), bn, "fit")  # nor do models without GN layers
+    assert calls == []
+
+
+def test_kernel_setup_reports_a_failed_build_and_goes_on(monkeypatch, capsys):
+    from gnvideo import ops
+    from gnvideo.callbacks import GroupNormKernelSetup
+    from gnvideo.models import build_model
+
+    def fail():
+        raise RuntimeError("nvcc not found")
+
+    monkeypatch.setattr(ops, "load_extension", fail)
+    model = build_model("tiny_r3d", num_classes=3, norm="gn", norm_options={"num_groups": 4})
+    GroupNormKernelSetup().setup(_Trainer("cuda"), model, "fit")
+    assert "GroupNorm CUDA kernel unavailable, using F.group_norm: nvcc not found" in capsys.readouterr().out
