@@ -1,20 +1,23 @@
 """Frame-accurate video readers: decord first, PyAV as the fallback.
 
 ``open_video(path)`` returns a :class:`VideoReader` whose ``frames(indices)`` gives uint8 (T, H, W, 3) RGB frames, where
-index ``i`` is the i-th frame in presentation order (also for variable-frame-rate files). What it copes with:
+index ``i`` is the i-th frame the decoder puts out (presentation order), which is how decord numbers frames, also for
+variable-frame-rate files and for AVI files whose packet timestamps are in decode order. What it copes with:
 
-- rotation metadata (phone videos): applied, so frames come out upright. decord (0.6.0 and decord2 3.4.0) fails or
-  returns garbage on such files, so they are always read with PyAV. ``backend="auto"`` finds the rotation in the
-  MP4/MOV ``tkhd`` box without decoding (~0.02 ms); for other containers except AVI/MPEG it asks PyAV, which opens
-  the file and decodes one frame (~3 ms).
-- a container whose reported frame count is too large: reading stops at the real end; indices past it are clamped to the
-  last decodable frame and ``num_frames`` shrinks to the real count. The same clamping makes a video shorter than a clip
-  repeat its last frame; ``last_num_repeated`` / ``num_repeated`` count those frames.
+- rotation metadata (phone videos): applied, so frames come out upright. Files with rotation metadata are read with
+  PyAV: decord2 3.4.0 and decord 0.6.0 rotate correctly at most sizes but fail with a size-mismatch error at others
+  (64x48 turned by 90 or 270 degrees). ``backend="auto"`` finds the rotation in the MP4/MOV header without decoding;
+  for other containers except AVI/MPEG it asks PyAV, which opens the file and decodes one frame (~3 ms).
+- a container whose frame count is off by a frame or two: reading stops at the real end and ``num_frames`` shrinks
+  to the real count. Indices past the end repeat the last frame (a video shorter than a clip); ``last_num_repeated``
+  / ``num_repeated`` count those frames.
 - ``short_side``: frames are scaled (aspect kept) so the short side is ``short_side`` pixels. PyAV scales while
   converting each frame (the full-size RGB clip never exists); with decord the batch is scaled right after decoding
   (decord's own ``width``/``height`` option fails with a size-mismatch error for some sizes, e.g. 32x24 and 48x36
   in decord2 3.4.0).
-- missing, empty or undecodable files raise :class:`FileNotFoundError` / :class:`VideoDecodeError` naming the file.
+- broken files (the definition is in :mod:`gnvideo.data.validation`): missing -> :class:`FileNotFoundError`; empty,
+  undecodable, a decode error on any frame read, or clearly fewer frames than the container announces ->
+  :class:`VideoDecodeError`, naming the file and the reason. A broken frame is never replaced by a neighbour.
 """
 
 from __future__ import annotations
@@ -27,15 +30,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .mp4meta import ISO_BMFF_EXTENSIONS, NO_ROTATION_EXTENSIONS, mp4_rotation
+from .mp4meta import ISO_BMFF_EXTENSIONS, NO_ROTATION_EXTENSIONS, mp4_video_header
+from .validation import VideoDecodeError, decode_error_reason, truncation_reason
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "decord", "pyav")
-
-
-class VideoDecodeError(ValueError):
-    """A video file exists but cannot be opened or decoded; the message names the file."""
 
 
 def decord_available() -> bool:
@@ -51,9 +51,9 @@ def _check_file(path: str) -> None:
     if not os.path.exists(path):
         raise FileNotFoundError(f"video file not found: {path}")
     if os.path.isdir(path):
-        raise VideoDecodeError(f"video path is a directory, not a file: {path}")
+        raise VideoDecodeError("is a directory, not a video file", path)
     if os.path.getsize(path) == 0:
-        raise VideoDecodeError(f"video file is empty (0 bytes): {path}")
+        raise VideoDecodeError("empty file (0 bytes)", path)
 
 
 def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
@@ -99,7 +99,7 @@ class VideoReader:
         if any(i < 0 for i in idx):
             raise ValueError(f"negative frame index in {idx} for {self.path}")
         if self.num_frames <= 0:
-            raise VideoDecodeError(f"video has no decodable frames: {self.path}")
+            raise VideoDecodeError("no decodable frames", self.path)
         last = self.num_frames - 1
         self.last_num_repeated = sum(i > last for i in idx)
         self.num_repeated += self.last_num_repeated
@@ -150,52 +150,91 @@ def _resize(frames: torch.Tensor, short_side: int | None) -> torch.Tensor:
     return out.permute(0, 2, 3, 1).contiguous()
 
 
+class _MidStreamError(Exception):
+    """FFmpeg failed on a packet after ``produced`` frames had come out of the decoder."""
+
+    def __init__(self, err: Exception, produced: int) -> None:
+        super().__init__(str(err))
+        self.err, self.produced = err, produced
+
+
 def _iter_frames(container, stream, path: str):
-    """Decoded frames in presentation order; a decode error after some frames ends the stream (truncated file)."""
+    """Decoded frames in output order. An error before the first frame raises :class:`VideoDecodeError`; one after
+    it raises :class:`_MidStreamError` (the caller knows which frame that is). The demuxer's end ends the stream."""
     import av
 
-    produced = False
+    produced = 0
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
         except av.error.FFmpegError as err:
             if not produced:
-                raise VideoDecodeError(f"cannot decode video {path}: {err}") from err
-            logger.debug("decoding %s stopped early: %s", path, err)
-            return
+                raise VideoDecodeError(f"cannot decode: {err}", path) from err
+            raise _MidStreamError(err, produced) from err
         for frame in frames:
-            produced = True
+            produced += 1
             yield frame
 
 
 def _pyav_probe(path: str) -> tuple[int, float, int]:
-    """(reported frame count, fps, rotation) from the container; decodes the first frame for the rotation."""
+    """(announced frame count, fps, rotation) from the container; decodes the first frame for the rotation."""
     import av
 
     try:
         with av.open(path) as container:
             if not container.streams.video:
-                raise VideoDecodeError(f"no video stream in {path}")
+                raise VideoDecodeError("no video stream", path)
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             fps = float(rate) if rate else 0.0
-            count = int(stream.frames or 0)
-            if count <= 0 and stream.duration and stream.time_base and fps:
-                count = int(round(float(stream.duration * stream.time_base) * fps))
-            if count <= 0 and container.duration and fps:
-                count = int(round(container.duration / 1e6 * fps))
+            count = _announced_count(container, stream, fps)
             if count <= 0:  # no count or duration in the container: count the packets
                 count = sum(1 for packet in container.demux(stream) if packet.size)
                 container.seek(0)
             rotation = 0
-            for frame in _iter_frames(container, stream, path):
-                rotation = int(round(frame.rotation or 0))
-                break
-            else:
-                raise VideoDecodeError(f"no decodable frames in {path}")
+            try:
+                for frame in _iter_frames(container, stream, path):
+                    rotation = int(round(frame.rotation or 0))
+                    break
+                else:
+                    raise VideoDecodeError("no decodable frames", path)
+            except _MidStreamError:  # not reached: the first frame came out
+                pass
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise VideoDecodeError(f"cannot open video {path}: {err}") from err
+        raise VideoDecodeError(f"cannot open: {err}", path) from err
     return count, fps, rotation % 360
+
+
+def _announced_count(container, stream, fps: float) -> int:
+    """Frames the container announces (its count, else duration x rate; 0 when unknown)."""
+    count = int(stream.frames or 0)
+    if count <= 0 and stream.duration and stream.time_base and fps:
+        count = int(round(float(stream.duration * stream.time_base) * fps))
+    if count <= 0 and container.duration and fps:
+        count = int(round(container.duration / 1e6 * fps))
+    return count
+
+
+def _pyav_header(path: str) -> tuple[int, bool]:
+    """(announced frame count, whether the codec reorders frames) from the container header, without decoding;
+    (0, False) when unknown or unreadable."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            count = _announced_count(container, stream, float(rate) if rate else 0.0)
+            return count, bool(stream.codec_context.has_b_frames)
+    except (av.error.FFmpegError, IndexError, UnicodeDecodeError):
+        return 0, False
+
+
+def _check_count(reader: VideoReader, decoded: int, announced: int) -> None:
+    """Raise when ``decoded`` frames are clearly fewer than announced (the rule of :mod:`.validation`)."""
+    reason = truncation_reason(decoded, announced)
+    if reason is not None:
+        raise VideoDecodeError(reason, reader.path)
 
 
 class PyAVReader(VideoReader):
@@ -203,8 +242,9 @@ class PyAVReader(VideoReader):
 
     Fast path: the packets' presentation times (read without decoding) give frame i's timestamp; decoding starts at
     the keyframe one GOP before the first wanted frame (so open-GOP leading frames decode too) and frames are picked
-    by timestamp. If timestamps are missing or duplicated, or a wanted frame does not come out, the reader falls back
-    to decoding from the start and counting frames, which is always exact.
+    by timestamp. When timestamps are missing or duplicated, or the decoded frames' timestamps are not increasing
+    (h264 in AVI stores decode-order times), or a wanted frame does not come out, the reader decodes from the start
+    and counts frames, which is always exact; a file whose timestamps failed once is always read that way.
     """
 
     backend = "pyav"
@@ -213,7 +253,9 @@ class PyAVReader(VideoReader):
         super().__init__(path, short_side)
         _check_file(path)
         self.num_frames, self.fps, self.rotation = probe or _pyav_probe(path)
+        self.announced = self.num_frames
         self._count_known = False
+        self._timestamps_usable = True
 
     def _to_array(self, frame) -> np.ndarray:
         kwargs = {"format": "rgb24"}
@@ -225,7 +267,7 @@ class PyAVReader(VideoReader):
         wanted = [int(i) for i in indices]
         if any(i < 0 for i in wanted):
             raise ValueError(f"negative frame index in {wanted} for {self.path}")
-        if wanted:
+        if wanted and self._timestamps_usable:
             out = self._frames_by_seeking(wanted)
             if out is not None:
                 return out
@@ -244,6 +286,7 @@ class PyAVReader(VideoReader):
                     if packet.size == 0 or packet.is_discard:
                         continue
                     if packet.pts is None:
+                        self._timestamps_usable = False
                         return None
                     if start is not None and packet.pts < start:
                         continue
@@ -253,7 +296,9 @@ class PyAVReader(VideoReader):
                 pts.sort()
                 keys.sort()
                 if not pts or not keys or len(set(pts)) != len(pts) or keys[0] != pts[0]:
+                    self._timestamps_usable = False
                     return None
+                _check_count(self, len(pts), self.announced)
                 end = len(pts) - 1
                 clamped = [min(i, end) for i in wanted]
                 first, last = pts[min(clamped)], pts[max(clamped)]
@@ -261,13 +306,26 @@ class PyAVReader(VideoReader):
                 index_of = {pts[i]: i for i in set(clamped)}
                 got: dict[int, np.ndarray] = {}
                 container.seek(keys[k], stream=stream, backward=True, any_frame=False)
-                for frame in _iter_frames(container, stream, self.path):
-                    if frame.pts in index_of:
-                        got[index_of[frame.pts]] = self._to_array(frame)
-                    if frame.pts is not None and frame.pts >= last and len(got) == len(index_of):
-                        break
-        except (av.error.FFmpegError, VideoDecodeError):
+                previous = None
+                try:
+                    for frame in _iter_frames(container, stream, self.path):
+                        if frame.pts is None or (previous is not None and frame.pts <= previous):
+                            self._timestamps_usable = False  # decode-order timestamps: count frames instead
+                            return None
+                        previous = frame.pts
+                        if frame.pts in index_of:
+                            got[index_of[frame.pts]] = self._to_array(frame)
+                        if frame.pts >= last and len(got) == len(index_of):
+                            break
+                except _MidStreamError as err:
+                    failed = bisect.bisect_right(pts, previous) if previous is not None else 0
+                    raise VideoDecodeError(decode_error_reason(failed, err.err), self.path) from err.err
+        except av.error.FFmpegError:
             return None
+        except VideoDecodeError as err:
+            if err.reason.startswith("cannot decode"):  # nothing came out after the seek: try from the start
+                return None
+            raise
         if len(got) != len(index_of):
             return None
         self.num_frames = len(pts)
@@ -294,11 +352,14 @@ class PyAVReader(VideoReader):
                     count += 1
                     if count > target:
                         break
+        except _MidStreamError as err:
+            raise VideoDecodeError(decode_error_reason(err.produced, err.err), self.path) from err.err
         except av.error.FFmpegError as err:
-            raise VideoDecodeError(f"cannot decode video {self.path}: {err}") from err
+            raise VideoDecodeError(f"cannot decode: {err}", self.path) from err
         if count == 0:
-            raise VideoDecodeError(f"no decodable frames in {self.path}")
+            raise VideoDecodeError("no decodable frames", self.path)
         if count <= target:  # the stream ended before the requested index: now the real count is known
+            _check_count(self, count, self.announced)
             self.num_frames, self._count_known = count, True
         elif count > self.num_frames:
             self.num_frames = count
@@ -325,7 +386,7 @@ class DecordReader(VideoReader):
             self.num_frames = len(self._vr)
             self.fps = float(self._vr.get_avg_fps())
         except Exception as err:  # decord raises its own DECORDError / RuntimeError
-            raise VideoDecodeError(f"decord cannot open video {path}: {err}") from err
+            raise VideoDecodeError(f"decord cannot open: {_last_line(err)}", path) from err
         self._fallback: PyAVReader | None = None
 
     def frames(self, indices: Sequence[int]) -> torch.Tensor:
@@ -337,7 +398,7 @@ class DecordReader(VideoReader):
                     return _resize(out, self.short_side)
                 reason = f"unexpected frame shape {tuple(out.shape)}"
             except Exception as err:  # noqa: BLE001 - any decord failure sends this file to PyAV
-                reason = str(err).strip().splitlines()[-1][:200]
+                reason = _last_line(err)
             logger.info("decord failed on %s (%s); reading it with PyAV", self.path, reason)
             self.num_repeated -= self.last_num_repeated
             self._fallback = PyAVReader(self.path, self.short_side)
@@ -352,13 +413,19 @@ class DecordReader(VideoReader):
         self._vr = None
 
 
+def _last_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[-1][:200] if lines else type(err).__name__
+
+
 def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int | None = None) -> VideoReader:
     """Open a video for frame-accurate reading.
 
     Args:
         path: video file (mp4/webm/mkv/avi ... anything FFmpeg reads).
-        backend: "auto" (decord if installed and the file has no rotation metadata, else PyAV; decord failures fall
-            back to PyAV), "decord" or "pyav".
+        backend: "auto" (decord if installed, else PyAV; PyAV for files with rotation metadata and for AVI files
+            with B-frames, where decord's random access returns neighbouring frames; decord failures fall back to
+            PyAV), "decord" or "pyav".
         short_side: if set, frames are scaled so their short side has this many pixels.
 
     Returns:
@@ -366,7 +433,7 @@ def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int |
 
     Raises:
         FileNotFoundError: the file does not exist.
-        VideoDecodeError: empty file, not a video, or no decodable frames (message names the file).
+        VideoDecodeError: a broken video (:mod:`gnvideo.data.validation`); the message names the file and reason.
         ValueError: unknown backend.
     """
     path = os.fspath(path)
@@ -377,24 +444,34 @@ def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int |
     _check_file(path)
     if backend == "pyav" or (backend == "auto" and not decord_available()):
         return PyAVReader(path, short_side)
-    probe = None
-    if backend == "auto":  # decord ignores or mangles rotation metadata: such files go to PyAV
-        ext = os.path.splitext(path)[1].lower()
-        rotation = 0 if ext in NO_ROTATION_EXTENSIONS else None
-        if ext in ISO_BMFF_EXTENSIONS:
-            rotation = mp4_rotation(path)  # reads the header only (~0.1 ms)
-        if rotation is None:  # other containers: ask FFmpeg (opens the file and decodes one frame)
-            probe = _pyav_probe(path)
-            rotation = probe[2]
-        if rotation != 0:
-            return PyAVReader(path, short_side, probe=probe)
+    probe, rotation, announced = None, None, None
+    ext = os.path.splitext(path)[1].lower()
+    if ext in ISO_BMFF_EXTENSIONS:
+        header = mp4_video_header(path)  # reads the header only (~0.1 ms)
+        if header is not None:
+            rotation, announced = header
+    elif ext in NO_ROTATION_EXTENSIONS:
+        rotation = 0
+        if ext == ".avi":  # AVI stores no presentation times: decord's seeks give neighbouring frames with B-frames
+            announced, reorders = _pyav_header(path)
+            if reorders and backend == "auto":
+                return PyAVReader(path, short_side)
+    if backend == "auto" and rotation is None:  # other containers: ask FFmpeg (opens the file, decodes one frame)
+        probe = _pyav_probe(path)
+        rotation, announced = probe[2], probe[0]
+    if backend == "auto" and rotation != 0:
+        return PyAVReader(path, short_side, probe=probe)
     try:
-        return DecordReader(path, short_side)
+        reader: VideoReader = DecordReader(path, short_side)
     except VideoDecodeError as err:
         if backend == "decord":
             raise
         logger.info("%s; trying PyAV", err)
         return PyAVReader(path, short_side, probe=probe)
+    if announced is None:
+        announced = _pyav_header(path)[0]
+    _check_count(reader, reader.num_frames, announced)  # decord counts only the packets present in a cut file
+    return reader
 
 
 __all__ = ["BACKENDS", "DecordReader", "PyAVReader", "VideoDecodeError", "VideoReader", "open_video"]
