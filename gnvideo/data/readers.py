@@ -32,6 +32,7 @@ import torch
 
 from .mp4meta import ISO_BMFF_EXTENSIONS, NO_ROTATION_EXTENSIONS, mp4_video_header
 from .validation import VideoDecodeError, decode_error_reason, truncation_reason
+from .validation import check_file as _check_file
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +46,6 @@ def decord_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"video file not found: {path}")
-    if os.path.isdir(path):
-        raise VideoDecodeError("is a directory, not a video file", path)
-    if os.path.getsize(path) == 0:
-        raise VideoDecodeError("empty file (0 bytes)", path)
 
 
 def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:

@@ -33,6 +33,16 @@ class VideoDecodeError(ValueError):
         return type(self), (self.reason, self.path)
 
 
+def check_file(path: str | os.PathLike) -> None:
+    """Raise :class:`FileNotFoundError` (missing) or :class:`VideoDecodeError` (a folder, or 0 bytes) for ``path``."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"video file not found: {path}")
+    if os.path.isdir(path):
+        raise VideoDecodeError("is a directory, not a video file", path)
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError("empty file (0 bytes)", path)
+
+
 def truncation_reason(decoded: int, announced: int) -> str | None:
     """The reason when ``decoded`` frames are clearly fewer than the ``announced`` count, else None.
 
@@ -86,4 +96,5 @@ def video_problem(path: str | os.PathLike, backend: str = "auto", chunk: int = 2
     return None
 
 
-__all__ = ["VideoDecodeError", "decode_error_reason", "problem_reason", "truncation_reason", "video_problem"]
+__all__ = ["VideoDecodeError", "check_file", "decode_error_reason", "problem_reason", "truncation_reason",
+           "video_problem"]
