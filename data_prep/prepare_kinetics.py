@@ -9,7 +9,13 @@ Output (``--out``)::
 
     <split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4   h264/yuv420p, short side --short-side, no audio
     annotations/<split>.csv                                     rows for the clips that exist (official columns)
+    labels.txt                                                  the --labels class names, when given
     prepare_report.json                                         missing and broken sources, counts
+
+Every row is checked before anything is encoded, with the dataset's rules (``gnvideo.data.layout``): whole,
+non-negative seconds with time_start < time_end, and a label among the class names (``--labels``). Sources are
+broken by the rule of ``gnvideo.data.validation`` and reported with check_videos' reason. Output frames are upright
+(rotation metadata applied) and are the source frames at the source's rate, none repeated or dropped.
 
 Resumable: finished outputs are skipped; each output is written to a hidden temp file and renamed. Never touches the
 network. Example::
@@ -33,12 +39,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from gnvideo.data.annotations import load_label_names  # noqa: E402
+from gnvideo.data.layout import CSV_COLUMNS as REQUIRED_COLUMNS  # noqa: E402
+from gnvideo.data.layout import SPLIT_ALIASES, check_label, is_video_file, parse_time_span  # noqa: E402
 from gnvideo.data.synthetic import clip_filename, write_annotation_csv  # noqa: E402
-
-VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".flv", ".m4v", ".3gp", ".mpg", ".mpeg", ".ogv"}
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
-                 "validation": "val", "test": "test"}
-REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 
 
 @dataclass(frozen=True)
@@ -58,24 +62,21 @@ class Clip:
         return f"{self.split}/{self.label}/{clip_filename(self.youtube_id, self.time_start, self.time_end)}"
 
 
-def _number(text: str) -> int:
-    value = float(text)
-    if value != int(value):
-        raise ValueError(f"not a whole number of seconds: {text!r}")
-    return int(value)
-
-
-def read_official_csv(path: str | os.PathLike, default_split: str | None = None) -> list[Clip]:
-    """Parse an official Kinetics CSV.
+def read_official_csv(path: str | os.PathLike, default_split: str | None = None,
+                      label_names: list[str] | None = None) -> list[Clip]:
+    """Parse an official Kinetics CSV with the dataset's rules (``gnvideo.data.layout``).
 
     Args:
         path: CSV with a header containing ``label,youtube_id,time_start,time_end`` and optionally ``split``.
         default_split: split for files without a ``split`` column (else taken from the file name).
+        label_names: class names every label must be one of (None = any label).
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: missing columns or a malformed row; the message names the file and line.
+        ValueError: missing columns, a malformed row, bad times or an unknown label; the message names the file and
+            line.
     """
+    label_index = {name: i for i, name in enumerate(label_names)} if label_names is not None else None
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation CSV not found: {path}")
@@ -97,9 +98,9 @@ def read_official_csv(path: str | os.PathLike, default_split: str | None = None)
                     raise ValueError("empty label or youtube_id")
                 if "/" in label or "/" in yid or label in (".", ".."):
                     raise ValueError("label and youtube_id must not contain '/'")
-                start, end = _number(row["time_start"]), _number(row["time_end"])
-                if not 0 <= start < end:
-                    raise ValueError(f"need 0 <= time_start < time_end, got {start}, {end}")
+                start, end = parse_time_span(row["time_start"], row["time_end"])
+                if label_index is not None:
+                    check_label(label, label_index)
                 split_text = (row.get("split") or default_split or _split_from_name(path)).strip().lower()
                 if split_text not in SPLIT_ALIASES:
                     raise ValueError(f"unknown split {split_text!r}; expected one of {sorted(SPLIT_ALIASES)}")
@@ -124,8 +125,8 @@ def index_sources(video_dir: str | os.PathLike) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for dirpath, _, files in os.walk(video_dir):
         for name in sorted(files):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in VIDEO_EXTENSIONS and not name.startswith("."):
+            stem = os.path.splitext(name)[0]
+            if is_video_file(name):
                 index.setdefault(stem, Path(dirpath) / name)
     return index
 
@@ -298,24 +299,39 @@ def _target_size(width: int, height: int, short_side: int, upscale: bool) -> tup
 def _work(job: tuple) -> tuple[str, str, str]:
     """Worker: returns (relpath, status, detail) with status in done/broken."""
     relpath, src, dst, start, end, options = job
+    from gnvideo.data.validation import VideoDecodeError, problem_reason, video_problem
+
     try:
         n = transcode(src, dst, start, end, **options)
     except Exception as e:  # any decoder failure marks the source broken: reported, not raised
         tmp = Path(dst).with_name(f".{Path(dst).name}.partial")
         if tmp.exists():
             tmp.unlink()
-        return relpath, "broken", f"{type(e).__name__}: {e}".replace("\n", " ")
+        reason = problem_reason(e)
+        if isinstance(e, VideoDecodeError) and reason.startswith(("decode error", "truncated")):
+            reason = video_problem(src) or reason  # the whole-file verdict, word for word what check_videos says
+        return relpath, "broken", reason
     return relpath, "done", str(n)
 
 
 def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 256, upscale: bool = True,
             workers: int | None = None, crf: int = 23, preset: str = "veryfast", split: str | None = None,
-            progress: bool = True) -> dict:
-    """Run the whole preparation; returns the report (also written to ``out/prepare_report.json``)."""
+            progress: bool = True, labels: str | None = None) -> dict:
+    """Run the whole preparation; returns the report (also written to ``out/prepare_report.json``).
+
+    Every CSV row is checked before anything is encoded. ``labels`` is the class-name file every label must be in;
+    default ``out/labels.txt`` when it exists, else the packaged Kinetics-400 list (the dataset's default too). A
+    given ``labels`` file is copied to ``out/labels.txt``, where the dataset finds it.
+    """
     out_dir = Path(out)
+    own_labels = out_dir / "labels.txt"
+    names = load_label_names(labels if labels is not None else (own_labels if own_labels.is_file() else None))
     clips: list[Clip] = []
     for f in csv_files:
-        clips.extend(read_official_csv(f, default_split=split))
+        clips.extend(read_official_csv(f, default_split=split, label_names=names))
+    if labels is not None and (not own_labels.is_file() or load_label_names(own_labels) != names):
+        own_labels.parent.mkdir(parents=True, exist_ok=True)
+        own_labels.write_text("\n".join(names) + "\n", encoding="utf-8")
     index = index_sources(video_dir)
     options = {"short_side": short_side, "upscale": upscale, "crf": crf, "preset": preset}
     jobs, missing, existing = [], [], []
@@ -405,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crf", type=int, default=23, help="x264 quality (lower = better, default 23)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
     p.add_argument("--split", default=None, help="split for CSVs without a split column (default: from file name)")
+    p.add_argument("--labels", default=None, help="class names, one per line, every CSV label must be one of them "
+                   "(default OUT/labels.txt if present, else the packaged Kinetics-400 list); copied to OUT/labels.txt")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.short_side < 16:
@@ -412,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = prepare(args.csv, args.videos, args.out, short_side=args.short_side, upscale=not args.no_upscale,
                          workers=args.workers, crf=args.crf, preset=args.preset, split=args.split,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, labels=args.labels)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

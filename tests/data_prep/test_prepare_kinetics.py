@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from pathlib import Path
 
 import pytest
 from prep_helpers import decode_all, frame_index, write_raw
@@ -27,11 +28,13 @@ def kinetics(tmp_path):
     (csvs / "train.csv").write_text(
         HEADER + f'"abc def",{FULL},1,4,train\n"x (y)",{TRIMMED},2,4,train\n"x (y)",{BROKEN},0,10,train\n')
     (csvs / "validate.csv").write_text(HEADER + f'"abc def",{MISSING},5,15,val\n"x (y)",{FULL},0,2,val\n')
+    (csvs / "labels.txt").write_text("abc def\nx (y)\n")
     return raw, [str(csvs / "train.csv"), str(csvs / "validate.csv")], tmp_path / "out"
 
 
 def run(pk, raw, csvs, out, **kwargs):
-    return pk.prepare(csvs, str(raw), str(out), short_side=64, workers=2, progress=False, **kwargs)
+    labels = str(Path(csvs[0]).parent / "labels.txt")
+    return pk.prepare(csvs, str(raw), str(out), short_side=64, workers=2, progress=False, labels=labels, **kwargs)
 
 
 def test_prepare_trims_resizes_and_reports(scripts, kinetics):
@@ -91,7 +94,7 @@ def test_short_side_option_and_cli(scripts, kinetics):
     pk = scripts["prepare_kinetics"]
     raw, csvs, out = kinetics
     rc = pk.main(["--csv", csvs[0], "--videos", str(raw), "--out", str(out), "--short-side", "96", "--workers", "1",
-                  "--no-progress"])
+                  "--no-progress", "--labels", str(Path(csvs[0]).parent / "labels.txt")])
     assert rc == 0
     frames, _ = decode_all(out / "train" / "abc def" / f"{FULL}_000001_000004.mp4")
     assert frames.shape[1:3] == (96, 128)
@@ -121,7 +124,7 @@ def test_transcode_past_the_end(scripts, tmp_path):
     n = pk.transcode(src, tmp_path / "tail.mp4", 5.0, 10.0, short_side=48)
     frames, _ = decode_all(tmp_path / "tail.mp4")
     assert n == len(frames) == 25 and frame_index(frames[-1]) == 149  # the clip stops where the source ends
-    with pytest.raises(RuntimeError, match="no frames"):
+    with pytest.raises(ValueError, match="no frames"):
         pk.transcode(src, tmp_path / "none.mp4", 8.0, 10.0)
     assert not (tmp_path / "none.mp4").exists()
 
@@ -192,3 +195,14 @@ def test_source_broken_midway_gets_the_check_videos_verdict(scripts, tmp_path):
         assert reason == cv.check_video(str(raw / name)), name  # one verdict, whichever tool
     assert reasons["EEEEEEEEEEE_000000_000002.mp4"].startswith("decode error at frame")
     assert reasons["FFFFFFFFFFF_000000_000002.mp4"].startswith("truncated:")
+
+
+def test_unknown_label_stops_before_encoding(scripts, kinetics, capsys):
+    pk = scripts["prepare_kinetics"]
+    raw, csvs, out = kinetics
+    assert pk.main(["--csv", *csvs, "--videos", str(raw), "--out", str(out), "--no-progress"]) == 2  # K400 names
+    assert "train.csv:2: malformed row" in capsys.readouterr().err and "unknown label 'abc def'" in str(
+        pytest.raises(ValueError, pk.read_official_csv, csvs[0], None, ["x (y)"]).value)
+    assert not list(out.rglob("*.mp4")) if out.exists() else True
+    run(pk, raw, csvs, out)
+    assert (out / "labels.txt").read_text() == "abc def\nx (y)\n"  # where the dataset looks for class names
