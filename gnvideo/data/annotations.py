@@ -186,5 +186,5 @@ def apply_exclude(entries: Iterable[VideoEntry], exclude: set[str]) -> list[Vide
     return [e for e in entries if os.path.abspath(e.path) not in exclude and os.path.basename(e.path) not in exclude]
 
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoEntry", "apply_exclude", "index_video_files", "load_label_names",
-           "read_annotations", "read_exclude_list"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoEntry", "apply_exclude", "index_video_files", "is_video_file",
+           "load_label_names", "read_annotations", "read_exclude_list"]

@@ -14,6 +14,8 @@ import lightning.pytorch as pl
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from gnvideo.errors import ConfigError
+
 from .annotations import load_label_names
 from .kinetics import KineticsDataset, VideoFilesDataset
 from .sampling import EpochDistributedSampler, UnpaddedDistributedSampler
@@ -44,7 +46,9 @@ class KineticsDataModule(pl.LightningDataModule):
         persistent_workers: keep workers between epochs (only used when num_workers > 0).
         decode_backend: "auto", "decord" or "pyav".
         exclude_list: file of video paths to leave out (one per line).
-        predict_files: videos for ``predict``: a list of files, or one folder, video file or text file listing videos.
+        predict_files: videos for ``predict``: a list of files, or one folder (searched recursively), video file or
+            text file listing videos (one per line, relative to the list's folder; use it for names with commas).
+            ``root`` need not exist for predict (only the class names are used).
         seed: seed for train shuffling and clip sampling.
     """
 
@@ -108,16 +112,43 @@ class KineticsDataModule(pl.LightningDataModule):
             extra = dict(num_clips=h.test_num_clips, num_crops=h.test_num_crops, eval_crop_size=h.test_crop_size)
         else:
             extra = dict(eval_crop_size=h.crop_size)
-        return KineticsDataset(annotation, self.root, split=split, mode=mode, label_names=self.label_names,
-                               exclude_list=h.exclude_list, **extra, **self._common())
+        key = f"data.{'train' if mode == 'train' else 'val' if mode == 'val' else 'test'}_annotation"
+        if not os.path.isfile(annotation):
+            given = getattr(h, key[5:]) is not None or (key == "data.test_annotation" and h.val_annotation)
+            where = "" if given else f" (the default under data.root; set {key})"
+            raise ConfigError(key, f"annotation file not found: {annotation}{where}")
+        if h.exclude_list is not None and not os.path.isfile(h.exclude_list):
+            raise ConfigError("data.exclude_list", f"file not found: {h.exclude_list}")
+        try:
+            return KineticsDataset(annotation, self.root, split=split, mode=mode, label_names=self.label_names,
+                                   exclude_list=h.exclude_list, **extra, **self._common())
+        except (ValueError, FileNotFoundError) as err:  # malformed row, unknown label: file:line in the message
+            raise ConfigError(key, str(err)) from err
+
+    def _check_batches(self, replicas: int = 1) -> None:
+        """Raise when the train split gives no batch of ``clips_per_device`` on each of ``replicas`` devices."""
+        ds = self.train_dataset
+        if ds is None:
+            return
+        usable = ds.num_videos - getattr(ds, "num_missing", 0)
+        batch, replicas = int(self.hparams.clips_per_device), max(int(replicas), 1)
+        per_device = -(-ds.num_videos // replicas)  # the train sampler pads to equal shares, batches drop the rest
+        where = f"{ds.num_videos} listed in {ds.annotation}, {ds.num_videos - usable} of them missing"
+        if per_device < batch:
+            devices = f" on each of {replicas} devices" if replicas > 1 else ""
+            raise ConfigError("data.clips_per_device", f"the train split has {usable} usable videos ({where}), "
+                              f"fewer than one batch of {batch} clips{devices}: 0 batches per epoch")
+        if usable == 0:
+            raise ConfigError("data.train_annotation", f"the train split has 0 usable videos ({where})")
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets for ``stage`` ("fit", "validate", "test", "predict"; None = all with annotations)."""
-        if not os.path.isdir(self.root):
-            raise FileNotFoundError(f"dataset root not found: {self.root} (KineticsDataModule.root)")
+        if stage != "predict" and not os.path.isdir(self.root):
+            raise ConfigError("data.root", f"dataset folder not found: {self.root}")
         if stage in ("fit", None) and self.train_dataset is None:
             if stage == "fit" or os.path.isfile(self.train_annotation):
                 self.train_dataset = self._dataset(self.train_annotation, "train", "train")
+                self._check_batches()
         if stage in ("fit", "validate", None) and self.val_dataset is None:
             if stage is not None or os.path.isfile(self.val_annotation):
                 self.val_dataset = self._dataset(self.val_annotation, "val", "val")
@@ -126,11 +157,14 @@ class KineticsDataModule(pl.LightningDataModule):
                 self.test_dataset = self._dataset(self.test_annotation, self.test_split, "test")
         if stage == "predict" and self.predict_dataset is None:
             if self.hparams.predict_files is None:
-                raise ValueError("KineticsDataModule.predict_files is not set: give a folder, a video or a list file")
+                raise ConfigError("data.predict_files", "not set: give a folder, a video or a list file")
             h = self.hparams
-            self.predict_dataset = VideoFilesDataset(
-                h.predict_files, mode="test", label_names=self.label_names, num_clips=h.test_num_clips,
-                num_crops=h.test_num_crops, eval_crop_size=h.test_crop_size, **self._common())
+            try:
+                self.predict_dataset = VideoFilesDataset(
+                    h.predict_files, mode="test", label_names=self.label_names, num_clips=h.test_num_clips,
+                    num_crops=h.test_num_crops, eval_crop_size=h.test_crop_size, **self._common())
+            except (ValueError, FileNotFoundError) as err:
+                raise ConfigError("data.predict_files", str(err)) from err
 
     # -- loaders -----------------------------------------------------------------------------------------------
     def _replicas(self) -> tuple[int, int]:
@@ -158,6 +192,7 @@ class KineticsDataModule(pl.LightningDataModule):
                           persistent_workers=bool(h.persistent_workers and workers > 0))
 
     def train_dataloader(self) -> DataLoader:
+        self._check_batches(self._replicas()[0])
         return self._loader(self.train_dataset, "train", train=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -30,6 +30,7 @@ from .annotations import (
     VIDEO_EXTENSIONS,
     VideoEntry,
     apply_exclude,
+    is_video_file,
     load_label_names,
     read_annotations,
     read_exclude_list,
@@ -261,21 +262,24 @@ class KineticsDataset(ClipDataset):
 
 
 def _collect_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Video files from a list, a folder (recursive), one video, or a text file with one video per line (the text
+    before a TAB; ``#`` starts a comment; relative paths are relative to the list file's folder)."""
     if isinstance(paths, (str, os.PathLike)):
         p = os.fspath(paths)
         if os.path.isdir(p):
             found = []
             for dirpath, dirnames, filenames in os.walk(p):
                 dirnames.sort()
-                found += [os.path.join(dirpath, f) for f in sorted(filenames)
-                          if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS]
+                found += [os.path.join(dirpath, f) for f in sorted(filenames) if is_video_file(f)]
             return found
         if os.path.splitext(p)[1].lower() in VIDEO_EXTENSIONS:
             return [p]
         if not os.path.isfile(p):
             raise FileNotFoundError(f"predict input not found: {p}")
+        base = os.path.dirname(os.path.abspath(p))
         with open(p, encoding="utf-8") as f:  # a text file listing one video per line
-            return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+            lines = [line.split("\t", 1)[0].strip() for line in f if not line.lstrip().startswith("#")]
+        return [os.path.join(base, line) for line in lines if line]
     return [os.fspath(x) for x in paths]
 
 
@@ -284,7 +288,7 @@ class VideoFilesDataset(ClipDataset):
 
     Args:
         paths: a list of files, a folder (searched recursively for video files), a video file, or a text file with
-            one path per line.
+            one path per line (relative to the list's folder; a list file is the way to pass names with commas).
         mode: "test" (num_clips x num_crops views) or "val" (centre clip, centre crop).
         **kwargs: :class:`ClipDataset` options.
     """
