@@ -159,7 +159,7 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
     """
     import av
 
-    from gnvideo.data.validation import VideoDecodeError, check_file
+    from gnvideo.data.validation import VideoDecodeError, check_file, ffmpeg_message
 
     src, dst = str(src), Path(dst)
     check_file(src)
@@ -167,7 +167,7 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
     try:
         inp = av.open(src)
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise VideoDecodeError(f"cannot open: {err}", src) from err
+        raise VideoDecodeError(f"cannot open: {ffmpeg_message(err)}", src) from err
     with inp:
         if not inp.streams.video:
             raise VideoDecodeError("no video stream", src)
@@ -238,7 +238,7 @@ def _timed_frames(inp, ist, src: str, step: float, t0: float, count_frames: bool
     ``count_frames``); a decode error raises the check_videos verdict."""
     import av
 
-    from gnvideo.data.validation import VideoDecodeError, decode_error_reason
+    from gnvideo.data.validation import VideoDecodeError, decode_error_reason, ffmpeg_message
 
     k, t = -1, None
     demux = inp.demux(ist)
@@ -250,7 +250,7 @@ def _timed_frames(inp, ist, src: str, step: float, t0: float, count_frames: bool
             return
         except av.error.FFmpegError as err:
             if k < 0:
-                raise VideoDecodeError(f"cannot decode: {err}", src) from err
+                raise VideoDecodeError(f"cannot decode: {ffmpeg_message(err)}", src) from err
             at = k + 1 if count_frames or t is None else round(t / step) + 1
             raise VideoDecodeError(decode_error_reason(at, err), src) from err
         for frame in frames:

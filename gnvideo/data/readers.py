@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .mp4meta import ISO_BMFF_EXTENSIONS, NO_ROTATION_EXTENSIONS, mp4_video_header
-from .validation import VideoDecodeError, decode_error_reason, truncation_reason
+from .validation import VideoDecodeError, decode_error_reason, ffmpeg_message, truncation_reason
 from .validation import check_file as _check_file
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def _iter_frames(container, stream, path: str):
             frames = packet.decode()
         except av.error.FFmpegError as err:
             if not produced:
-                raise VideoDecodeError(f"cannot decode: {err}", path) from err
+                raise VideoDecodeError(f"cannot decode: {ffmpeg_message(err)}", path) from err
             raise _MidStreamError(err, produced) from err
         for frame in frames:
             produced += 1
@@ -193,7 +193,7 @@ def _pyav_probe(path: str) -> tuple[int, float, int]:
             except _MidStreamError:  # not reached: the first frame came out
                 pass
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise VideoDecodeError(f"cannot open: {err}", path) from err
+        raise VideoDecodeError(f"cannot open: {ffmpeg_message(err)}", path) from err
     return count, fps, rotation % 360
 
 
@@ -347,7 +347,7 @@ class PyAVReader(VideoReader):
         except _MidStreamError as err:
             raise VideoDecodeError(decode_error_reason(err.produced, err.err), self.path) from err.err
         except av.error.FFmpegError as err:
-            raise VideoDecodeError(f"cannot decode: {err}", self.path) from err
+            raise VideoDecodeError(f"cannot decode: {ffmpeg_message(err)}", self.path) from err
         if count == 0:
             raise VideoDecodeError("no decodable frames", self.path)
         if count <= target:  # the stream ended before the requested index: now the real count is known
@@ -378,7 +378,7 @@ class DecordReader(VideoReader):
             self.num_frames = len(self._vr)
             self.fps = float(self._vr.get_avg_fps())
         except Exception as err:  # decord raises its own DECORDError / RuntimeError
-            raise VideoDecodeError(f"decord cannot open: {_last_line(err)}", path) from err
+            raise VideoDecodeError(f"decord cannot open: {_last_line(err).replace(path, '<file>')}", path) from err
         self._fallback: PyAVReader | None = None
 
     def frames(self, indices: Sequence[int]) -> torch.Tensor:

@@ -57,10 +57,18 @@ def truncation_reason(decoded: int, announced: int) -> str | None:
     return None
 
 
+def ffmpeg_message(err: BaseException) -> str:
+    """An FFmpeg error's text without the file name PyAV appends (the path is reported once, beside the reason)."""
+    text = getattr(err, "strerror", None) or str(err)
+    filename = getattr(err, "filename", None)
+    if filename:
+        text = text.replace(f": {filename!r}", "").replace(str(filename), "<file>")
+    return " ".join(str(text).split())[:300]
+
+
 def decode_error_reason(frame_index: int, err: BaseException) -> str:
     """The reason for an FFmpeg error on the packet that should give frame ``frame_index``."""
-    text = " ".join(str(err).split())[:300]
-    return f"decode error at frame {frame_index}: {text}"
+    return f"decode error at frame {frame_index}: {ffmpeg_message(err)}"
 
 
 def problem_reason(err: BaseException) -> str:
@@ -96,5 +104,5 @@ def video_problem(path: str | os.PathLike, backend: str = "auto", chunk: int = 2
     return None
 
 
-__all__ = ["VideoDecodeError", "check_file", "decode_error_reason", "problem_reason", "truncation_reason",
-           "video_problem"]
+__all__ = ["VideoDecodeError", "check_file", "decode_error_reason", "ffmpeg_message", "problem_reason",
+           "truncation_reason", "video_problem"]
