@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnvideo.data import readers
+from gnvideo.data import pyav_reader, readers
 from gnvideo.data.mp4meta import mp4_rotation
 from gnvideo.data.readers import VideoDecodeError, open_video
 
@@ -70,7 +70,7 @@ def test_cut_file_is_truncated_for_every_backend(tmp_path, make_video, backend):
 def test_count_off_by_a_frame_is_clamped(video_dir, frame_index, monkeypatch):
     """A header one frame too long is a rounding, not damage: reading stops at the real end."""
     real_probe = readers._pyav_probe
-    monkeypatch.setattr(readers, "_pyav_probe", lambda p: (real_probe(p)[0] + 1,) + real_probe(p)[1:])
+    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda p: (real_probe(p)[0] + 1,) + real_probe(p)[1:])
     reader = open_video(video_dir / "h264.mp4", backend="pyav")
     assert reader.num_frames == 41
     frames = reader.frames([38, 40])
@@ -81,7 +81,7 @@ def test_count_off_by_a_frame_is_clamped(video_dir, frame_index, monkeypatch):
 
 def test_count_far_too_large_is_truncated(video_dir, monkeypatch):
     real_probe = readers._pyav_probe
-    monkeypatch.setattr(readers, "_pyav_probe", lambda p: (real_probe(p)[0] + 25,) + real_probe(p)[1:])
+    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda p: (real_probe(p)[0] + 25,) + real_probe(p)[1:])
     reader = open_video(video_dir / "h264.mp4", backend="pyav")
     with pytest.raises(VideoDecodeError, match="truncated: 40 of 65 frames decodable"):
         reader.frames([38, 50, 64])
