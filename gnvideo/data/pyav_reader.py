@@ -40,8 +40,10 @@ def _iter_frames(container, stream, path: str):
             yield frame
 
 
-def _pyav_probe(path: str) -> tuple[int, float, int]:
-    """(announced frame count, fps, rotation) from the container; decodes the first frame for the rotation."""
+def _pyav_probe(path: str) -> tuple[int, float, int, int]:
+    """(frame count estimate, fps, rotation, announced count) from the container; decodes the first frame for the
+    rotation. The estimate may come from the container's duration (all streams, audio too); the announced count only
+    from the video stream's own count or duration (0 when it has neither), and only it can make a file truncated."""
     import av
 
     try:
@@ -52,6 +54,7 @@ def _pyav_probe(path: str) -> tuple[int, float, int]:
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             fps = float(rate) if rate else 0.0
             count = _announced_count(container, stream, fps)
+            announced = _announced_count(container, stream, fps, video_only=True)
             if count <= 0:  # no count or duration in the container: count the packets
                 count = sum(1 for packet in container.demux(stream) if packet.size)
                 container.seek(0)
@@ -66,15 +69,16 @@ def _pyav_probe(path: str) -> tuple[int, float, int]:
                 pass
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
         raise VideoDecodeError(f"cannot open: {ffmpeg_message(err)}", path) from err
-    return count, fps, rotation % 360
+    return count, fps, rotation % 360, announced
 
 
-def _announced_count(container, stream, fps: float) -> int:
-    """Frames the container announces (its count, else duration x rate; 0 when unknown)."""
+def _announced_count(container, stream, fps: float, video_only: bool = False) -> int:
+    """Frames the container announces: the stream's count, else its duration x rate, else (unless ``video_only``)
+    the container's duration x rate; 0 when unknown."""
     count = int(stream.frames or 0)
     if count <= 0 and stream.duration and stream.time_base and fps:
         count = int(round(float(stream.duration * stream.time_base) * fps))
-    if count <= 0 and container.duration and fps:
+    if count <= 0 and container.duration and fps and not video_only:
         count = int(round(container.duration / 1e6 * fps))
     return count
 
@@ -88,7 +92,7 @@ def _pyav_header(path: str) -> tuple[int, bool]:
         with av.open(path) as container:
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            count = _announced_count(container, stream, float(rate) if rate else 0.0)
+            count = _announced_count(container, stream, float(rate) if rate else 0.0, video_only=True)
             return count, bool(stream.codec_context.has_b_frames)
     except (av.error.FFmpegError, IndexError, UnicodeDecodeError):
         return 0, False
@@ -106,11 +110,11 @@ class PyAVReader(VideoReader):
 
     backend = "pyav"
 
-    def __init__(self, path: str, short_side: int | None = None, probe: tuple[int, float, int] | None = None) -> None:
+    def __init__(self, path: str, short_side: int | None = None, probe: tuple | None = None) -> None:
         super().__init__(path, short_side)
         _check_file(path)
-        self.num_frames, self.fps, self.rotation = probe or _pyav_probe(path)
-        self.announced = self.num_frames
+        self.num_frames, self.fps, self.rotation, *announced = probe or _pyav_probe(path)
+        self.announced = announced[0] if announced else self.num_frames  # frames the video stream announces
         self._count_known = False
         self._timestamps_usable = True
 

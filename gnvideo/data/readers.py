@@ -133,7 +133,7 @@ def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int |
                 return PyAVReader(path, short_side)
     if backend == "auto" and rotation is None:  # other containers: ask FFmpeg (opens the file, decodes one frame)
         probe = _pyav_probe(path)
-        rotation, announced = probe[2], probe[0]
+        rotation, announced = probe[2], probe[3]
     if backend == "auto" and rotation != 0:
         return PyAVReader(path, short_side, probe=probe)
     try:

@@ -69,8 +69,8 @@ def test_cut_file_is_truncated_for_every_backend(tmp_path, make_video, backend):
 
 def test_count_off_by_a_frame_is_clamped(video_dir, frame_index, monkeypatch):
     """A header one frame too long is a rounding, not damage: reading stops at the real end."""
-    real_probe = readers._pyav_probe
-    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda p: (real_probe(p)[0] + 1,) + real_probe(p)[1:])
+    real_probe = pyav_reader._pyav_probe
+    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda p: (real_probe(p)[0] + 1,) + real_probe(p)[1:3] + (41,))
     reader = open_video(video_dir / "h264.mp4", backend="pyav")
     assert reader.num_frames == 41
     frames = reader.frames([38, 40])
@@ -80,8 +80,8 @@ def test_count_off_by_a_frame_is_clamped(video_dir, frame_index, monkeypatch):
 
 
 def test_count_far_too_large_is_truncated(video_dir, monkeypatch):
-    real_probe = readers._pyav_probe
-    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda p: (real_probe(p)[0] + 25,) + real_probe(p)[1:])
+    real_probe = pyav_reader._pyav_probe
+    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda p: (real_probe(p)[0] + 25,) + real_probe(p)[1:3] + (65,))
     reader = open_video(video_dir / "h264.mp4", backend="pyav")
     with pytest.raises(VideoDecodeError, match="truncated: 40 of 65 frames decodable"):
         reader.frames([38, 50, 64])
@@ -106,7 +106,7 @@ def test_other_rotations_match_pyav_metadata(tmp_path, make_video, rotation):
     import av
 
     path = make_video(tmp_path / f"rot{rotation}.mp4", 3, rotation=rotation)
-    assert mp4_rotation(str(path)) == readers._pyav_probe(str(path))[2] == rotation
+    assert mp4_rotation(str(path)) == pyav_reader._pyav_probe(str(path))[2] == rotation
     with av.open(str(path)) as c:
         raw = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
     reader = open_video(path)

@@ -88,3 +88,31 @@ def test_one_verdict_for_every_backend(video_dir):
     assert video_problem(video_dir / "h264.avi") is None and video_problem(video_dir / "big.mp4") is None
     assert video_problem(video_dir / "zero.mp4") == "empty file (0 bytes)"
     assert video_problem(video_dir / "missing.mp4") == "file not found"
+
+
+
+def test_longer_audio_does_not_make_a_video_truncated(video_dir, tmp_path, frame_index):
+    """An MKV whose audio runs 2 s past its 1.6 s video: the container's duration covers both streams, yet the video
+    is complete; only the video stream's own count or duration can make a file truncated."""
+    import av
+    import numpy as np
+
+    path = tmp_path / "with_audio.mkv"
+    with av.open(str(video_dir / "h264.mp4")) as inp, av.open(str(path), "w") as out:
+        video = out.add_stream_from_template(inp.streams.video[0])
+        audio = out.add_stream("aac", rate=16000, layout="mono")
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                out.mux(packet)
+        for i in range(0, 16000 * 36 // 10, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode(None))
+    with av.open(str(path)) as c:
+        assert c.duration / 1e6 > 3.0  # the container says 3.6 s: 90 frames at 25 fps, not 40
+    for backend in ("auto", "pyav"):
+        reader = open_video(path, backend=backend)
+        assert [frame_index(f) for f in reader.frames([0, 39, 45])] == [0, 39, 39]
+    assert video_problem(path) is None and video_problem(path, backend="pyav") is None
