@@ -112,6 +112,14 @@ class GNVideoCLI(LightningCLI):
             cfg.ckpt_path = str(found) if found else None
             if found is not None and self.subcommand == "fit":
                 self._version = int(found.parent.parent.name[8:])
+        if self.subcommand == "predict" and cfg.get("ckpt_path") and not data.get("labels") and \
+                not (Path(data.root) / "labels.txt").is_file():  # no dataset: the class names of the checkpoint's run
+            from gnvideo.data.datamodule import labels_from_checkpoint
+
+            data.labels, n = labels_from_checkpoint(cfg.ckpt_path)
+            if data.labels is None and n not in (None, 400):
+                self._fail(f"data.labels: the checkpoint has {n} classes and its labels file is gone; give the "
+                           "class-name file (one name per line)")
         if self._version is None:
             if self.subcommand == "fit":
                 self._version = int(_versions(exp_dir)[-1].name[8:]) + 1 if _versions(exp_dir) else 0

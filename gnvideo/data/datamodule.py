@@ -21,6 +21,20 @@ from .kinetics import KineticsDataset, VideoFilesDataset
 from .sampling import EpochDistributedSampler, UnpaddedDistributedSampler
 
 
+def labels_from_checkpoint(path: str) -> tuple[str | None, int | None]:
+    """(class-name file the checkpoint's run used, if it still exists; number of classes), for predicting without
+    the dataset. Reads only the checkpoint's hyper-parameters (memory-mapped)."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    num_classes = (ckpt.get("hyper_parameters") or {}).get("num_classes")
+    data = ckpt.get("datamodule_hyper_parameters") or {}
+    for candidate in (data.get("labels"), os.path.join(str(data.get("root") or ""), "labels.txt")):
+        if candidate and os.path.isfile(candidate):
+            return os.path.abspath(candidate), num_classes
+    return None, num_classes
+
+
 class KineticsDataModule(pl.LightningDataModule):
     """Kinetics train/val/test/predict data.
 
@@ -205,4 +219,4 @@ class KineticsDataModule(pl.LightningDataModule):
         return self._loader(self.predict_dataset, "predict")
 
 
-__all__ = ["KineticsDataModule"]
+__all__ = ["KineticsDataModule", "labels_from_checkpoint"]

@@ -86,3 +86,20 @@ def test_predict_needs_no_dataset_root_and_takes_a_list_file(tiny_root, tmp_path
         assert "a,b c.mp4: moving" in out
     line = _error(capsys, ["predict", *common, "--data.predict_files", f"[{videos / 'a,b c.mp4'}]"])
     assert "does not exist (a comma in a file name splits the [..] list" in line
+
+
+def test_predict_without_dataset_takes_the_checkpoints_class_names(tiny_root, tmp_path, capsys):
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_root, root)
+    runs = tmp_path / "runs"
+    assert main(["fit", *_args(root, runs, "--trainer.limit_val_batches", "1", "--run_name", "r")]) == 0
+    ckpt = str(next(runs.rglob("last.ckpt")))
+    capsys.readouterr()
+    common = _args(tmp_path / "gone", runs, "--run_name", "r", "--data.predict_files", str(root / "val"),
+                   "--ckpt_path", ckpt)
+    assert main(["predict", *common]) == 0
+    assert re.search(r"\.mp4: (moving|rotating|growing|shrinking)", capsys.readouterr().out)
+    (root / "labels.txt").unlink()
+    line = _error(capsys, ["predict", *common])
+    assert line == ("gnvideo predict: error: data.labels: the checkpoint has 3 classes and its labels file is gone; "
+                    "give the class-name file (one name per line)")
