@@ -8,6 +8,7 @@ both because they already are ``DistributedSampler`` instances.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import lightning.pytorch as pl
@@ -19,6 +20,8 @@ from gnvideo.errors import ConfigError
 from .annotations import load_label_names
 from .kinetics import KineticsDataset, VideoFilesDataset
 from .sampling import EpochDistributedSampler, UnpaddedDistributedSampler
+
+logger = logging.getLogger(__name__)
 
 
 def labels_from_checkpoint(path: str) -> tuple[str | None, int | None]:
@@ -179,6 +182,15 @@ class KineticsDataModule(pl.LightningDataModule):
                     num_crops=h.test_num_crops, eval_crop_size=h.test_crop_size, **self._common())
             except (ValueError, FileNotFoundError) as err:
                 raise ConfigError("data.predict_files", str(err)) from err
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Log how many broken videos each split met (each was named once, with its reason, when first met)."""
+        for name in ("train", "val", "test", "predict"):
+            ds = getattr(self, f"{name}_dataset")
+            if ds is not None and ds.num_skipped:
+                verb = "drawn again" if name == "train" else "not scored"
+                logger.warning("%s: %d broken videos, %d samples %s", name, len(ds.failed_videos), ds.num_skipped,
+                               verb)
 
     # -- loaders -----------------------------------------------------------------------------------------------
     def _replicas(self) -> tuple[int, int]:

@@ -106,11 +106,13 @@ def test_mixed_folder_through_every_tool(tmp_path):
     assert rc == 0, out
     assert len(re.findall(re.escape(damaged_train.name) + r".*empty file \(0 bytes\)", out)) == 1, out
     assert list((tmp_path / "runs" / "e2e").rglob("last.ckpt"))
+    assert re.search(r"train: 1 broken videos, \d+ samples drawn again", out), out  # counted across the workers
 
     # 4. test: the damaged val clip is named once and never scored
     rc, out = _run(*gnvideo, "test", *common, "--ckpt_path", "last", cwd=tmp_path)
     assert rc == 0, out
     assert out.count(damaged_val.name) == 1 and "videos scored 1, skipped 1" in out, out
+    assert "test: 1 broken videos, 4 samples not scored" in out, out  # its 4 views
 
     # 5. predict on the user's raw folder (no dataset needed): good files predicted, each bad one named as skipped
     rc, out = _run(*gnvideo, "predict", *common, "--data.root", str(tmp_path / "nowhere"), "--data.labels",
