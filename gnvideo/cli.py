@@ -2,7 +2,8 @@
 
 Examples::
 
-    gnvideo fit --config configs/kinetics400/i3d_r50_gn_32x2_8clips.yaml
+    gnvideo fit --config configs/kinetics400/base.yaml --config configs/kinetics400/norm_gn.yaml \
+        --config configs/kinetics400/i3d_r50_gn_32x2_8clips.yaml
     gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --data.clips_per_device 4 --trainer.max_steps 50
     gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path last      # resume the latest run
     gnvideo test --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path best     # writes results.json
@@ -30,6 +31,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from gnvideo.callbacks import LRMonitor, PreciseBN
 from gnvideo.errors import ConfigError
 from gnvideo.module import VideoClassifier
 
@@ -69,6 +71,10 @@ class GNVideoCLI(LightningCLI):
         parser.set_defaults({"last_checkpoint.monitor": None, "last_checkpoint.save_top_k": 0,
                              "last_checkpoint.save_last": True, "last_checkpoint.every_n_train_steps": 1000,
                              "last_checkpoint.enable_version_counter": False})
+        parser.add_lightning_class_args(LRMonitor, "lr_monitor")  # logs train/lr/<param group> per step
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(PreciseBN, "precise_bn")  # --precise_bn.num_batches 200 (paper BN cells)
+        parser.set_defaults({"precise_bn.num_batches": 0})
 
     def _fail(self, message: str) -> None:
         print(f"gnvideo {self.subcommand}: error: {message}", file=sys.stderr)
@@ -127,6 +133,14 @@ class GNVideoCLI(LightningCLI):
                 n = sum(1 for _ in exp_dir.glob(f"{self.subcommand}_*"))
                 self._version = f"{self.subcommand}_{n}"
         self._root = root
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        from gnvideo.models.weights import WeightsError
+
+        try:
+            super()._run_subcommand(subcommand)
+        except WeightsError as e:  # initial weights load when the run starts: one line, nothing trained yet
+            self._fail(str(e))
 
     def instantiate_classes(self) -> None:
         try:

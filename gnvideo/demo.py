@@ -23,6 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from gnvideo.models.norms import DEMO_KINDS
+
 __all__ = ["main", "run_demo"]
 
 
@@ -33,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                    "options given on the command line win")
     p.add_argument("--root", default="data/synthetic", help="synthetic dataset folder (made when absent)")
     p.add_argument("--out", default="runs/demo", help="folder for the runs, the table and the plot")
-    p.add_argument("--norms", nargs="+", default=["bn", "gn"], choices=["bn", "gn", "bgn", "ln", "in"])
+    p.add_argument("--norms", nargs="+", default=["bn", "gn"], choices=DEMO_KINDS)
     p.add_argument("--clips-per-device", nargs="+", type=int, default=[8, 2], help="settings compared (c)")
     p.add_argument("--simulated-devices", type=int, default=2, help="V: clips per step = c x V")
     p.add_argument("--epochs", type=int, default=20, help="per run; 20 keeps the demo under 10 minutes on 2 CPU cores")

@@ -17,6 +17,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from gnvideo.models.norms import REPORT_ORDER, report_row
+
 __all__ = ["PAPER_TOP1", "collect", "load_results", "main", "markdown_table", "plot", "render"]
 
 #: Kinetics-400 top-1 (%) of ResNet-50 I3D from Table 8 of the GN paper: (norm, frames, clips per GPU) -> top-1.
@@ -28,7 +30,7 @@ PAPER_TOP1: dict[tuple[str, int, int], float] = {
     ("bn", 64, 4): 73.3,
     ("gn", 64, 4): 74.5,
 }
-_NORM_ORDER = ("bn", "syncbn", "frozen_bn", "gn", "bgn", "ln", "in")
+_NORM_ORDER = REPORT_ORDER  # from the norm registry
 _DASH = "—"
 
 
@@ -73,7 +75,7 @@ def collect(results: Sequence[dict]) -> dict[tuple[str, int, int], list[dict]]:
         s = r["setting"]
         norm = str(s.get("norm", "?"))
         # sub_bn is per-device BN simulated on fewer devices: it belongs in the BN row, at its clips_per_group.
-        row = "bn" if norm == "sub_bn" else norm
+        row = report_row(norm)
         cells[(row, int(s.get("num_frames", 0)), _clips_per_norm(s))].append(r)
     return dict(cells)
 

@@ -12,14 +12,16 @@ import logging
 import os
 
 import lightning.pytorch as pl
+import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from gnvideo.errors import ConfigError
 
 from .annotations import load_label_names
-from .kinetics import KineticsDataset, VideoFilesDataset
+from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset
 from .sampling import EpochDistributedSampler, UnpaddedDistributedSampler
+from .transforms import resolve_mean_std
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,17 @@ class KineticsDataModule(pl.LightningDataModule):
             text file listing videos (one per line, relative to the list's folder; use it for names with commas).
             ``root`` need not exist for predict (only the class names are used).
         seed: seed for train shuffling and clip sampling.
+        mean_std: input normalization preset of the weight source (``transforms.MEAN_STD_PRESETS``): "imagenet"
+            (torchvision / timm 2D weights), "pytorchvideo" (0.45 / 0.225: pytorchvideo, PySlowFast, Non-local),
+            "torchvision_video". The resolved values are stored as the hyperparameters ``mean`` and ``std``.
+        mean: per-channel RGB mean in [0, 1] units, replacing the preset's.
+        std: per-channel RGB std in [0, 1] units, replacing the preset's.
+        holdout_fraction: fraction of the training videos (a fixed draw from ``seed``) held out of training and used
+            as the validation split, so that checkpoint choice (``best``) never looks at the scored set. 0 validates
+            on ``val_annotation``, which is also the default test set.
+        test_view: "crops" (``test_num_crops`` square crops of ``test_crop_size`` per clip) or "full_frame" (the
+            Non-local paper's fully convolutional test: each clip's whole frame at ``test_short_side``, one view per
+            clip; frames of different videos differ in width, so the test loader then takes one view per batch).
     """
 
     def __init__(
@@ -93,9 +106,19 @@ class KineticsDataModule(pl.LightningDataModule):
         exclude_list: str | None = None,
         predict_files: str | list[str] | None = None,
         seed: int = 0,
+        mean_std: str = "imagenet",
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        holdout_fraction: float = 0.0,
+        test_view: str = "crops",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.hparams.mean, self.hparams.std = resolve_mean_std(mean_std, mean, std)  # recorded as run settings
+        if test_view not in ("crops", "full_frame"):
+            raise ValueError(f"data.test_view: must be 'crops' or 'full_frame', got {test_view!r}")
+        if not 0.0 <= holdout_fraction < 1.0:
+            raise ValueError(f"data.holdout_fraction: must be in [0, 1), got {holdout_fraction}")
         self.root = os.fspath(root)
         if labels is None and os.path.isfile(os.path.join(self.root, "labels.txt")):
             labels = os.path.join(self.root, "labels.txt")
@@ -121,11 +144,13 @@ class KineticsDataModule(pl.LightningDataModule):
         h = self.hparams
         return dict(num_frames=h.num_frames, sampling_rate=h.sampling_rate, backend=h.decode_backend, seed=h.seed,
                     short_side_range=tuple(h.train_short_side), crop_size=h.crop_size,
-                    eval_short_side=h.test_short_side, hflip_prob=h.hflip_prob)
+                    eval_short_side=h.test_short_side, hflip_prob=h.hflip_prob, mean=h.mean, std=h.std)
 
     def _dataset(self, annotation: str, split: str, mode: str) -> KineticsDataset:
         h = self.hparams
-        if mode == "test":
+        if mode == "test" and h.test_view == "full_frame":
+            extra = dict(num_clips=h.test_num_clips, num_crops=1, eval_crop_size=h.test_crop_size, eval_full_frame=True)
+        elif mode == "test":
             extra = dict(num_clips=h.test_num_clips, num_crops=h.test_num_crops, eval_crop_size=h.test_crop_size)
         else:
             extra = dict(eval_crop_size=h.crop_size)
@@ -165,7 +190,10 @@ class KineticsDataModule(pl.LightningDataModule):
         if stage in ("fit", None) and self.train_dataset is None:
             if stage == "fit" or os.path.isfile(self.train_annotation):
                 self.train_dataset = self._dataset(self.train_annotation, "train", "train")
-                self._check_batches()
+        if stage in ("fit", "validate", None) and self.val_dataset is None and self.hparams.holdout_fraction > 0:
+            self.val_dataset = self._holdout()
+        if stage in ("fit", None):
+            self._check_batches()  # after the holdout took its share
         if stage in ("fit", "validate", None) and self.val_dataset is None:
             if stage is not None or os.path.isfile(self.val_annotation):
                 self.val_dataset = self._dataset(self.val_annotation, "val", "val")
@@ -192,6 +220,25 @@ class KineticsDataModule(pl.LightningDataModule):
                 logger.warning("%s: %d broken videos, %d samples %s", name, len(ds.failed_videos), ds.num_skipped,
                                verb)
 
+    def _holdout(self) -> ClipDataset:
+        """Move a seeded random ``holdout_fraction`` of the training videos into a validation dataset."""
+        train = self.train_dataset or self._dataset(self.train_annotation, "train", "train")
+        n = len(train.entries)
+        k = max(1, round(self.hparams.holdout_fraction * n))
+        if k >= n:
+            raise ValueError(f"data.holdout_fraction: {self.hparams.holdout_fraction} of {n} training videos leaves "
+                             "none to train on")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
+        held = sorted(order[:k])
+        held_set = set(held)
+        val_entries = [train.entries[i] for i in held]
+        train.entries = [e for i, e in enumerate(train.entries) if i not in held_set]
+        self.train_dataset = train
+        h = self.hparams
+        return ClipDataset(val_entries, mode="val", label_names=self.label_names, num_frames=h.num_frames,
+                           sampling_rate=h.sampling_rate, eval_crop_size=h.crop_size,
+                           **{o: v for o, v in self._common().items() if o not in ("num_frames", "sampling_rate")})
+
     # -- loaders -----------------------------------------------------------------------------------------------
     def _replicas(self) -> tuple[int, int]:
         """(num_replicas, rank) from the attached trainer, else torch.distributed, else (1, 0)."""
@@ -203,7 +250,8 @@ class KineticsDataModule(pl.LightningDataModule):
             return dist.get_world_size(), dist.get_rank()
         return 1, 0
 
-    def _loader(self, dataset: Dataset | None, name: str, train: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, name: str, train: bool = False, batch_size: int | None = None
+                ) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{name} dataset is not set up: call setup() with the matching stage first")
         h = self.hparams
@@ -213,7 +261,7 @@ class KineticsDataModule(pl.LightningDataModule):
         else:
             sampler = UnpaddedDistributedSampler(dataset, replicas, rank)
         workers = int(h.num_workers)
-        return DataLoader(dataset, batch_size=h.clips_per_device, sampler=sampler, num_workers=workers,
+        return DataLoader(dataset, batch_size=batch_size or h.clips_per_device, sampler=sampler, num_workers=workers,
                           pin_memory=h.pin_memory, drop_last=train,
                           persistent_workers=bool(h.persistent_workers and workers > 0))
 
@@ -225,7 +273,8 @@ class KineticsDataModule(pl.LightningDataModule):
         return self._loader(self.val_dataset, "val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, "test")
+        full_frame = self.hparams.test_view == "full_frame"  # whole frames: widths differ between videos
+        return self._loader(self.test_dataset, "test", batch_size=1 if full_frame else None)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_dataset, "predict")

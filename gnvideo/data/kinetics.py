@@ -71,6 +71,7 @@ class ClipDataset(Dataset):
         seed: base seed for train sampling.
         max_retries: train mode, other videos tried after a failure before giving up with RuntimeError.
         hflip_prob: train mode, probability of a horizontal flip (0 when classes depend on left/right direction).
+        eval_full_frame: test views are whole frames scaled to ``eval_short_side`` (no crop; needs num_crops 1).
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class ClipDataset(Dataset):
         seed: int = 0,
         max_retries: int = 10,
         hflip_prob: float = 0.5,
+        eval_full_frame: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -108,7 +110,8 @@ class ClipDataset(Dataset):
         self.seed, self.max_retries = int(seed), int(max_retries)
         eval_crop = int(eval_crop_size or crop_size)
         self.train_transform = TrainTransform(short_side_range, crop_size, mean, std, flip_prob=hflip_prob)
-        self.eval_transform = EvalTransform(eval_short_side, eval_crop, self.num_crops, mean, std)
+        self.eval_transform = EvalTransform(eval_short_side, eval_crop, self.num_crops, mean, std,
+                                            full_frame=eval_full_frame and mode == "test")
         self.crop_size = int(crop_size) if mode == "train" else eval_crop
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._failures = torch.zeros(len(self.entries), dtype=torch.int32).share_memory_()  # per video, all workers

@@ -43,7 +43,7 @@ def test_fit_writes_run_folder_and_loss_falls(trained):
     assert len(losses) == 24
     assert sum(losses[-6:]) / 6 < sum(losses[:6]) / 6, losses
     assert any(r.get("val/top1") for r in rows) and any(r.get("train/clips_per_sec") for r in rows)
-    lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]
+    lrs = [float(r["train/lr/decay"]) for r in rows if r.get("train/lr/decay")]
     assert lrs == [pytest.approx(0.3 * 8 / 64)] * 24  # base_lr x (8 clips x 1 device x 1 accumulation) / 64
     saved = (run / "config.yaml").read_text()
     assert "max_epochs: 8" in saved and "clips_per_device: 8" in saved
@@ -149,10 +149,10 @@ def test_resume_after_kill_continues_step_and_lr(synthetic_root, tmp_path):
         ref["optimizer_states"][0]["param_groups"][0]["lr"])
     lr_by_step = {}
     for r in _metrics(run):
-        if r.get("train/lr"):
-            lr_by_step[int(r["step"])] = float(r["train/lr"])
-    ref_lr = {int(r["step"]): float(r["train/lr"]) for r in _metrics(ref_runs / "tiny_r3d_bn" / "version_0")
-              if r.get("train/lr")}
+        if r.get("train/lr/decay"):
+            lr_by_step[int(r["step"])] = float(r["train/lr/decay"])
+    ref_lr = {int(r["step"]): float(r["train/lr/decay"]) for r in _metrics(ref_runs / "tiny_r3d_bn" / "version_0")
+              if r.get("train/lr/decay")}
     assert sorted(ref_lr) == [0, 1, 2, 3, 4] and len(set(ref_lr.values())) > 2
     for step in (2, 3, 4):  # the steps run after the resume
         assert lr_by_step[step] == pytest.approx(ref_lr[step])
