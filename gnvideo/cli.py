@@ -141,18 +141,14 @@ class GNVideoCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except WeightsError as e:  # initial weights load when the run starts: one line, nothing trained yet
             self._fail(str(e))
+        except ConfigError as e:  # found by the data module once the trainer is known (devices)
+            self._fail(str(e))
 
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
             self.datamodule.setup(self.subcommand)  # annotation errors surface now, before a run folder exists
         except (ValueError, FileNotFoundError, TypeError) as e:
-            self._fail(str(e))
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        try:
-            super()._run_subcommand(subcommand)
-        except ConfigError as e:  # found by the data module once the trainer is known (devices)
             self._fail(str(e))
 
     def instantiate_trainer(self, **kwargs):
