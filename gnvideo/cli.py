@@ -33,6 +33,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from gnvideo.callbacks import GroupNormKernelSetup, LRMonitor, PreciseBN, PredictionWriter, RunRecorder
+from gnvideo.errors import ConfigError
 from gnvideo.module import VideoClassifier
 
 __all__ = ["GNVideoCLI", "build_cli", "main"]
@@ -90,7 +91,9 @@ class GNVideoCLI(LightningCLI):
                 self._fail("data.predict_files: give the videos to classify (a video, a folder or a list file)")
             for f in [files] if isinstance(files, str) else files:
                 if not Path(f).exists():
-                    self._fail(f"data.predict_files: {f} does not exist")
+                    hint = "" if isinstance(files, str) else " (a comma in a file name splits the [..] list: pass " \
+                        "the video alone, its folder, or a text file listing it)"
+                    self._fail(f"data.predict_files: {f} does not exist{hint}")
             if not cfg.get("ckpt_path") and not cfg.model.get("init_from"):
                 print("gnvideo predict: warning: no --ckpt_path or --model.init_from, predicting with random weights",
                       file=sys.stderr)
@@ -102,6 +105,12 @@ class GNVideoCLI(LightningCLI):
         exp_dir = root / name
         self._run_name, self._version = name, None
         ckpt = cfg.get("ckpt_path")
+        if ckpt and ckpt not in ("last", "best") and not Path(ckpt).is_file():
+            self._fail(f"ckpt_path: checkpoint file not found: {ckpt}")
+        k = (cfg.model.get("norm_options") or {}).get("clips_per_group") if cfg.model.get("norm") == "sub_bn" else None
+        if k and int(data.clips_per_device) % int(k):
+            self._fail(f"model.norm_options.clips_per_group: {k} does not divide data.clips_per_device "
+                       f"{data.clips_per_device} (sub_bn splits each forward's clips into groups of {k})")
         if ckpt in ("last", "best"):
             found = _find_checkpoint(exp_dir, ckpt)
             if found is None and (self.subcommand != "fit" or ckpt == "best"):
@@ -111,6 +120,14 @@ class GNVideoCLI(LightningCLI):
             cfg.ckpt_path = str(found) if found else None
             if found is not None and self.subcommand == "fit":
                 self._version = int(found.parent.parent.name[8:])
+        if self.subcommand == "predict" and cfg.get("ckpt_path") and not data.get("labels") and \
+                not (Path(data.root) / "labels.txt").is_file():  # no dataset: the class names of the checkpoint's run
+            from gnvideo.data.datamodule import labels_from_checkpoint
+
+            data.labels, n = labels_from_checkpoint(cfg.ckpt_path)
+            if data.labels is None and n not in (None, 400):
+                self._fail(f"data.labels: the checkpoint has {n} classes and its labels file is gone; give the "
+                           "class-name file (one name per line)")
         if self._version is None:
             if self.subcommand in ("fit", None):
                 self._version = int(_versions(exp_dir)[-1].name[8:]) + 1 if _versions(exp_dir) else 0
@@ -126,10 +143,13 @@ class GNVideoCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except WeightsError as e:  # initial weights load when the run starts: one line, nothing trained yet
             self._fail(str(e))
+        except ConfigError as e:  # found by the data module once the trainer is known (devices)
+            self._fail(str(e))
 
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
+            self.datamodule.setup(self.subcommand)  # annotation errors surface now, before a run folder exists
         except (ValueError, FileNotFoundError, TypeError) as e:
             self._fail(str(e))
 
