@@ -11,15 +11,20 @@ collected while the weights moved. The checkpoints saved after it (``best``, ``l
 from __future__ import annotations
 
 import itertools
+import random
+import warnings
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import LearningRateMonitor
 from torch import nn
 
 from gnvideo.models.norm_layers import BatchGroupNorm3d
 
-__all__ = ["LRMonitor", "PreciseBN", "batch_norm_layers", "update_bn_stats"]
+__all__ = ["LRMonitor", "PreciseBN", "RNGState", "batch_norm_layers", "get_rng_state", "set_rng_state",
+           "update_bn_stats"]
 
 
 class LRMonitor(LearningRateMonitor):
@@ -145,3 +150,61 @@ class PreciseBN(pl.Callback):
         last_step = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
         if last_epoch or last_step or trainer.should_stop:
             self._run(trainer, pl_module)
+
+
+def get_rng_state() -> dict:
+    """This process's RNG states: torch CPU, CUDA (all devices, when initialized), numpy and python ``random``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}  # tensors and plain types: weights_only loads
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RNGState(pl.Callback):
+    """Saves the RNG states of every rank in each checkpoint and restores them when ``fit`` resumes.
+
+    With the train loader's position (``ResumableDataLoader``) and Lightning's loop state this makes a resumed fit
+    draw the same dropout masks (and any other global-RNG draw) as the uninterrupted run. The states are taken when
+    the checkpoint is written (on every rank, gathered to the checkpoint that rank 0 writes) and put back in
+    ``on_train_start``, i.e. after Lightning created the resumed train iterator (which draws a worker base seed from
+    the global RNG) and before the first resumed step. A checkpoint from another world size restores nothing (warned).
+    """
+
+    def __init__(self) -> None:
+        self._to_restore: list | None = None
+
+    def state_dict(self) -> dict:
+        mine = get_rng_state()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            states: list = [None] * dist.get_world_size()
+            dist.all_gather_object(states, mine)
+        else:
+            states = [mine]
+        return {"ranks": states}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._to_restore = list(state_dict.get("ranks") or []) or None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        states, self._to_restore = self._to_restore, None
+        if states is None:
+            return
+        if len(states) != trainer.world_size:
+            warnings.warn(f"RNGState: checkpoint has RNG states of {len(states)} ranks, this run has "
+                          f"{trainer.world_size}; RNG states not restored", stacklevel=2)
+            return
+        set_rng_state(states[trainer.global_rank])

@@ -23,18 +23,67 @@ top-5 classes per video and writes ``predictions.json``. Config mistakes stop be
 
 from __future__ import annotations
 
+import csv
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from gnvideo.callbacks import LRMonitor, PreciseBN
+from gnvideo.callbacks import LRMonitor, PreciseBN, RNGState
 from gnvideo.module import VideoClassifier
 
-__all__ = ["GNVideoCLI", "main"]
+__all__ = ["AppendingCSVLogger", "AttemptConfigCallback", "GNVideoCLI", "main"]
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is kept and appended to (resumed fits)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):  # start from its header, so new rows extend it
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = sorted(next(csv.reader(f), []))
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` that appends to the run's ``metrics.csv`` instead of deleting it when a fit resumes there.
+
+    Rows of the killed attempt stay; the steps it ran after its last checkpoint are logged again by the resumed
+    attempt (later rows of a step replace earlier ones: see :func:`gnvideo.report.read_metrics`).
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class AttemptConfigCallback(SaveConfigCallback):
+    """Saves the config as ``config.yaml``, or ``config.attempt-N.yaml`` (N = 2, 3, ...) when a resumed fit finds
+    the earlier attempts' configs in the run folder, so none is overwritten."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not self.already_saved:
+            name = None
+            if trainer.is_global_zero:
+                log_dir = trainer.log_dir or ""
+                stem, ext = os.path.splitext(self.config_filename)
+                name, n = self.config_filename, 1
+                while os.path.exists(os.path.join(log_dir, name)):
+                    n += 1
+                    name = f"{stem}.attempt-{n}{ext}"
+            else:
+                trainer.log_dir  # noqa: B018  (log_dir broadcasts: keep the ranks in step with rank 0)
+            self.config_filename = trainer.strategy.broadcast(name)
+        super().setup(trainer, pl_module, stage)
 
 
 def _versions(exp_dir: Path) -> list[Path]:
@@ -135,7 +184,10 @@ class GNVideoCLI(LightningCLI):
         logger = self._get(self.config_init, "trainer", default={}).get("logger")
         if logger is None or logger is True:
             common = {"save_dir": str(self._root), "name": self._run_name, "version": self._version}
-            kwargs["logger"] = [CSVLogger(**common), TensorBoardLogger(default_hp_metric=False, **common)]
+            kwargs["logger"] = [AppendingCSVLogger(**common), TensorBoardLogger(default_hp_metric=False, **common)]
+        if self.subcommand == "fit":  # RNG states in every checkpoint, restored on resume
+            callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+            kwargs["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), RNGState()]
         return super().instantiate_trainer(**kwargs)
 
 
@@ -161,6 +213,7 @@ def main(args: Sequence[str] | None = None) -> int:
         args=None if args is None else argv,
         seed_everything_default=0,
         auto_configure_optimizers=False,
+        save_config_callback=AttemptConfigCallback,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": "runs"},
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from gnvideo.models.norms import REPORT_ORDER, report_row
 
-__all__ = ["PAPER_TOP1", "collect", "load_results", "main", "markdown_table", "plot", "render"]
+__all__ = ["PAPER_TOP1", "collect", "load_results", "main", "markdown_table", "plot", "read_metrics", "render"]
 
 #: Kinetics-400 top-1 (%) of ResNet-50 I3D from Table 8 of the GN paper: (norm, frames, clips per GPU) -> top-1.
 PAPER_TOP1: dict[tuple[str, int, int], float] = {
@@ -32,6 +32,22 @@ PAPER_TOP1: dict[tuple[str, int, int], float] = {
 }
 _NORM_ORDER = REPORT_ORDER  # from the norm registry
 _DASH = "—"
+
+
+def read_metrics(run_dir: str | Path, key: str) -> dict[int, float]:
+    """``key``'s value per step from a run's ``metrics.csv``.
+
+    A resumed fit appends to the file; the steps its killed attempt ran after the last checkpoint are logged again,
+    and the later row of a step wins.
+    """
+    import csv
+
+    out: dict[int, float] = {}
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get(key) not in (None, ""):
+                out[int(row["step"])] = float(row[key])
+    return out
 
 
 def load_results(paths: Iterable[str | Path]) -> list[dict]:

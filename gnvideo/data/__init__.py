@@ -8,6 +8,7 @@ from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset
 from .readers import VideoDecodeError, VideoReader, open_video
 from .sampling import (
     EpochDistributedSampler,
+    ResumableDataLoader,
     UnpaddedDistributedSampler,
     eval_clip_indices,
     sample_generator,
@@ -32,6 +33,7 @@ __all__ = [
     "EvalTransform",
     "KineticsDataModule",
     "KineticsDataset",
+    "ResumableDataLoader",
     "TrainTransform",
     "UnpaddedDistributedSampler",
     "VideoDecodeError",

@@ -3,7 +3,8 @@
 Samplers: train uses :class:`EpochDistributedSampler` (shuffled, sharded over ranks, padded like torch's
 ``DistributedSampler``; its ``set_epoch``, called by Lightning each epoch, also reseeds clip sampling). val/test/predict
 use :class:`UnpaddedDistributedSampler`, so in DDP every view is evaluated exactly once across ranks. Lightning keeps
-both because they already are ``DistributedSampler`` instances.
+both because they already are ``DistributedSampler`` instances. The train loader is a :class:`ResumableDataLoader`:
+Lightning saves its position in the epoch with each checkpoint, so ``fit --ckpt_path`` continues mid-epoch exactly.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .annotations import load_label_names
 from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset
-from .sampling import EpochDistributedSampler, UnpaddedDistributedSampler
+from .sampling import EpochDistributedSampler, ResumableDataLoader, UnpaddedDistributedSampler
 from .transforms import resolve_mean_std
 
 
@@ -200,7 +201,8 @@ class KineticsDataModule(pl.LightningDataModule):
         else:
             sampler = UnpaddedDistributedSampler(dataset, replicas, rank)
         workers = int(h.num_workers)
-        return DataLoader(dataset, batch_size=batch_size or h.clips_per_device, sampler=sampler, num_workers=workers,
+        cls = ResumableDataLoader if train else DataLoader  # train: Lightning saves its position (mid-epoch resume)
+        return cls(dataset, batch_size=batch_size or h.clips_per_device, sampler=sampler, num_workers=workers,
                           pin_memory=h.pin_memory, drop_last=train,
                           persistent_workers=bool(h.persistent_workers and workers > 0))
 
