@@ -23,7 +23,7 @@ from torch import nn
 
 from gnvideo.models.norm_layers import BatchGroupNorm3d
 
-__all__ = ["LRMonitor", "PreciseBN", "RNGState", "batch_norm_layers", "get_rng_state", "set_rng_state",
+__all__ = ["ExactResume", "LRMonitor", "PreciseBN", "batch_norm_layers", "get_rng_state", "set_rng_state",
            "update_bn_stats"]
 
 
@@ -174,18 +174,23 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class RNGState(pl.Callback):
-    """Saves the RNG states of every rank in each checkpoint and restores them when ``fit`` resumes.
+class ExactResume(pl.Callback):
+    """What a fit resumed mid-epoch needs beyond Lightning's own restore, so that it ends bit-identical.
 
-    With the train loader's position (``ResumableDataLoader``) and Lightning's loop state this makes a resumed fit
-    draw the same dropout masks (and any other global-RNG draw) as the uninterrupted run. The states are taken when
-    the checkpoint is written (on every rank, gathered to the checkpoint that rank 0 writes) and put back in
-    ``on_train_start``, i.e. after Lightning created the resumed train iterator (which draws a worker base seed from
-    the global RNG) and before the first resumed step. A checkpoint from another world size restores nothing (warned).
+    - RNG states of every rank (torch CPU, CUDA, numpy, python ``random``) are saved in each checkpoint (taken when it
+      is written, gathered from all ranks into the one rank 0 writes) and put back in ``on_train_start``, before the
+      first resumed step: the same dropout masks and other global-RNG draws as the uninterrupted run. A checkpoint
+      of another world size restores none (warned).
+    - The train loader's position: Lightning saves the state of a stateful train loader (``ResumableDataLoader``)
+      but loads it only when it builds the loader after the restore; when ``configure_optimizers`` asked for
+      ``trainer.estimated_stepping_batches`` the loader was built before, and the saved position would be dropped.
+      Here it is loaded in ``on_train_start`` into the loader Lightning holds (its iterators start lazily, at the
+      first batch, so the position still applies).
     """
 
     def __init__(self) -> None:
         self._to_restore: list | None = None
+        self._loader_states: list | None = None
 
     def state_dict(self) -> dict:
         mine = get_rng_state()
@@ -199,12 +204,28 @@ class RNGState(pl.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self._to_restore = list(state_dict.get("ranks") or []) or None
 
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self._loader_states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get(
+            "combined_loader")
+
+    def _load_loader_states(self, trainer: pl.Trainer) -> None:
+        states, self._loader_states = self._loader_states, None
+        loaders = trainer.train_dataloader
+        if not states or loaders is None:
+            return
+        loaders = list(loaders.values()) if isinstance(loaders, dict) else loaders
+        stateful = [dl for dl in (loaders if isinstance(loaders, (list, tuple)) else [loaders])
+                    if callable(getattr(dl, "state_dict", None)) and callable(getattr(dl, "load_state_dict", None))]
+        for loader, state in zip(stateful, states):
+            loader.load_state_dict(state)  # the same states Lightning may have loaded: loading is idempotent
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._load_loader_states(trainer)
         states, self._to_restore = self._to_restore, None
         if states is None:
             return
         if len(states) != trainer.world_size:
-            warnings.warn(f"RNGState: checkpoint has RNG states of {len(states)} ranks, this run has "
+            warnings.warn(f"ExactResume: checkpoint has RNG states of {len(states)} ranks, this run has "
                           f"{trainer.world_size}; RNG states not restored", stacklevel=2)
             return
         set_rng_state(states[trainer.global_rank])

@@ -35,7 +35,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from gnvideo.callbacks import LRMonitor, PreciseBN, RNGState
+from gnvideo.callbacks import ExactResume, LRMonitor, PreciseBN
 from gnvideo.module import VideoClassifier
 
 __all__ = ["AppendingCSVLogger", "AttemptConfigCallback", "GNVideoCLI", "main"]
@@ -185,9 +185,9 @@ class GNVideoCLI(LightningCLI):
         if logger is None or logger is True:
             common = {"save_dir": str(self._root), "name": self._run_name, "version": self._version}
             kwargs["logger"] = [AppendingCSVLogger(**common), TensorBoardLogger(default_hp_metric=False, **common)]
-        if self.subcommand == "fit":  # RNG states in every checkpoint, restored on resume
+        if self.subcommand == "fit":  # RNG states and loader position, restored on resume
             callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
-            kwargs["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), RNGState()]
+            kwargs["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), ExactResume()]
         return super().instantiate_trainer(**kwargs)
 
 

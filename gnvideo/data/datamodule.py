@@ -201,10 +201,13 @@ class KineticsDataModule(pl.LightningDataModule):
         else:
             sampler = UnpaddedDistributedSampler(dataset, replicas, rank)
         workers = int(h.num_workers)
-        cls = ResumableDataLoader if train else DataLoader  # train: Lightning saves its position (mid-epoch resume)
+        if train:  # Lightning saves its position: exact mid-epoch resume
+            cls, extra = ResumableDataLoader, {"seed": h.seed}
+        else:
+            cls, extra = DataLoader, {}
         return cls(dataset, batch_size=batch_size or h.clips_per_device, sampler=sampler, num_workers=workers,
                           pin_memory=h.pin_memory, drop_last=train,
-                          persistent_workers=bool(h.persistent_workers and workers > 0))
+                          persistent_workers=bool(h.persistent_workers and workers > 0), **extra)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, "train", train=True)

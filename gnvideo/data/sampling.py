@@ -126,14 +126,20 @@ class EpochDistributedSampler(DistributedSampler):
 class ResumableDataLoader(DataLoader):
     """A ``DataLoader`` over an :class:`EpochDistributedSampler` whose position Lightning saves and restores.
 
-    Lightning stores ``state_dict()`` of a stateful train loader in its loop state (``loops.fit_loop.combined_loader``
-    of the checkpoint) and calls ``load_state_dict`` before it creates the first iterator of a resumed fit. The
-    position is the number of batches this loader handed to the loop in the current epoch (counted here, in the main
-    process, so worker prefetching does not advance it; Lightning fetches no batch ahead for a sized loader). A
-    finished epoch is saved as the start of the next one.
+    Lightning stores ``state_dict()`` of a stateful train loader in its loop state (``loops.fit_loop.state_dict.
+    combined_loader`` of the checkpoint) and calls ``load_state_dict`` on resume. The position is the number of
+    batches this loader handed to the loop in the current epoch (counted here, in the main process, so worker
+    prefetching does not advance it; Lightning fetches no batch ahead for a sized loader). A finished epoch is saved
+    as the start of the next one.
+
+    Iterators start lazily, at their first ``next``: Lightning may create the train iterator before it restores the
+    checkpoint (``trainer.estimated_stepping_batches`` in ``configure_optimizers`` sets up the data early), and a
+    position loaded after that must still apply. Worker base seeds come from the loader's own generator (``seed``),
+    so starting an iterator never draws from the global RNG that dropout uses.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, seed: int = 0, **kwargs) -> None:
+        kwargs.setdefault("generator", torch.Generator().manual_seed(int(seed)))
         super().__init__(*args, **kwargs)
         if not isinstance(self.sampler, EpochDistributedSampler):
             raise TypeError("ResumableDataLoader needs an EpochDistributedSampler")
@@ -141,11 +147,11 @@ class ResumableDataLoader(DataLoader):
         self._resume_batches = 0
 
     def __iter__(self):
-        self._batches, self._resume_batches = self._resume_batches, 0
-        return self._counted(super().__iter__())
+        return self._counted()
 
-    def _counted(self, iterator):
-        for batch in iterator:
+    def _counted(self):
+        self._batches, self._resume_batches = self._resume_batches, 0
+        for batch in super().__iter__():
             self._batches += 1
             yield batch
 
