@@ -15,7 +15,9 @@ from gnvideo.report import read_metrics
 from .conftest import cli_args
 
 # 24 training videos / 4 clips = 6 steps per epoch, 2 epochs; last.ckpt after every step; dropout 0.5 (model head)
-STEPS_PER_EPOCH, KILL_AT = 6, 9  # the raise comes after step 9 and before its checkpoint: the newest is step 8
+# KillAtStep raises after step k, before its checkpoint and its log row: the newest last.ckpt is step k - 1.
+# k = 9: mid-epoch 2 (2 of its 6 batches done); k = 7: the checkpoint written at the end of epoch 1.
+STEPS_PER_EPOCH = 6
 
 
 def _common(workers: int) -> list[str]:
@@ -44,8 +46,8 @@ def _assert_equal_tensors(a, b, where: str) -> int:
     return 0
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_mid_epoch_is_bit_identical(synthetic_root, tmp_path, workers):
+@pytest.mark.parametrize(("workers", "kill_at"), [(0, 9), (2, 9), (0, 7)])
+def test_resume_mid_epoch_is_bit_identical(synthetic_root, tmp_path, workers, kill_at):
     common = _common(workers)
     ref_runs, runs = tmp_path / "ref", tmp_path / "runs"
     assert main(["fit", *cli_args(synthetic_root, ref_runs, *common)]) == 0
@@ -53,12 +55,12 @@ def test_resume_mid_epoch_is_bit_identical(synthetic_root, tmp_path, workers):
 
     with pytest.raises(RuntimeError, match="simulated kill"):
         main(["fit", *cli_args(synthetic_root, runs, *common),
-              "--trainer.callbacks+=_train_probes.KillAtStep", "--trainer.callbacks.step", str(KILL_AT)])
+              "--trainer.callbacks+=_train_probes.KillAtStep", "--trainer.callbacks.step", str(kill_at)])
     run = runs / "tiny_r3d_bn" / "version_0"
     killed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert killed["global_step"] == KILL_AT - 1 and killed["epoch"] == 1  # mid-epoch 2
+    assert killed["global_step"] == kill_at - 1 and killed["epoch"] == (kill_at - 2) // STEPS_PER_EPOCH
     killed_rows = _rows(run)
-    assert sorted(read_metrics(run, "train/loss")) == list(range(KILL_AT - 1))  # step 9 was neither saved nor logged
+    assert sorted(read_metrics(run, "train/loss")) == list(range(kill_at - 1))
 
     assert main(["fit", *cli_args(synthetic_root, runs, *common), "--ckpt_path", "last"]) == 0
     assert not (runs / "tiny_r3d_bn" / "version_1").exists()  # resumed in the same run folder
