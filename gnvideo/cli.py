@@ -16,7 +16,10 @@ defaults to the stem of the last ``--config`` file. Each run folder holds ``conf
 ``metrics.csv``, TensorBoard events and ``checkpoints/``: the best by ``val/top1`` (option group ``--checkpoint``) and
 ``last.ckpt``, written after each validation and every ``--last_checkpoint.every_n_train_steps`` (1000) steps.
 ``--ckpt_path last`` and ``--ckpt_path best`` resolve to the newest run of ``run_name`` that has such a checkpoint;
-``fit --ckpt_path last`` resumes there (exact step, optimizer and LR-scheduler state) and keeps logging in that folder.
+``fit --ckpt_path last`` resumes there and keeps logging in that folder: the exact step, optimizer and LR-scheduler
+state, the train loader's position in the epoch (``ResumableDataLoader``) and every rank's RNG states
+(``callbacks.ExactResume``), so a run resumed mid-epoch ends bit-identical on the CPU to an uninterrupted one.
+``metrics.csv`` is appended to (``AppendingCSVLogger``) and each resumed attempt writes ``config.attempt-N.yaml``.
 ``test`` writes ``results.json`` beside the checkpoint (or in its own run folder without one); ``predict`` prints the
 top-5 classes per video and writes ``predictions.json``. Config mistakes stop before training with the key named.
 """
