@@ -16,7 +16,8 @@ from .conftest import cli_args
 
 # 24 training videos / 4 clips = 6 steps per epoch, 2 epochs; last.ckpt after every step; dropout 0.5 (model head)
 # KillAtStep raises after step k, before its checkpoint and its log row: the newest last.ckpt is step k - 1.
-# k = 9: mid-epoch 2 (2 of its 6 batches done); k = 7: the checkpoint written at the end of epoch 1.
+# k = 9: mid-epoch 2 (2 of its 6 batches done); k = 7: the checkpoint written at the end of epoch 1; k = 4: mid-epoch 1,
+# so the resumed attempt also runs epoch 1's validation before epoch 2.
 STEPS_PER_EPOCH = 6
 
 
@@ -46,7 +47,7 @@ def _assert_equal_tensors(a, b, where: str) -> int:
     return 0
 
 
-@pytest.mark.parametrize(("workers", "kill_at"), [(0, 9), (2, 9), (0, 7)])
+@pytest.mark.parametrize(("workers", "kill_at"), [(0, 9), (2, 9), (0, 7), (2, 4)])
 def test_resume_mid_epoch_is_bit_identical(synthetic_root, tmp_path, workers, kill_at):
     common = _common(workers)
     ref_runs, runs = tmp_path / "ref", tmp_path / "runs"
