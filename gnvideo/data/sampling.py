@@ -116,7 +116,7 @@ class EpochDistributedSampler(DistributedSampler):
     def load_state_dict(self, state: dict) -> None:
         """Continue at ``state``: sets the epoch (and the dataset's) and skips the consumed samples once."""
         consumed = int(state.get("consumed", 0))
-        if state.get("num_samples", self.num_samples) != self.num_samples:
+        if consumed and state.get("num_samples", self.num_samples) != self.num_samples:
             raise ValueError(f"train sampler state is for {state['num_samples']} samples per rank, this run has "
                              f"{self.num_samples} (dataset or world size changed): cannot resume mid-epoch")
         self.set_epoch(int(state["epoch"]))

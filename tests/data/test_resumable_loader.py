@@ -64,3 +64,6 @@ def test_finished_epoch_is_saved_as_the_start_of_the_next():
 def test_load_refuses_another_shard_size():
     with pytest.raises(ValueError, match="cannot resume mid-epoch"):
         _loader(0, n=21).load_state_dict({"epoch": 1, "consumed": 3, "num_samples": 20})
+    other = _loader(0, n=21)  # at an epoch boundary the shard size may change (another world size)
+    other.load_state_dict({"epoch": 2, "consumed": 0, "num_samples": 20})
+    assert other.sampler.epoch == 2 and len(list(other)) == 7
