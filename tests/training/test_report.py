@@ -81,3 +81,12 @@ def test_render_for_demo_and_errors(tmp_path):
         load_results([tmp_path])
     with pytest.raises(ValueError):
         render([])
+
+
+def test_read_metrics_later_row_of_a_step_wins(tmp_path):
+    from gnvideo.report import read_metrics
+
+    (tmp_path / "metrics.csv").write_text("epoch,step,train/loss,val/top1\n0,0,2.5,\n0,1,2.25,\n0,1,,0.5\n"
+                                          "0,2,2.0,\n0,1,2.125,\n")  # a resumed attempt re-logged step 1
+    assert read_metrics(tmp_path, "train/loss") == {0: 2.5, 1: 2.125, 2: 2.0}
+    assert read_metrics(tmp_path, "val/top1") == {1: 0.5}
