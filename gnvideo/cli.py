@@ -16,9 +16,12 @@ defaults to the stem of the last ``--config`` file. Each run folder holds ``conf
 ``metrics.csv``, TensorBoard events and ``checkpoints/``: the best by ``val/top1`` (option group ``--checkpoint``) and
 ``last.ckpt``, written after each validation and every ``--last_checkpoint.every_n_train_steps`` (1000) steps.
 ``--ckpt_path last`` and ``--ckpt_path best`` resolve to the newest run of ``run_name`` that has such a checkpoint;
-``fit --ckpt_path last`` resumes there (exact step, optimizer and LR-scheduler state) and keeps logging in that folder.
-``test`` writes a new result file in its own run folder (``test_N/results.json``; see :mod:`gnvideo.results`);
-``predict`` prints the top-5 classes per video and writes ``predict_N/predictions.json``.
+``fit --ckpt_path last`` resumes there and keeps logging in that folder: the exact step, optimizer and LR-scheduler
+state, the train loader's position in the epoch (``ResumableDataLoader``) and every rank's RNG states
+(``resume.ExactResume``), so a run resumed mid-epoch ends bit-identical on the CPU to an uninterrupted one.
+``metrics.csv`` is appended to (``run_logs.AppendingCSVLogger``) and each resumed attempt writes
+``config.attempt-N.yaml``. ``test`` writes a new result file in its own run folder (``test_N/results.json``; see
+:mod:`gnvideo.results`); ``predict`` prints the top-5 classes per video and writes ``predict_N/predictions.json``.
 Config mistakes stop before training with the key named.
 """
 
@@ -30,11 +33,13 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from gnvideo.callbacks import GroupNormKernelSetup, LRMonitor, PreciseBN, PredictionWriter, RunRecorder
 from gnvideo.errors import ConfigError
 from gnvideo.module import VideoClassifier
+from gnvideo.resume import ExactResume
+from gnvideo.run_logs import AppendingCSVLogger, AttemptConfigCallback
 
 __all__ = ["GNVideoCLI", "build_cli", "main"]
 
@@ -157,7 +162,10 @@ class GNVideoCLI(LightningCLI):
         logger = self._get(self.config_init, "trainer", default={}).get("logger")
         if logger is None or logger is True:
             common = {"save_dir": str(self._root), "name": self._run_name, "version": self._version}
-            kwargs["logger"] = [CSVLogger(**common), TensorBoardLogger(default_hp_metric=False, **common)]
+            kwargs["logger"] = [AppendingCSVLogger(**common), TensorBoardLogger(default_hp_metric=False, **common)]
+        if self.subcommand in ("fit", None):  # RNG states and loader position, restored on resume
+            callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+            kwargs["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), ExactResume()]
         return super().instantiate_trainer(**kwargs)
 
 
@@ -183,6 +191,7 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> GNVideoCLI
             run=run,
             seed_everything_default=0,
             auto_configure_optimizers=False,
+            save_config_callback=AttemptConfigCallback,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"default_root_dir": "runs",
                               "callbacks": [RunRecorder(), PredictionWriter(), GroupNormKernelSetup()]},

@@ -3,7 +3,8 @@
 Samplers: train uses :class:`EpochDistributedSampler` (shuffled, sharded over ranks, padded like torch's
 ``DistributedSampler``; its ``set_epoch``, called by Lightning each epoch, also reseeds clip sampling). val/test/predict
 use :class:`UnpaddedDistributedSampler`, so in DDP every view is evaluated exactly once across ranks. Lightning keeps
-both because they already are ``DistributedSampler`` instances.
+both because they already are ``DistributedSampler`` instances. The train loader is a :class:`ResumableDataLoader`:
+Lightning saves its position in the epoch with each checkpoint, so ``fit --ckpt_path`` continues mid-epoch exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from gnvideo.errors import ConfigError
 
 from .annotations import load_label_names
 from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset
-from .sampling import EpochDistributedSampler, UnpaddedDistributedSampler
+from .sampling import EpochDistributedSampler, ResumableDataLoader, UnpaddedDistributedSampler
 from .transforms import resolve_mean_std
 
 logger = logging.getLogger(__name__)
@@ -261,9 +262,13 @@ class KineticsDataModule(pl.LightningDataModule):
         else:
             sampler = UnpaddedDistributedSampler(dataset, replicas, rank)
         workers = int(h.num_workers)
-        return DataLoader(dataset, batch_size=batch_size or h.clips_per_device, sampler=sampler, num_workers=workers,
+        if train:  # Lightning saves its position: exact mid-epoch resume
+            cls, extra = ResumableDataLoader, {"seed": h.seed}
+        else:
+            cls, extra = DataLoader, {}
+        return cls(dataset, batch_size=batch_size or h.clips_per_device, sampler=sampler, num_workers=workers,
                           pin_memory=h.pin_memory, drop_last=train,
-                          persistent_workers=bool(h.persistent_workers and workers > 0))
+                          persistent_workers=bool(h.persistent_workers and workers > 0), **extra)
 
     def train_dataloader(self) -> DataLoader:
         self._check_batches(self._replicas()[0])
