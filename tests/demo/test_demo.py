@@ -69,3 +69,11 @@ def test_demo_config_files(tmp_path):
         _parse(["--config", str(bad)])
     with pytest.raises(SystemExit):
         _parse(["--norms", "[bn, xn]"])  # only the registry's demo kinds
+
+
+def test_demo_and_runner_do_not_import_the_command_line():
+    import subprocess
+
+    code = "import sys, gnvideo.demo, gnvideo.runner; print('gnvideo.cli' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # gnvideo.cli dispatches to the demo; the demo builds runs with gnvideo.runner
