@@ -12,9 +12,7 @@ with any invalid view is never scored (see :mod:`gnvideo.evaluation`).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -166,7 +164,7 @@ class VideoClassifier(pl.LightningModule):
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=k5, average="micro")
         self.test_views = MultiViewAggregator(num_classes)
         self.predict_views = MultiViewAggregator(num_classes)
-        self._fit_setting: dict | None = None
+        self.test_metrics: dict | None = None
         self._last_time: float | None = None
 
     def _init_from(self, path: str) -> None:
@@ -247,123 +245,31 @@ class VideoClassifier(pl.LightningModule):
             agg.update(probs, vi[valid], batch["label"][valid])
         return {"video_index": vi[valid].cpu(), "probs": probs.detach().cpu()}
 
-    def _reduce_device(self) -> torch.device:
+    def reduce_device(self) -> torch.device:
+        """Where the multi-view reduction's collectives run (the GPU under NCCL, else the CPU)."""
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
     def on_test_epoch_start(self) -> None:
         self.test_views.reset()
+        self.test_metrics = None
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._add_views(self.test_views, batch)
 
     def on_test_epoch_end(self) -> None:
-        metrics = video_metrics(self.test_views.reduce(self._reduce_device()), self.hparams.num_classes)
+        """Video-level metrics over all ranks, logged as ``test/*`` and kept in ``self.test_metrics`` (percent); the
+        :class:`gnvideo.callbacks.ResultWriter` writes them to a result file."""
+        metrics = video_metrics(self.test_views.reduce(self.reduce_device()), self.hparams.num_classes)
         for k, v in metrics.items():
             self.log(f"test/{k}", float(v), rank_zero_only=True)
-        if self.trainer.is_global_zero:
-            path = self._results_path()
-            results = dict(metrics)
-            results.update(num_classes=self.hparams.num_classes, setting=self._test_setting(),
-                           checkpoint=self.trainer.ckpt_path)
-            results = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in results.items()}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(results, indent=2) + "\n")
-            print(f"results: top1 {metrics['top1']:.2f}%  top5 {metrics['top5']:.2f}%  mean class acc "
-                  f"{metrics['mean_class_accuracy']:.2f}%  videos scored {metrics['videos_scored']}, skipped "
-                  f"{metrics['videos_skipped']} -> {path}")
+        self.test_metrics = metrics
 
     def on_predict_epoch_start(self) -> None:
         self.predict_views.reset()
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """Adds the views to ``self.predict_views`` (the :class:`gnvideo.callbacks.PredictionWriter` writes them)."""
         return self._add_views(self.predict_views, batch)
-
-    def on_predict_epoch_end(self) -> None:
-        scores = self.predict_views.reduce(self._reduce_device())
-        if not self.trainer.is_global_zero:
-            return
-        names = self._label_names()
-        files = self._predict_files()
-        idx, probs = scores.mean_probs()
-        out = []
-        for i, p in zip(idx.tolist(), probs):
-            top = p.topk(min(5, p.numel()))
-            preds = [{"label": names[c] if names and c < len(names) else str(c), "index": c, "prob": float(v)}
-                     for v, c in zip(top.values.tolist(), top.indices.tolist())]
-            out.append({"video_index": i, "file": files[i] if files and i < len(files) else None,
-                        "views": int(scores.view_counts[i]), "top5": preds})
-        skipped = torch.nonzero(scores.skipped).flatten().tolist()
-        for r in out:
-            print(f"{r['file'] or r['video_index']}: " + ", ".join(f"{q['label']} {q['prob']:.3f}" for q in r["top5"]))
-        for i in skipped:
-            print(f"{files[i] if files and i < len(files) else i}: skipped (unreadable view)")
-        path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predictions.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"predictions": out, "skipped": skipped}, indent=2) + "\n")
-        self.predictions = out
-
-    # ------------------------------------------------------------------ bookkeeping
-    def _datamodule_value(self, name: str, default=None):
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is None:
-            return default
-        hp = getattr(dm, "hparams", {}) or {}
-        if name in hp:
-            return hp[name]
-        return getattr(dm, name, default)
-
-    def _label_names(self) -> list[str] | None:
-        names = self._datamodule_value("label_names")
-        if names is None:
-            for attr in ("predict_dataset", "test_dataset", "val_dataset"):
-                ds = getattr(getattr(self.trainer, "datamodule", None), attr, None)
-                if ds is not None and getattr(ds, "label_names", None) is not None:
-                    return list(ds.label_names)
-        return list(names) if names is not None else None
-
-    def _predict_files(self) -> list[str] | None:
-        ds = getattr(getattr(self.trainer, "datamodule", None), "predict_dataset", None)
-        if ds is not None and getattr(ds, "paths", None) is not None:
-            return [str(p) for p in ds.paths]
-        files = self._datamodule_value("predict_files")
-        return [files] if isinstance(files, str) else ([str(f) for f in files] if files else None)
-
-    def _setting(self) -> dict:
-        t = self.trainer
-        seed = os.environ.get("PL_GLOBAL_SEED", self._datamodule_value("seed", 0))
-        return {
-            "backbone": self.hparams.backbone,
-            "norm": self.hparams.norm,
-            "norm_options": dict(self.hparams.norm_options or {}),
-            "num_frames": self._datamodule_value("num_frames"),
-            "sampling_rate": self._datamodule_value("sampling_rate"),
-            "clips_per_device": self.hparams.clips_per_device,
-            "devices": t.num_devices,
-            "num_nodes": t.num_nodes,
-            "accumulate_grad_batches": t.accumulate_grad_batches,
-            "seed": int(seed) if seed is not None else None,
-        }
-
-    def _test_setting(self) -> dict:
-        setting = dict(self._fit_setting) if self._fit_setting else self._setting()
-        setting["test_views"] = {"num_clips": self._datamodule_value("test_num_clips"),
-                                 "num_crops": self._datamodule_value("test_num_crops")}
-        return setting
-
-    def _results_path(self) -> Path:
-        ckpt = self.trainer.ckpt_path
-        if ckpt and Path(ckpt).is_file():
-            return Path(ckpt).parent / "results.json"
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "results.json"
-
-    def on_fit_start(self) -> None:
-        self._fit_setting = self._setting()
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["gnvideo_setting"] = self._fit_setting or self._setting()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._fit_setting = checkpoint.get("gnvideo_setting", self._fit_setting)
 
     # ------------------------------------------------------------------ optimizer
     def total_batch_size(self) -> int:

@@ -1,21 +1,27 @@
 """BN-vs-GN tables and plots from finished runs (``gnvideo report RUN_DIR... [--paper] [--plot out.png] [--chance]``).
 
-Reads every ``results.json`` under the given folders (recursively), groups them by normalization (rows) and by
-``frames x clips per GPU`` (columns), and prints the layout of Table 8 of the Group Normalization paper
-(Wu & He, 2018) as markdown: each cell is ``top-1 / top-5`` in percent, ``mean ± std`` when several seeds share a cell.
+Reads every result file (``results*.json``, :mod:`gnvideo.results`) under the given folders (recursively), groups them
+by normalization (rows) and by ``frames x clips per GPU`` (columns), and prints the layout of Table 8 of the Group
+Normalization paper (Wu & He, 2018) as markdown: each cell is ``top-1 / top-5`` in percent, ``mean ± std`` when several
+seeds share a cell.
 "Clips per GPU" is the number of clips one normalization sees: ``clips_per_device`` or, for ``sub_bn``,
-``norm_options.clips_per_group`` when it is recorded (``sub_bn`` runs fill the BN row: they reproduce per-GPU BN).
+``norm_options.clips_per_group`` (``sub_bn`` runs fill the BN row: they reproduce per-GPU BN). Runs are averaged only
+across seeds: a table must share backbone, dataset, class count, input normalization and test views, and the runs of
+one cell must share every other setting field too (sampling rate, devices x accumulation, norm options, ...); otherwise
+the report stops and names the fields that differ.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from gnvideo.results import RESULT_GLOB, TABLE_FIELDS, TestResult, differing_fields, read_result
 
 __all__ = ["PAPER_TOP1", "collect", "load_results", "main", "markdown_table", "plot", "render"]
 
@@ -32,49 +38,65 @@ _NORM_ORDER = ("bn", "syncbn", "frozen_bn", "gn", "bgn", "ln", "in")
 _DASH = "—"
 
 
-def load_results(paths: Iterable[str | Path]) -> list[dict]:
-    """Read ``results.json`` files: each path is a file or a folder searched recursively.
+def load_results(paths: Iterable[str | Path]) -> list[TestResult]:
+    """Read result files: each path is a file or a folder searched recursively for ``results*.json``.
 
     Raises:
-        FileNotFoundError: a path does not exist, or no results.json was found anywhere.
-        ValueError: a file is not valid JSON or lacks ``top1``/``setting``.
+        FileNotFoundError: a path does not exist, or no result file was found anywhere.
+        ValueError: a file is not valid JSON or not a gnvideo result (the file is named).
     """
     files: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"report: {p} does not exist")
-        files.extend([p] if p.is_file() else sorted(p.rglob("results.json")))
+        files.extend([p] if p.is_file() else sorted(p.rglob(RESULT_GLOB)))
     if not files:
         raise FileNotFoundError(f"report: no results.json under {', '.join(map(str, paths))}")
     out = []
     for f in files:
         try:
-            r = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"report: {f} is not valid JSON: {e}") from e
-        if "top1" not in r or "setting" not in r:
-            raise ValueError(f"report: {f} lacks 'top1' or 'setting'")
-        r.setdefault("path", str(f))
-        out.append(r)
+            out.append(read_result(f))
+        except ValueError as e:
+            raise ValueError(f"report: {e}") from e
     return out
 
 
-def _clips_per_norm(setting: dict) -> int:
-    opts = setting.get("norm_options") or {}
-    if setting.get("norm") == "sub_bn" and opts.get("clips_per_group"):
-        return int(opts["clips_per_group"])
-    return int(setting.get("clips_per_device", 0))
+def _as_results(results: Sequence) -> list[TestResult]:
+    return [r if isinstance(r, TestResult) else TestResult.from_dict(r) for r in results]
 
 
-def collect(results: Sequence[dict]) -> dict[tuple[str, int, int], list[dict]]:
-    """Group results by ``(norm, num_frames, clips per GPU)``."""
-    cells: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
+def _describe(diff: dict[str, list]) -> str:
+    return "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in diff.items())
+
+
+def collect(results: Sequence) -> dict[tuple[str, int, int], list[TestResult]]:
+    """Group results by ``(norm row, num_frames, clips per norm)`` (``sub_bn`` at k clips per group is BN at k clips
+    per device, :class:`gnvideo.results.RunSetting`), checking that only the seed differs inside a cell.
+
+    Raises:
+        ValueError: the results do not share one backbone, dataset, class count, input normalization and test views
+            (one table compares norms, frames and clips per device only), or two results of one cell differ in any
+            setting field but the seed; the message names the fields and their values.
+    """
+    results = _as_results(results)
+    diff = differing_fields(results, TABLE_FIELDS)
+    if diff:
+        raise ValueError(f"report: these runs do not belong in one table, they differ in {_describe(diff)}; "
+                         "report them separately")
+    cells: dict[tuple[str, int, int], list[TestResult]] = defaultdict(list)
     for r in results:
-        s = r["setting"]
-        norm = str(s.get("norm", "?"))
-        # sub_bn is per-device BN simulated on fewer devices: it belongs in the BN row, at its clips_per_group.
-        row = "bn" if norm == "sub_bn" else norm
-        cells[(row, int(s.get("num_frames", 0)), _clips_per_norm(s))].append(r)
+        s = r.setting
+        cells[(s.norm_row, int(s.num_frames or 0), int(s.clips_per_norm or 0))].append(r)
+    for (n, f, c), rs in cells.items():
+        diff = differing_fields(rs)
+        if diff:
+            raise ValueError(f"report: the {n.upper()} runs at {f} frames, {c} clips per device differ in more than "
+                             f"the seed: {_describe(diff)} ({', '.join(str(r.path) for r in rs)})")
+        seeds = [r.setting.seed for r in rs]
+        if len(set(seeds)) < len(seeds):
+            dup = sorted({x for x in seeds if seeds.count(x) > 1}, key=str)
+            raise ValueError(f"report: the {n.upper()} runs at {f} frames, {c} clips per device repeat seed(s) {dup}: "
+                             f"the same run tested twice? ({', '.join(str(r.path) for r in rs)})")
     return dict(cells)
 
 
@@ -106,6 +128,7 @@ def markdown_table(results: Sequence[dict], paper: bool = False, chance: bool = 
     Returns:
         The markdown text (header, separator, one row per norm, optional paper rows and notes).
     """
+    results = _as_results(results)
     cells = collect(results)
     cols = {(f, c) for (_, f, c) in cells}
     if paper:
@@ -121,8 +144,8 @@ def markdown_table(results: Sequence[dict], paper: bool = False, chance: bool = 
             if not rs:
                 row.append(_DASH)
                 continue
-            t1 = _fmt([_num(r["top1"]) for r in rs])
-            t5 = _fmt([_num(r.get("top5")) for r in rs])
+            t1 = _fmt([_num(r.top1) for r in rs])
+            t5 = _fmt([_num(r.top5) for r in rs])
             row.append(f"{t1} / {t5}" + (f" (n={len(rs)})" if len(rs) > 1 else ""))
         lines.append(f"| {n.upper()} (ours) | " + " | ".join(row) + " |")
     if paper:
@@ -132,7 +155,7 @@ def markdown_table(results: Sequence[dict], paper: bool = False, chance: bool = 
     lines.append("")
     lines.append("Cells: video-level top-1 / top-5 (%), mean ± std over seeds when n > 1.")
     if chance:
-        ks = sorted({int(r["num_classes"]) for r in results if r.get("num_classes")})
+        ks = sorted({int(r.num_classes) for r in results if r.num_classes})
         for k in ks:
             lines.append(f"Chance with {k} classes: top-1 {100 / k:.1f}%, top-5 {100 * min(5, k) / k:.1f}%.")
         if not ks:
@@ -151,11 +174,12 @@ def plot(results: Sequence[dict], out: str | Path, paper: bool = False, chance: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = _as_results(results)
     cells = collect(results)
     fig, ax = plt.subplots(figsize=(6, 4))
     series: dict[tuple[str, int], list[tuple[int, float, float]]] = defaultdict(list)
     for (n, f, c), rs in cells.items():
-        vals = [v for v in (_num(r["top1"]) for r in rs) if not math.isnan(v)]
+        vals = [v for v in (_num(r.top1) for r in rs) if not math.isnan(v)]
         if vals:
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             series[(n, f)].append((c, statistics.mean(vals), sd))
@@ -175,7 +199,7 @@ def plot(results: Sequence[dict], out: str | Path, paper: bool = False, chance: 
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="--", marker=markers.get(f, "x"),
                         mfc="none", color=color[n], label=f"{n.upper()} {f} frames (paper)")
     if chance:
-        for k in sorted({int(r["num_classes"]) for r in results if r.get("num_classes")}):
+        for k in sorted({int(r.num_classes) for r in results if r.num_classes}):
             ax.axhline(100 / k, color="gray", linestyle=":", label=f"chance ({k} classes)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(xs), [str(x) for x in sorted(xs)])
@@ -215,8 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--plot", metavar="OUT.png", help="save a PNG of top-1 against clips per GPU")
     p.add_argument("--chance", action="store_true", help="show chance-level accuracy")
     a = p.parse_args(argv)
-    results = load_results(a.runs)
-    print(render(results, paper=a.paper, plot_path=a.plot, chance=a.chance))
+    try:
+        results = load_results(a.runs)
+        text = render(results, paper=a.paper, plot_path=a.plot, chance=a.chance)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"gnvideo {e}", file=sys.stderr)
+        return 2
+    print(text)
     if a.plot:
         print(f"plot saved to {a.plot}")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -42,10 +41,11 @@ def test_ddp_fit_uses_per_rank_bn_and_test_matches_single_process(synthetic_root
     # 12 videos x 2 clips x 3 crops = 72 views with 5 per batch: ranks get 36 views each, split across videos
     test_args = ["--data.clips_per_device", "5", "--data.test_num_crops", "3", "--ckpt_path", str(ckpt)]
     _gnvideo("test", *cli_args(synthetic_root, tmp_path / "runs_test", *DDP, *test_args))
-    ddp = json.loads((ckpt.parent / "results.json").read_text())
-    shutil.move(ckpt.parent / "results.json", tmp_path / "ddp_results.json")
+    ddp_files = list((tmp_path / "runs_test").rglob("results*.json"))
+    assert len(ddp_files) == 1  # written once (rank zero)
+    ddp = json.loads(ddp_files[0].read_text())
     assert main(["test", *cli_args(synthetic_root, tmp_path / "runs_test1", *test_args)]) == 0
-    single = json.loads((ckpt.parent / "results.json").read_text())
+    single = json.loads((tmp_path / "runs_test1" / "tiny_r3d_bn" / "test_0" / "results.json").read_text())
     assert ddp["videos_scored"] == single["videos_scored"] == 12 and ddp["videos_skipped"] == 0
     for k in ("top1", "top5", "mean_class_accuracy"):
         assert ddp[k] == pytest.approx(single[k], abs=1e-9), k

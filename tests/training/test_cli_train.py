@@ -95,7 +95,7 @@ def test_multiview_test_matches_hand_computation_and_skips_broken_video(trained,
     ckpt.parent.mkdir()
     shutil.copy(trained / "checkpoints" / "last.ckpt", ckpt)
     assert main(["test", *cli_args(root, tmp_path / "runs"), "--ckpt_path", str(ckpt)]) == 0
-    results = json.loads((ckpt.parent / "results.json").read_text())  # written beside the checkpoint
+    results = json.loads((tmp_path / "runs" / "tiny_r3d_bn" / "test_0" / "results.json").read_text())  # its run folder
     expected = _hand_scores(ckpt, root)
     assert results["videos_scored"] == 11 and results["videos_skipped"] == 1
     for k, v in expected.items():
@@ -104,6 +104,24 @@ def test_multiview_test_matches_hand_computation_and_skips_broken_video(trained,
     assert (s["backbone"], s["norm"], s["num_frames"], s["sampling_rate"]) == ("tiny_r3d", "bn", 8, 2)
     assert (s["clips_per_device"], s["devices"], s["num_nodes"], s["accumulate_grad_batches"], s["seed"]) == (
         8, 1, 1, 1, 0)  # the training setting, stored in the checkpoint (the test ran with 4 clips per device)
+    assert (s["dataset"], s["num_classes"], len(s["input_mean"])) == (synthetic_root.name, 6, 3)  # trained there
+    assert (results["checkpoint"], results["split"], results["run"]) == (str(ckpt), "val", "tiny_r3d_bn/test_0")
+    assert results["annotation"] == str(root / "annotations" / "val.csv")
+    assert (results["test_num_clips"], results["test_num_crops"]) == (2, 1)
+
+
+def test_two_tests_of_one_checkpoint_give_two_result_files(trained, synthetic_root, tmp_path):
+    from gnvideo.results import read_result
+
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    for _ in range(2):
+        assert main(["test", *cli_args(synthetic_root, tmp_path), "--ckpt_path", str(ckpt),
+                     "--trainer.limit_test_batches", "2"]) == 0
+    files = sorted(tmp_path.rglob("results*.json"))
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+        "tiny_r3d_bn/test_0/results.json", "tiny_r3d_bn/test_1/results.json"]
+    a, b = (read_result(f) for f in files)
+    assert a.checkpoint == b.checkpoint == str(ckpt) and (a.run, b.run) == ("tiny_r3d_bn/test_0", "tiny_r3d_bn/test_1")
 
 
 def test_predict_prints_top5_per_video(trained, synthetic_root, tmp_path, capsys):
