@@ -16,9 +16,7 @@ looks at the test clips: the last checkpoint is tested. ``--seeds`` repeats ever
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,11 +24,13 @@ from pathlib import Path
 __all__ = ["main", "run_demo"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gnvideo demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", help="YAML file of these options (keys with _ or -), e.g. configs/study/*.yaml; "
-                   "options given on the command line win")
+def _parser():
+    """The demo's options on jsonargparse (the config system of LightningCLI): ``--config FILE.yaml`` sets any of them
+    (keys with ``_``), unknown keys are an error, later command-line options win."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    p = ArgumentParser(prog="gnvideo demo", description=__doc__.split("\n\n")[0], default_meta=False)
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file of these options, e.g. configs/study/*.yaml")
     p.add_argument("--root", default="data/synthetic", help="synthetic dataset folder (made when absent)")
     p.add_argument("--out", default="runs/demo", help="folder for the runs, the table and the plot")
     p.add_argument("--norms", nargs="+", default=["bn", "gn"], choices=["bn", "gn", "bgn", "ln", "in"])
@@ -57,31 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Command-line options over the ``--config`` YAML file over the defaults."""
-    parser = _parser()
-    first = parser.parse_args(argv)
-    if first.config:
-        import yaml
-
-        path = Path(first.config)
-        if not path.is_file():
-            parser.error(f"--config: file {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            parser.error(f"--config {path}: expected a mapping of option names to values")
-        known = {a.dest for a in parser._actions}
-        defaults = {}
-        for key, value in values.items():
-            dest = str(key).replace("-", "_")
-            if dest not in known or dest in ("help", "config"):
-                parser.error(f"--config {path}: unknown option {key!r}")
-            defaults[dest] = value
-        parser.set_defaults(**defaults)
-    return parser.parse_args(argv)
+def _parse(argv: Sequence[str] | None):
+    """Command-line options over the ``--config`` YAML file(s) over the defaults."""
+    return _parser().parse_args(list(argv) if argv is not None else None)
 
 
-def _run_args(a: argparse.Namespace, norm: str, clips: int, seed: int) -> tuple[str, list[str]]:
+def _run_args(a, norm: str, clips: int, seed: int) -> tuple[str, list[str]]:
     """Run name and the ``gnvideo`` arguments shared by fit and test of one (norm, clips per device, seed) run."""
     kind, options = norm, {}
     if norm == "bn":
@@ -116,14 +97,38 @@ def _run_args(a: argparse.Namespace, norm: str, clips: int, seed: int) -> tuple[
     return name, args
 
 
-def _newest(paths) -> Path | None:
-    found = sorted(paths, key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+def _quiet_build(args: list[str], stage: str):
+    import warnings
+
+    from gnvideo.api import build
+
+    with warnings.catch_warnings():  # `gnvideo demo ...` has its own argv; the runs take theirs from us
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
+        return build(args, stage=stage)
 
 
-def run_demo(a: argparse.Namespace) -> list[dict]:
-    """Make the data, fit and test every cell; returns the results dicts (``results.json`` contents)."""
-    from gnvideo.cli import main as cli_main
+def run_cell(a, norm: str, clips: int, seed: int):
+    """Fit one (norm, clips per device, seed) run and test its last checkpoint (programmatic API of
+    :func:`gnvideo.cli.build`); returns the :class:`gnvideo.results.TestResult`."""
+    from gnvideo.api import result_writer
+
+    name, args = _run_args(a, norm, clips, seed)
+    fit = _quiet_build(args, "fit")
+    fit.trainer.fit(fit.model, datamodule=fit.datamodule)
+    ckpt = next((c.last_model_path for c in fit.trainer.checkpoint_callbacks if c.last_model_path), None)
+    if not ckpt:
+        raise RuntimeError(f"demo: fit of {name} wrote no last.ckpt under {fit.trainer.log_dir}")
+    print(f"[demo] multi-view test of {name} ({a.test_clips} clips x {a.test_crops} crops per video)", flush=True)
+    test = _quiet_build([*args, "--ckpt_path", ckpt], "test")
+    test.trainer.test(test.model, datamodule=test.datamodule, ckpt_path=ckpt)
+    result = result_writer(test.trainer).last_result
+    if result is None:
+        raise RuntimeError(f"demo: test of {name} wrote no result")
+    return result
+
+
+def run_demo(a) -> list:
+    """Make the data, fit and test every cell; returns the :class:`gnvideo.results.TestResult` of each."""
     from gnvideo.data.synthetic import make_synthetic_dataset
 
     t0 = time.perf_counter()
@@ -136,29 +141,12 @@ def run_demo(a: argparse.Namespace) -> list[dict]:
           f"{len(summary.label_names)} classes ({state})", flush=True)
     cells = [(norm, clips, seed) for seed in a.seeds for clips in a.clips_per_device for norm in a.norms]
     results = []
-    saved_argv = sys.argv
-    sys.argv = sys.argv[:1]  # the runs get their arguments from us; LightningCLI warns when sys.argv has others too
-    try:
-        for i, (norm, clips, seed) in enumerate(cells, 1):
-            name, args = _run_args(a, norm, clips, seed)
-            print(f"\n[demo] run {i}/{len(cells)}: {norm.upper()}, {clips} clips per device "
-                  f"({clips * a.simulated_devices} clips per step), {a.epochs} epochs, seed {seed}", flush=True)
-            started = time.time()
-            cli_main(["fit", *args])
-            ckpt = _newest(p for p in Path(a.out, name).glob("version_*/checkpoints/last.ckpt")
-                           if p.stat().st_mtime >= started)
-            if ckpt is None:
-                raise RuntimeError(f"demo: fit of {name} wrote no last.ckpt under {Path(a.out, name)}")
-            print(f"[demo] multi-view test of {name} ({a.test_clips} clips x {a.test_crops} crops per video)",
-                  flush=True)
-            cli_main(["test", *args, "--ckpt_path", str(ckpt)])
-            result_file = ckpt.parent / "results.json"
-            result = json.loads(result_file.read_text())
-            result["path"] = str(result_file)
-            results.append(result)
-            print(f"[demo] {name}: top-1 {result['top1']:.1f}%  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
-    finally:
-        sys.argv = saved_argv
+    for i, (norm, clips, seed) in enumerate(cells, 1):
+        print(f"\n[demo] run {i}/{len(cells)}: {norm.upper()}, {clips} clips per device "
+              f"({clips * a.simulated_devices} clips per step), {a.epochs} epochs, seed {seed}", flush=True)
+        result = run_cell(a, norm, clips, seed)
+        results.append(result)
+        print(f"[demo] {result.run}: top-1 {result.top1:.1f}%  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
     return results
 
 

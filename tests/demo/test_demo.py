@@ -19,21 +19,22 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
             "--workers", "0"]
     argv_before = list(sys.argv)
     assert main(args) == 0
-    assert sys.argv == argv_before  # the demo hides the caller's argv from LightningCLI only while it runs
+    assert sys.argv == argv_before  # the runs get their options through gnvideo.api.build, argv is never touched
     text = capsys.readouterr().out
 
     assert (root / "annotations" / "train.csv").is_file()
-    results = sorted(out.glob("*/version_*/checkpoints/results.json"))
-    assert [p.parts[-4] for p in results] == ["bn_1clips", "bn_2clips", "gn_1clips", "gn_2clips"]
+    results = sorted(out.glob("*/test_*/results.json"))
+    assert [p.parts[-3] for p in results] == ["bn_1clips", "bn_2clips", "gn_1clips", "gn_2clips"]
     for path in results:
         r = json.loads(path.read_text())
         assert r["videos_scored"] == 6 and r["videos_skipped"] == 0  # 3 classes x 2 held-out videos
         assert 0.0 <= r["top1"] <= 100.0 and r["num_classes"] == 3
         assert r["setting"]["num_frames"] == 4
-    bn = json.loads((out / "bn_1clips" / "version_0" / "checkpoints" / "results.json").read_text())
+        assert r["checkpoint"] == str(path.parents[1] / "version_0" / "checkpoints" / "last.ckpt")
+    bn = json.loads((out / "bn_1clips" / "test_0" / "results.json").read_text())
     assert bn["setting"]["norm"] == "sub_bn" and bn["setting"]["norm_options"] == {"clips_per_group": 1}
     assert bn["setting"]["clips_per_device"] == 2  # 1 clip per simulated device x 2 simulated devices
-    gn = json.loads((out / "gn_1clips" / "version_0" / "checkpoints" / "results.json").read_text())
+    gn = json.loads((out / "gn_1clips" / "test_0" / "results.json").read_text())
     assert gn["setting"]["norm"] == "gn" and gn["setting"]["clips_per_device"] == 1
     assert gn["setting"]["accumulate_grad_batches"] == 2  # 2 simulated devices: gradients of 2 forwards per step
 
@@ -47,7 +48,9 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     # A second run reuses the dataset (no regeneration) and starts new run versions.
     assert main([*args, "--clips-per-device", "1", "--norms", "gn"]) == 0  # the last value of an option wins
     assert "already there" in capsys.readouterr().out
-    assert (out / "gn_1clips" / "version_1" / "checkpoints" / "results.json").is_file()
+    second = json.loads((out / "gn_1clips" / "test_1" / "results.json").read_text())
+    assert second["checkpoint"] == str(out / "gn_1clips" / "version_1" / "checkpoints" / "last.ckpt")
+    assert (out / "gn_1clips" / "test_0" / "results.json").is_file()  # the first run's result is kept
 
 
 def test_demo_config_files(tmp_path):
@@ -62,3 +65,10 @@ def test_demo_config_files(tmp_path):
     bad.write_text("norms: [gn]\nclip_per_device: [4]\n")
     with pytest.raises(SystemExit):
         _parse(["--config", str(bad)])
+
+
+def test_demo_module_does_not_import_the_command_line():
+    import subprocess
+
+    code = "import sys, gnvideo.demo; assert 'gnvideo.cli' not in sys.modules, 'demo imported gnvideo.cli'"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
