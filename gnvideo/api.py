@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import csv
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,10 +19,12 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from gnvideo.module import VideoClassifier
 
-__all__ = ["GNVideoCLI", "KeepingSaveConfigCallback", "build", "make_cli", "result_writer"]
+__all__ = ["AppendingCSVLogger", "GNVideoCLI", "KeepingSaveConfigCallback", "build", "make_cli", "result_writer"]
 
 
 def _versions(exp_dir: Path) -> list[Path]:
@@ -37,6 +40,28 @@ def _find_checkpoint(exp_dir: Path, which: str) -> Path | None:
         if found:
             return found[-1]
     return None
+
+
+class _AppendingWriter(ExperimentWriter):
+    """CSV writer that keeps an existing ``metrics.csv`` (a resumed attempt appends to the rows of the earlier ones)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = sorted(next(csv.reader(f), []))
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives a resume: rows logged before a kill are kept, new rows appended
+    (Lightning's own writer deletes the file when the run folder exists)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 class KeepingSaveConfigCallback(SaveConfigCallback):
@@ -144,12 +169,12 @@ class GNVideoCLI(LightningCLI):
         logger = self._get(self.config_init, "trainer", default={}).get("logger")
         if logger is None or logger is True:
             common = {"save_dir": str(self._root), "name": self._run_name, "version": self._version}
-            kwargs["logger"] = [CSVLogger(**common), TensorBoardLogger(default_hp_metric=False, **common)]
+            kwargs["logger"] = [AppendingCSVLogger(**common), TensorBoardLogger(default_hp_metric=False, **common)]
         return super().instantiate_trainer(**kwargs)
 
 
 def make_cli(args: list[str] | None, run: bool, stage: str = "fit") -> GNVideoCLI:
-    from gnvideo.callbacks import PredictionWriter, ResultWriter, RNGStateCallback
+    from gnvideo.callbacks import ExactResume, PredictionWriter, ResultWriter
     from gnvideo.data import KineticsDataModule
 
     return GNVideoCLI(
@@ -163,7 +188,7 @@ def make_cli(args: list[str] | None, run: bool, stage: str = "fit") -> GNVideoCL
         # each attempt's config is kept: config.yaml, then config_1.yaml, ...
         save_config_callback=KeepingSaveConfigCallback,
         trainer_defaults={"default_root_dir": "runs",
-                          "callbacks": [ResultWriter(), PredictionWriter(), RNGStateCallback()]},
+                          "callbacks": [ResultWriter(), PredictionWriter(), ExactResume()]},
     )
 
 

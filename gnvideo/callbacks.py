@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from gnvideo.results import RunSetting, TestResult, new_result_path, write_result
 
-__all__ = ["PredictionWriter", "RNGStateCallback", "ResultWriter", "run_setting"]
+__all__ = ["ExactResume", "PredictionWriter", "ResultWriter", "run_setting"]
 
 
 def _dm_value(trainer, name: str, default=None):
@@ -150,10 +150,13 @@ class PredictionWriter(BasePredictionWriter):
         self.last_predictions = out
 
 
-class RNGStateCallback(pl.Callback):
-    """Saves the RNG states of this process (python, numpy, torch CPU, every CUDA device) in each checkpoint and
-    restores them when a fit resumes from it, so a resumed run draws the same random numbers (dropout, augmentation
-    in the main process) as an uninterrupted one.
+class ExactResume(pl.Callback):
+    """Exact resume: saves the RNG states of this process (python, numpy, torch CPU, every CUDA device) in each
+    checkpoint and restores them when a fit resumes from it, so the resumed run draws the same random numbers (dropout)
+    as an uninterrupted one; and makes Lightning apply the saved position of the train loader (see ``on_train_start``).
+    The states are put back just before the first training batch after the resume, so the
+    sanity check and the loader iterators created in between do not shift them. Loggers are flushed at every save, so a
+    killed run's metrics.csv holds every row up to its last checkpoint.
 
     Under DDP every rank stores its own states (``rng_states_rank{r}``); a checkpoint is written by rank zero, so the
     other ranks' states are gathered to it first.
@@ -169,7 +172,12 @@ class RNGStateCallback(pl.Callback):
             states["cuda"] = torch.cuda.get_rng_state_all()
         return states
 
+    def __init__(self) -> None:
+        self._pending: dict | None = None
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            logger.save()
         states = self._states()
         if trainer.world_size > 1:
             gathered = [None] * trainer.world_size
@@ -180,7 +188,20 @@ class RNGStateCallback(pl.Callback):
             checkpoint[f"rng_states_rank{r}"] = s
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        states = checkpoint.get(f"rng_states_rank{trainer.global_rank}")
+        self._pending = checkpoint.get(f"rng_states_rank{trainer.global_rank}")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning loads the train loader's state (ResumableDataLoader: epoch and batches done) only when it builds
+        # the loader after the loop state is restored; configure_optimizers' trainer.estimated_stepping_batches builds
+        # it earlier, so the saved state would be ignored and the epoch restarted. Load it here and make the iterator
+        # again, before the first batch is fetched.
+        loop = trainer.fit_loop
+        if loop.restarting and loop._combined_loader_states_to_load and loop._combined_loader is not None:
+            loop._load_combined_loader_states()
+            iter(loop._data_fetcher)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        states, self._pending = self._pending, None
         if states is None:
             return
         random.setstate(states["python"])

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 
 import lightning.pytorch as pl
+import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from .annotations import load_label_names
 from .kinetics import KineticsDataset, VideoFilesDataset
-from .sampling import EpochDistributedSampler, UnpaddedDistributedSampler
+from .sampling import EpochDistributedSampler, ResumableDataLoader, UnpaddedDistributedSampler
 
 
 class KineticsDataModule(pl.LightningDataModule):
@@ -153,9 +154,23 @@ class KineticsDataModule(pl.LightningDataModule):
         else:
             sampler = UnpaddedDistributedSampler(dataset, replicas, rank)
         workers = int(h.num_workers)
+        # an own generator for the workers' base seed, so creating an iterator never draws from the global RNG (which
+        # dropout uses; a resumed run creates its iterators at other points than an uninterrupted one)
+        kwargs = {"generator": torch.Generator().manual_seed(int(h.seed))}
+        if train:
+            return ResumableDataLoader(dataset, batch_size=h.clips_per_device, sampler=sampler, num_workers=workers,
+                                       pin_memory=h.pin_memory, drop_last=True, batches_done=self._batches_done,
+                                       persistent_workers=bool(h.persistent_workers and workers > 0), **kwargs)
         return DataLoader(dataset, batch_size=h.clips_per_device, sampler=sampler, num_workers=workers,
                           pin_memory=h.pin_memory, drop_last=train,
-                          persistent_workers=bool(h.persistent_workers and workers > 0))
+                          persistent_workers=bool(h.persistent_workers and workers > 0), **kwargs)
+
+    def _batches_done(self) -> int:
+        """Train batches of the current epoch whose step has run (0 without a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, "train", train=True)

@@ -9,10 +9,10 @@ DataLoader worker draws it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 
@@ -98,6 +98,48 @@ class EpochDistributedSampler(DistributedSampler):
         if callable(getattr(self.dataset, "set_epoch", None)):
             self.dataset.set_epoch(epoch)
 
+    def skip_next(self, items: int) -> None:
+        """The next ``__iter__`` (only that one) starts at item ``items`` of this rank's order for the epoch."""
+        self._start = int(items)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        start, self._start = getattr(self, "_start", 0), 0
+        return iter(indices[start:])
+
+
+class ResumableDataLoader(DataLoader):
+    """A train ``DataLoader`` that Lightning can resume mid-epoch (it has ``state_dict``/``load_state_dict``, which
+    Lightning's fit loop saves in every checkpoint and loads before it creates the resumed epoch's iterator).
+
+    The state is the sampler's epoch and the number of batches the training loop has consumed in it, read from
+    ``batches_done`` (a callable: the trainer's count, because Lightning fetches batches ahead of the step). Loading
+    it sets the epoch (and so the clip-sampling seeds) and makes the sampler skip those batches without decoding them.
+
+    Args:
+        sampler: an :class:`EpochDistributedSampler`.
+        batches_done: returns the batches of the current epoch whose training step has run.
+    """
+
+    def __init__(self, *args, batches_done: Callable[[], int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, EpochDistributedSampler):
+            raise TypeError("ResumableDataLoader needs an EpochDistributedSampler")
+        self._batches_done = batches_done
+
+    def state_dict(self) -> dict:
+        epoch, done = int(self.sampler.epoch), int(self._batches_done())
+        if done >= len(self):  # saved at the end of the epoch: resume at the start of the next one
+            epoch, done = epoch + 1, 0
+        return {"epoch": epoch, "batches_done": done, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("batch_size") not in (None, self.batch_size):
+            raise ValueError(f"resume: the checkpoint was saved with data.clips_per_device={state['batch_size']}, "
+                             f"this run has {self.batch_size}; a mid-epoch resume needs the same batch")
+        self.sampler.set_epoch(int(state["epoch"]))
+        self.sampler.skip_next(int(state["batches_done"]) * int(self.batch_size))
+
 
 class UnpaddedDistributedSampler(DistributedSampler):
     """In-order evaluation sampler: rank r gets one contiguous block, blocks differ by at most one item, nothing is
@@ -121,5 +163,5 @@ class UnpaddedDistributedSampler(DistributedSampler):
         return self.num_samples
 
 
-__all__ = ["EpochDistributedSampler", "UnpaddedDistributedSampler", "clip_span", "eval_clip_indices",
-           "sample_generator", "train_clip_indices"]
+__all__ = ["EpochDistributedSampler", "ResumableDataLoader", "UnpaddedDistributedSampler", "clip_span",
+           "eval_clip_indices", "sample_generator", "train_clip_indices"]
