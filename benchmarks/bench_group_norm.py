@@ -23,7 +23,7 @@ from collections import OrderedDict
 
 import torch
 
-from gnvideo.ops import backend, group_norm, reference_group_norm
+from gnvideo.ops import backend, group_norm, load_extension, reference_group_norm
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 LAYOUTS = {"contig": torch.contiguous_format, "cl": torch.channels_last_3d}
@@ -111,10 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("bench_group_norm: needs a CUDA device (torch.cuda.is_available() is False); nothing measured")
+    if load_extension() != "cuda":
+        sys.exit("bench_group_norm: the extension was built without its CUDA part (no nvcc); nothing measured")
 
     torch._dynamo.config.cache_size_limit = 256
     impls = {
-        "ours": lambda x, w, b, act: group_norm(x, args.groups, w, b, activation=act),
+        "ours": lambda x, w, b, act: group_norm(x, args.groups, w, b, activation=act, backend="kernel"),
         "eager": lambda x, w, b, act: reference_group_norm(x, args.groups, w, b, activation=act),
     }
     if not args.no_compile:

@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("bench_train_step: needs a CUDA device (torch.cuda.is_available() is False); nothing measured")
+    # Built (or loaded from the cache) before any step: a training step never compiles the extension.
+    if "gn_kernel" in args.variants and gnvideo.ops.load_extension() != "cuda":
+        sys.exit("bench_train_step: the extension was built without its CUDA part (no nvcc); nothing measured")
     torch.backends.cudnn.benchmark = True
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}")
     print(f"{args.model}: {args.clips} clips x {args.frames} frames x {args.size}^2, bf16 autocast, channels_last_3d")

@@ -1,20 +1,28 @@
 #!/usr/bin/env python
 """Decode every video of a dataset in parallel and list the broken ones.
 
-Input: a dataset root (every video file below it), or an annotation file (official CSV, or a list with one path per
-line relative to ``--root``) plus ``--root``. Each file is opened with ``gnvideo.data.open_video`` (the reader the
-dataset uses) and all its frames are decoded. A file is broken when it is missing, empty, cannot be opened, has no
-decodable frame, or decodes to clearly fewer frames than its container announces (truncated: short by more than
-max(2, 5%)).
+Input: folders (every video file below them) or video files, or an annotation file (official CSV, or a list with one
+path per line relative to ``--root``) plus ``--root``. A video is broken by the one definition the dataset and
+``prepare_kinetics`` use (``gnvideo.data.validation``): missing, empty, cannot be opened, no decodable frame, a frame
+that fails to decode, or clearly fewer frames than the container announces. Every frame is decoded with
+``gnvideo.data.open_video``, the reader the dataset uses.
 
-Output (``--output``, default ``<root>/broken_videos.txt``): one broken video per line, ``<path><TAB><reason>``, the
-format the dataset's ``exclude_list`` option reads (it uses the text before the first TAB). Paths are absolute unless
-``--relative`` (then relative to ``--root``). A decoder crash (segfault) in a worker is caught: the file is listed with
-the reason "decoder crashed". Exit status: 0 all good, 1 some broken, 2 bad arguments.
+Each file is checked in a worker process with a time limit (``--timeout``, seconds): a file whose decoder hangs or
+crashes is listed ("timeout ..." / "decoder crashed ...") and its worker replaced, so the run always ends. FFmpeg's
+messages are silenced by sending the workers' stderr to /dev/null; no Python log callback is installed
+(``av.logging.set_level`` installs one, and it deadlocked FFmpeg's decoder threads on a corrupted h264 file).
+
+Output (``--output``, default ``<root>/broken_videos.txt`` for one folder or an annotation; none for lone files): one
+broken video per line, ``<path><TAB><reason>``, the format of the dataset's ``exclude_list``. Paths are absolute
+unless ``--relative``. Verdicts are written as they come: broken lines are appended to the output, every verdict to
+``<output>.done``; a rerun skips the files already in ``.done`` (``--fresh`` checks everything again) and finally
+rewrites the output with the broken files among the inputs, in input order. Every broken file is printed once with
+its reason. Exit status: 0 all good, 1 some broken, 2 bad arguments.
 
 Example::
 
     python data_prep/check_videos.py data/kinetics400 --workers 16
+    python data_prep/check_videos.py clip.mp4 other.avi
     python data_prep/check_videos.py --annotation data/kinetics400/annotations/val.csv --root data/kinetics400
 """
 
@@ -22,102 +30,79 @@ from __future__ import annotations
 
 import argparse
 import csv
+import multiprocessing
 import os
 import sys
+import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".flv", ".m4v", ".3gp", ".mpg", ".mpeg", ".ogv"}
-CHUNK = 256  # frames decoded per call (bounds memory)
-SPLIT_ALIASES = {"train": "train", "val": "val", "validate": "val", "validation": "val", "test": "test"}
-
-
-def _open_video():
-    try:
-        from gnvideo.data import open_video
-    except ImportError:  # package __init__ not written yet: the reader module itself
-        from gnvideo.data.readers import open_video
-    return open_video
-
-
-def container_frame_count(path: str | os.PathLike) -> int:
-    """Frame count the container header announces (0 when unknown): frame count, else duration x rate."""
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            stream = c.streams.video[0]
-            if stream.frames:
-                return int(stream.frames)
-            rate = stream.average_rate or stream.guessed_rate
-            if stream.duration and stream.time_base and rate:
-                return int(round(float(stream.duration * stream.time_base * rate)))
-    except Exception:  # unreadable header: the reader reports why
-        return 0
-    return 0
+DEFAULT_TIMEOUT = 300.0
+CRASHED = "decoder crashed (worker process died)"
 
 
 def check_video(path: str | os.PathLike, backend: str = "auto") -> str | None:
-    """Decode every frame of one video.
+    """Decode every frame of one video; None when it is fine, else the one-line reason."""
+    from gnvideo.data.validation import video_problem
 
-    Args:
-        path: the video file.
-        backend: reader backend passed to ``open_video`` ("auto", "decord", "pyav").
-
-    Returns:
-        None when the video decodes completely, else a one-line reason.
-    """
-    open_video = _open_video()
-    try:
-        reader = open_video(path, backend=backend)
-        with reader:
-            claimed = int(reader.num_frames)
-            if claimed <= 0:
-                return "no frames"
-            announced = container_frame_count(path)  # decord counts only the packets present in a cut file
-            decoded = 0
-            for start in range(0, claimed, CHUNK):
-                indices = range(start, min(start + CHUNK, claimed))
-                frames = reader.frames(indices)
-                if tuple(frames.shape[:1]) != (len(indices),) or frames.ndim != 4 or frames.shape[-1] != 3:
-                    return f"unexpected frame batch shape {tuple(frames.shape)}"
-                decoded = min(int(reader.num_frames), start + len(indices))
-                if reader.num_frames < claimed:  # the reader found the real end early
-                    break
-            expected = max(claimed, announced)
-            if expected - decoded > max(2, 0.05 * expected):
-                return f"truncated: {decoded} of {expected} frames decodable"
-    except FileNotFoundError:
-        return "file not found"
-    except Exception as e:  # every decoder failure is a finding, reported per file
-        return " ".join(f"{type(e).__name__}: {e}".split())[:500]
-    return None
+    return video_problem(path, backend)
 
 
-def _check_one(args: tuple[str, str]) -> tuple[str, str | None]:
-    path, backend = args
-    return path, check_video(path, backend)
+def _serve(conn, backend: str, quiet: bool) -> None:
+    """Worker loop: receive a path, send back ``(path, reason)``; None ends it."""
+    if quiet:  # FFmpeg writes straight to fd 2; no Python callback (see the module docstring)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+    while True:
+        path = conn.recv()
+        if path is None:
+            return
+        conn.send((path, check_video(path, backend)))
 
 
-def _isolated(path: str, backend: str) -> tuple[str, str | None]:
-    """Check one file in its own process, so a decoder crash names the file."""
-    with ProcessPoolExecutor(1) as ex:
-        try:
-            return ex.submit(_check_one, (path, backend)).result()
-        except BrokenProcessPool:
-            return path, "decoder crashed (worker process died)"
+class _Worker:
+    def __init__(self, ctx, backend: str, quiet: bool) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, backend, quiet), daemon=True)
+        self.proc.start()
+        child.close()
+        self.path: str | None = None
+        self.started = 0.0
+
+    def give(self, path: str) -> None:
+        self.path, self.started = path, time.monotonic()
+        self.conn.send(path)
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
 
 
-def check_all(paths: list[str], workers: int | None = None, backend: str = "auto",
-              progress: bool = False) -> list[tuple[str, str]]:
+def check_all(paths: list[str], workers: int | None = None, backend: str = "auto", progress: bool = False,
+              timeout: float = DEFAULT_TIMEOUT, on_result=None, quiet: bool = True) -> list[tuple[str, str]]:
     """Check many files in parallel; returns ``(path, reason)`` for the broken ones, in input order.
 
-    At most ``2 * workers`` files are in flight; when a worker dies (decoder segfault) those files are re-checked one
-    per process and the rest continue in a fresh pool.
+    Args:
+        paths: the files.
+        workers: worker processes (None = all CPUs; 0 = in this process, without a time limit).
+        backend: reader backend.
+        progress: show a progress bar.
+        timeout: seconds one file may take before its worker is killed and the file listed as broken.
+        on_result: called with ``(path, reason or None)`` as each verdict arrives.
+        quiet: send the workers' stderr (FFmpeg's messages) to /dev/null.
     """
     workers = (os.cpu_count() or 1) if workers is None else workers
     results: dict[str, str | None] = {}
@@ -131,6 +116,8 @@ def check_all(paths: list[str], workers: int | None = None, backend: str = "auto
 
     def record(path: str, reason: str | None) -> None:
         results[path] = reason
+        if on_result is not None:
+            on_result(path, reason)
         if bar is not None:
             bar.advance(task)
 
@@ -138,46 +125,80 @@ def check_all(paths: list[str], workers: int | None = None, backend: str = "auto
         if workers <= 0:
             for p in paths:
                 record(p, check_video(p, backend))
-        pending = deque(paths if workers > 0 else [])
-        while pending:
-            suspects: list[str] = []
-            with ProcessPoolExecutor(workers) as ex:
-                inflight: dict = {}
-                while pending or inflight:
-                    while pending and len(inflight) < 2 * workers:
-                        p = pending.popleft()
-                        inflight[ex.submit(_check_one, (p, backend))] = p
-                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                    crashed = False
-                    for fut in done:
-                        p = inflight.pop(fut)
-                        try:
-                            record(*fut.result())
-                        except BrokenProcessPool:
-                            crashed = True
-                            suspects.append(p)
-                    if crashed:
-                        suspects.extend(inflight.values())
-                        break
-            for p in suspects:
-                record(*_isolated(p, backend))
+        else:
+            _run_pool(paths, min(workers, max(1, len(paths))), backend, timeout, record, quiet)
     finally:
         if bar is not None:
             bar.stop()
     return [(p, results[p]) for p in paths if results.get(p)]
 
 
+def _run_pool(paths: list[str], workers: int, backend: str, timeout: float, record, quiet: bool) -> None:
+    ctx = multiprocessing.get_context()
+    pool = [_Worker(ctx, backend, quiet) for _ in range(workers)] if paths else []
+    pending = deque(paths)
+    try:
+        while pending or any(w.path for w in pool):
+            for i, w in enumerate(pool):
+                if w.path is None and pending:
+                    try:
+                        w.give(pending[0])
+                        pending.popleft()
+                    except OSError:  # died while idle: replace it
+                        w.stop(kill=True)
+                        pool[i] = _Worker(ctx, backend, quiet)
+            busy = [w for w in pool if w.path]
+            now = time.monotonic()
+            left = min(w.started + timeout - now for w in busy)
+            ready = wait([w.conn for w in busy], timeout=max(0.0, left))
+            for i, w in enumerate(pool):
+                if w.path is None:
+                    continue
+                if w.conn in ready:
+                    try:
+                        path, reason = w.conn.recv()
+                    except (EOFError, OSError):
+                        path, reason = w.path, CRASHED
+                        w.stop(kill=True)
+                        pool[i] = _Worker(ctx, backend, quiet)
+                    else:
+                        w.path = None
+                    record(path, reason)
+                elif time.monotonic() - w.started >= timeout:
+                    path = w.path
+                    w.stop(kill=True)
+                    pool[i] = _Worker(ctx, backend, quiet)
+                    record(path, f"timeout: no verdict after {timeout:g} s (decoder hung)")
+    finally:
+        for w in pool:
+            w.stop(kill=w.path is not None)
+
+
 def list_videos(root: str | os.PathLike) -> list[str]:
     """Every video file below ``root`` (hidden and partial files skipped), sorted."""
+    from gnvideo.data.layout import is_video_file
+
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root not found: {root}")
     found = []
     for dirpath, dirnames, files in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(str(Path(dirpath) / f) for f in sorted(files)
-                     if not f.startswith(".") and os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS)
+        found.extend(str(Path(dirpath) / f) for f in sorted(files) if is_video_file(f))
     return found
+
+
+def list_inputs(inputs: list[str]) -> list[str]:
+    """Video files named by folders (searched recursively) and files, in order, without duplicates."""
+    found: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found.extend(list_videos(item))
+        elif os.path.isfile(item):
+            found.append(item)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item}")
+    return list(dict.fromkeys(found))
 
 
 def paths_from_annotation(annotation: str | os.PathLike, root: str | os.PathLike,
@@ -194,6 +215,7 @@ def paths_from_annotation(annotation: str | os.PathLike, root: str | os.PathLike
         ValueError: malformed CSV row (names the file and line) or no split.
     """
     from gnvideo.data import read_annotations
+    from gnvideo.data.layout import SPLIT_ALIASES
 
     annotation, root = Path(annotation), Path(root)
     if not annotation.is_file():
@@ -224,41 +246,98 @@ def write_list(output: str | os.PathLike, broken: list[tuple[str, str]], root: s
     tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         for path, reason in broken:
-            shown = os.path.relpath(path, root) if relative and root else os.path.abspath(path)
-            f.write(f"{shown}\t{' '.join(reason.split())}\n")
+            f.write(_line(path, reason, root, relative))
     os.replace(tmp, output)
+
+
+def _line(path: str, reason: str, root: str | None, relative: bool) -> str:
+    shown = os.path.relpath(path, root) if relative and root else os.path.abspath(path)
+    return f"{shown}\t{' '.join(reason.split())}\n"
+
+
+def read_done(done: str | os.PathLike) -> dict[str, str | None]:
+    """Verdicts of an earlier run: absolute path -> reason (None = fine); lines cut by a kill are ignored."""
+    verdicts: dict[str, str | None] = {}
+    if not os.path.isfile(done):
+        return verdicts
+    with open(done, encoding="utf-8") as f:
+        for text in f:
+            if not text.endswith("\n") or "\t" not in text:
+                continue
+            path, reason = text.rstrip("\n").split("\t", 1)
+            verdicts[path] = None if reason == "ok" else reason
+    return verdicts
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", nargs="?", help="dataset root: check every video file below it")
-    p.add_argument("--annotation", help="check only the videos of this CSV/list (needs --root or DATASET)")
+    p.add_argument("inputs", nargs="*", metavar="PATH", help="dataset folder(s) or video file(s) to check")
+    p.add_argument("--annotation", help="check only the videos of this CSV/list (needs --root or one folder)")
     p.add_argument("--root", help="dataset root for --annotation")
     p.add_argument("--split", help="split directory for CSVs without a split column")
     p.add_argument("--output", help="list of broken videos (default <root>/broken_videos.txt)")
     p.add_argument("--relative", action="store_true", help="write paths relative to the root (default absolute)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all CPUs; 0 = in process)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds one file may take before it is listed as hung (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--fresh", action="store_true", help="check every file again instead of continuing")
     p.add_argument("--backend", default="auto", choices=("auto", "decord", "pyav"))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    try:  # FFmpeg's own messages about broken files would drown the progress bar; the reasons are in the list
-        import av.logging
-
-        av.logging.set_level(av.logging.PANIC)
-    except (ImportError, AttributeError):
-        pass
-    root = args.root or args.dataset
-    if root is None:
-        p.error("give a dataset root, or --annotation with --root")
+    if args.timeout <= 0:
+        p.error(f"--timeout must be > 0 seconds, got {args.timeout}")
+    root = args.root or (args.inputs[0] if len(args.inputs) == 1 and os.path.isdir(args.inputs[0]) else None)
+    if not args.inputs and not args.annotation:
+        p.error("give dataset folders or video files, or --annotation with --root")
     try:
-        paths = paths_from_annotation(args.annotation, root, args.split) if args.annotation else list_videos(root)
+        if args.annotation:
+            if root is None:
+                p.error("--annotation needs --root (or one dataset folder)")
+            paths = paths_from_annotation(args.annotation, root, args.split)
+        else:
+            paths = list_inputs(args.inputs)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    broken = check_all(paths, workers=args.workers, backend=args.backend, progress=not args.no_progress)
-    output = args.output or os.path.join(root, "broken_videos.txt")
-    write_list(output, broken, root=root, relative=args.relative)
-    print(f"checked {len(paths)} videos: {len(broken)} broken; list: {output}")
+    output = args.output or (os.path.join(root, "broken_videos.txt") if root else None)
+    done_file = f"{output}.done" if output else None
+    earlier = {} if args.fresh or done_file is None else read_done(done_file)
+    todo = [q for q in paths if os.path.abspath(q) not in earlier]
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        if args.fresh or not earlier:  # a new run: start both files empty
+            open(output, "w").close()
+            open(done_file, "w").close()
+        if len(todo) < len(paths):
+            print(f"continuing: {len(paths) - len(todo)} of {len(paths)} videos checked earlier ({done_file})")
+    out_f = open(output, "a", encoding="utf-8") if output else None
+    done_f = open(done_file, "a", encoding="utf-8") if done_file else None
+
+    verdicts = {q: earlier[os.path.abspath(q)] for q in paths if os.path.abspath(q) in earlier}
+
+    def on_result(path: str, reason: str | None) -> None:
+        verdicts[path] = reason
+        if reason:
+            print(f"broken: {path}: {reason}", flush=True)
+        if out_f is not None:
+            if reason:
+                out_f.write(_line(path, reason, root, args.relative))
+                out_f.flush()
+            done_f.write(f"{os.path.abspath(path)}\t{' '.join(reason.split()) if reason else 'ok'}\n")
+            done_f.flush()
+
+    try:
+        check_all(todo, workers=args.workers, backend=args.backend, progress=not args.no_progress,
+                  timeout=args.timeout, on_result=on_result)
+    finally:
+        for f in (out_f, done_f):
+            if f is not None:
+                f.close()
+    broken = [(q, verdicts[q]) for q in paths if verdicts.get(q)]
+    if output:
+        write_list(output, broken, root=root, relative=args.relative)
+    where = f"; list: {output}" if output else ""
+    print(f"checked {len(paths)} videos: {len(broken)} broken{where}")
     return 1 if broken else 0
 
 

@@ -9,7 +9,13 @@ Output (``--out``)::
 
     <split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4   h264/yuv420p, short side --short-side, no audio
     annotations/<split>.csv                                     rows for the clips that exist (official columns)
+    labels.txt                                                  the --labels class names, when given
     prepare_report.json                                         missing and broken sources, counts
+
+Every row is checked before anything is encoded, with the dataset's rules (``gnvideo.data.layout``): whole,
+non-negative seconds with time_start < time_end, and a label among the class names (``--labels``). Sources are
+broken by the rule of ``gnvideo.data.validation`` and reported with check_videos' reason. Output frames are upright
+(rotation metadata applied) and are the source frames at the source's rate, none repeated or dropped.
 
 Resumable: finished outputs are skipped; each output is written to a hidden temp file and renamed. Never touches the
 network. Example::
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -32,12 +39,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from gnvideo.data.annotations import load_label_names  # noqa: E402
+from gnvideo.data.layout import CSV_COLUMNS as REQUIRED_COLUMNS  # noqa: E402
+from gnvideo.data.layout import SPLIT_ALIASES, check_label, is_video_file, parse_time_span  # noqa: E402
 from gnvideo.data.synthetic import clip_filename, write_annotation_csv  # noqa: E402
-
-VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".flv", ".m4v", ".3gp", ".mpg", ".mpeg", ".ogv"}
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
-                 "validation": "val", "test": "test"}
-REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 
 
 @dataclass(frozen=True)
@@ -57,24 +62,21 @@ class Clip:
         return f"{self.split}/{self.label}/{clip_filename(self.youtube_id, self.time_start, self.time_end)}"
 
 
-def _number(text: str) -> int:
-    value = float(text)
-    if value != int(value):
-        raise ValueError(f"not a whole number of seconds: {text!r}")
-    return int(value)
-
-
-def read_official_csv(path: str | os.PathLike, default_split: str | None = None) -> list[Clip]:
-    """Parse an official Kinetics CSV.
+def read_official_csv(path: str | os.PathLike, default_split: str | None = None,
+                      label_names: list[str] | None = None) -> list[Clip]:
+    """Parse an official Kinetics CSV with the dataset's rules (``gnvideo.data.layout``).
 
     Args:
         path: CSV with a header containing ``label,youtube_id,time_start,time_end`` and optionally ``split``.
         default_split: split for files without a ``split`` column (else taken from the file name).
+        label_names: class names every label must be one of (None = any label).
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: missing columns or a malformed row; the message names the file and line.
+        ValueError: missing columns, a malformed row, bad times or an unknown label; the message names the file and
+            line.
     """
+    label_index = {name: i for i, name in enumerate(label_names)} if label_names is not None else None
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation CSV not found: {path}")
@@ -96,9 +98,9 @@ def read_official_csv(path: str | os.PathLike, default_split: str | None = None)
                     raise ValueError("empty label or youtube_id")
                 if "/" in label or "/" in yid or label in (".", ".."):
                     raise ValueError("label and youtube_id must not contain '/'")
-                start, end = _number(row["time_start"]), _number(row["time_end"])
-                if not 0 <= start < end:
-                    raise ValueError(f"need 0 <= time_start < time_end, got {start}, {end}")
+                start, end = parse_time_span(row["time_start"], row["time_end"])
+                if label_index is not None:
+                    check_label(label, label_index)
                 split_text = (row.get("split") or default_split or _split_from_name(path)).strip().lower()
                 if split_text not in SPLIT_ALIASES:
                     raise ValueError(f"unknown split {split_text!r}; expected one of {sorted(SPLIT_ALIASES)}")
@@ -123,8 +125,8 @@ def index_sources(video_dir: str | os.PathLike) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for dirpath, _, files in os.walk(video_dir):
         for name in sorted(files):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in VIDEO_EXTENSIONS and not name.startswith("."):
+            stem = os.path.splitext(name)[0]
+            if is_video_file(name):
                 index.setdefault(stem, Path(dirpath) / name)
     return index
 
@@ -140,73 +142,149 @@ def find_source(index: dict[str, Path], clip: Clip) -> tuple[Path | None, bool]:
 
 def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: float, short_side: int = 256,
               upscale: bool = True, crf: int = 23, preset: str = "veryfast", threads: int = 1) -> int:
-    """Cut ``[start, end)`` seconds of ``src``, resize to short side ``short_side`` and encode h264 to ``dst``.
+    """Cut ``[start, end)`` seconds of ``src``, turn it upright, resize to short side ``short_side``, encode h264.
 
-    The output has a constant frame rate equal to the source's average rate (variable-rate sources are resampled by
-    repeating or dropping frames). Audio is dropped. Written to a hidden temp file and renamed.
+    The output has a constant frame rate equal to the source's average rate; output frame ``j`` (at ``start + j /
+    rate``) is the source frame on screen at that time, rounded to the nearest frame, so a constant-rate source gives
+    each of its frames exactly once (also with millisecond timestamps, as in MKV, and for AVI files whose packet
+    times are in decode order, which are numbered by counting). Variable-rate sources are resampled. Rotation metadata
+    is applied to the pixels (the output has none). Audio is dropped. Written to a hidden temp file and renamed.
 
     Returns:
         Number of frames written.
 
     Raises:
-        RuntimeError: the source has no video stream or no frame in the interval.
-        av.error.FFmpegError: decoding failed.
+        VideoDecodeError: the source is broken by the rule of ``gnvideo.data.validation`` (a decode error, or
+            truncated), has no video stream, or has no frame in the interval; ``reason`` is the check_videos text.
     """
     import av
 
-    dst = Path(dst)
+    from gnvideo.data.validation import VideoDecodeError, check_file, ffmpeg_message
+
+    src, dst = str(src), Path(dst)
+    check_file(src)
     tmp = dst.with_name(f".{dst.name}.partial")
-    with av.open(str(src)) as inp:
+    try:
+        inp = av.open(src)
+    except (av.error.FFmpegError, UnicodeDecodeError) as err:
+        raise VideoDecodeError(f"cannot open: {ffmpeg_message(err)}", src) from err
+    with inp:
         if not inp.streams.video:
-            raise RuntimeError("no video stream")
+            raise VideoDecodeError("no video stream", src)
         ist = inp.streams.video[0]
         ist.thread_type = "AUTO"
         rate = ist.average_rate or ist.guessed_rate or Fraction(30)
         if not 1 <= rate <= 240:
             rate = Fraction(30)
+        step = 1 / float(rate)
+        count_frames = inp.format.name == "avi" and bool(ist.codec_context.has_b_frames)
         t0 = float(ist.start_time * ist.time_base) if ist.start_time is not None and ist.time_base else 0.0
-        if start > 0:
+        if start > 0 and not count_frames:
             inp.seek(int((start + t0) / ist.time_base), stream=ist, backward=True, any_frame=False)
+        n_out = max(1, round((end - start) * float(rate)))
+
+        def slot(t: float) -> int:  # the output frame whose time is nearest to t
+            return math.floor((t - start) / step + 0.5)
+
         written = 0
         with av.open(str(tmp), "w", format="mp4") as out:
             ost = None
-            step = 1 / float(rate)
-            prev = None  # [time (s), decoded frame, resized frame or None]
+            rotation = 0
 
-            def emit(entry: list, until: float) -> None:
+            def emit(frame, until: int) -> None:
                 nonlocal written
-                while start + written * step < min(until, end) - 1e-4:  # 0.1 ms: float rounding of times
-                    if entry[2] is None:  # resize lazily: frames before the cut point are never converted
-                        entry[2] = entry[1].reformat(width=ost.width, height=ost.height, format="yuv420p",
-                                                     interpolation="AREA")
-                    entry[2].pts, entry[2].time_base = written, ost.codec_context.time_base
-                    out.mux(ost.encode(entry[2]))
+                converted = None
+                while written < min(until, n_out):
+                    if converted is None:  # convert lazily: frames before the cut point are never converted
+                        converted = _upright(frame, ost.width, ost.height, rotation)
+                    converted.pts, converted.time_base = written, ost.codec_context.time_base
+                    out.mux(ost.encode(converted))
                     written += 1
 
-            last_until = None
-            for frame in inp.decode(ist):
-                t = (frame.time if frame.time is not None else t0 + (prev[0] + step if prev else start)) - t0
+            prev, prev_t, t, decoded = None, None, None, 0
+            for k, frame, t in _timed_frames(inp, ist, src, step, t0, count_frames):
+                decoded = k + 1
+                if prev_t is not None and t <= prev_t:  # never back in time (decode-order timestamps)
+                    t = prev_t + step
                 if ost is None:
-                    w, h = _target_size(frame.width, frame.height, short_side, upscale)
+                    rotation = int(round(frame.rotation or 0)) % 360
+                    w, h = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
+                    w, h = _target_size(w, h, short_side, upscale)
                     ost = out.add_stream("libx264", rate=rate,
                                          options={"crf": str(crf), "preset": preset, "threads": str(threads)})
                     ost.width, ost.height, ost.pix_fmt = w, h, "yuv420p"
                     ost.codec_context.time_base = 1 / rate
+                s = slot(t)
                 if prev is not None:
-                    emit(prev, t)  # the previous frame stays on screen until this one starts
-                elif t > start:
-                    emit([t, frame, None], t)  # nothing decoded before the cut point: hold the first frame
-                if t >= end - 1e-4:
-                    last_until = t
+                    emit(prev, s)  # the previous frame stays on screen until this one starts
+                elif s > 0:
+                    emit(frame, s)  # nothing decoded before the cut point: hold the first frame
+                if s >= n_out:
                     break
-                prev = [t, frame, None]
-            if prev is not None:
-                emit(prev, last_until if last_until is not None else prev[0] + step)
+                prev, prev_t = frame, t
+            else:
+                if prev is not None:
+                    emit(prev, slot(prev_t) + 1)
+                    _check_not_truncated(ist, src, prev_t, rate, decoded if count_frames or start <= 0 else None)
             if ost is None or written == 0:
-                raise RuntimeError(f"no frames in [{start}, {end}] s")
+                raise VideoDecodeError(f"no frames in [{start}, {end}] s", src)
             out.mux(ost.encode(None))
     os.replace(tmp, dst)
     return written
+
+
+def _timed_frames(inp, ist, src: str, step: float, t0: float, count_frames: bool):
+    """``(k, frame, t)``: decoded frames with their time in seconds from the stream start (frame count x step when
+    ``count_frames``); a decode error raises the check_videos verdict."""
+    import av
+
+    from gnvideo.data.validation import VideoDecodeError, decode_error_reason, ffmpeg_message
+
+    k, t = -1, None
+    demux = inp.demux(ist)
+    while True:
+        try:
+            packet = next(demux)
+            frames = packet.decode()
+        except StopIteration:
+            return
+        except av.error.FFmpegError as err:
+            if k < 0:
+                raise VideoDecodeError(f"cannot decode: {ffmpeg_message(err)}", src) from err
+            at = k + 1 if count_frames or t is None else round(t / step) + 1
+            raise VideoDecodeError(decode_error_reason(at, err), src) from err
+        for frame in frames:
+            k += 1
+            if count_frames or frame.time is None:
+                t = k * step if count_frames or t is None else t + step
+            else:
+                t = frame.time - t0
+            yield k, frame, t
+
+
+def _check_not_truncated(ist, src: str, last_time: float, rate: Fraction, decoded: int | None) -> None:
+    """The source ended: raise the check_videos verdict when it holds clearly fewer frames than announced."""
+    from gnvideo.data.validation import VideoDecodeError, truncation_reason
+
+    announced = int(ist.frames or 0)
+    if announced <= 0 and ist.duration and ist.time_base:
+        announced = round(float(ist.duration * ist.time_base) * float(rate))
+    reason = truncation_reason(decoded if decoded is not None else round(last_time * float(rate)) + 1, announced)
+    if reason is not None:
+        raise VideoDecodeError(reason, src)
+
+
+def _upright(frame, width: int, height: int, rotation: int):
+    """``frame`` as yuv420p of the output size (width x height, upright), its rotation metadata applied."""
+    import av
+    import numpy as np
+
+    if rotation == 0:
+        return frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
+    stored_w, stored_h = (height, width) if rotation in (90, 270) else (width, height)
+    rgb = frame.reformat(width=stored_w, height=stored_h, format="rgb24", interpolation="AREA").to_ndarray()
+    upright = np.ascontiguousarray(np.rot90(rgb, rotation // 90))  # counter-clockwise, as the reader does
+    return av.VideoFrame.from_ndarray(upright, format="rgb24").reformat(format="yuv420p")
 
 
 def _target_size(width: int, height: int, short_side: int, upscale: bool) -> tuple[int, int]:
@@ -221,24 +299,39 @@ def _target_size(width: int, height: int, short_side: int, upscale: bool) -> tup
 def _work(job: tuple) -> tuple[str, str, str]:
     """Worker: returns (relpath, status, detail) with status in done/broken."""
     relpath, src, dst, start, end, options = job
+    from gnvideo.data.validation import VideoDecodeError, problem_reason, video_problem
+
     try:
         n = transcode(src, dst, start, end, **options)
     except Exception as e:  # any decoder failure marks the source broken: reported, not raised
         tmp = Path(dst).with_name(f".{Path(dst).name}.partial")
         if tmp.exists():
             tmp.unlink()
-        return relpath, "broken", f"{type(e).__name__}: {e}".replace("\n", " ")
+        reason = problem_reason(e)
+        if isinstance(e, VideoDecodeError) and reason.startswith(("decode error", "truncated")):
+            reason = video_problem(src) or reason  # the whole-file verdict, word for word what check_videos says
+        return relpath, "broken", reason
     return relpath, "done", str(n)
 
 
 def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 256, upscale: bool = True,
             workers: int | None = None, crf: int = 23, preset: str = "veryfast", split: str | None = None,
-            progress: bool = True) -> dict:
-    """Run the whole preparation; returns the report (also written to ``out/prepare_report.json``)."""
+            progress: bool = True, labels: str | None = None) -> dict:
+    """Run the whole preparation; returns the report (also written to ``out/prepare_report.json``).
+
+    Every CSV row is checked before anything is encoded. ``labels`` is the class-name file every label must be in;
+    default ``out/labels.txt`` when it exists, else the packaged Kinetics-400 list (the dataset's default too). A
+    given ``labels`` file is copied to ``out/labels.txt``, where the dataset finds it.
+    """
     out_dir = Path(out)
+    own_labels = out_dir / "labels.txt"
+    names = load_label_names(labels if labels is not None else (own_labels if own_labels.is_file() else None))
     clips: list[Clip] = []
     for f in csv_files:
-        clips.extend(read_official_csv(f, default_split=split))
+        clips.extend(read_official_csv(f, default_split=split, label_names=names))
+    if labels is not None and (not own_labels.is_file() or load_label_names(own_labels) != names):
+        own_labels.parent.mkdir(parents=True, exist_ok=True)
+        own_labels.write_text("\n".join(names) + "\n", encoding="utf-8")
     index = index_sources(video_dir)
     options = {"short_side": short_side, "upscale": upscale, "crf": crf, "preset": preset}
     jobs, missing, existing = [], [], []
@@ -328,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crf", type=int, default=23, help="x264 quality (lower = better, default 23)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
     p.add_argument("--split", default=None, help="split for CSVs without a split column (default: from file name)")
+    p.add_argument("--labels", default=None, help="class names, one per line, every CSV label must be one of them "
+                   "(default OUT/labels.txt if present, else the packaged Kinetics-400 list); copied to OUT/labels.txt")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.short_side < 16:
@@ -335,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = prepare(args.csv, args.videos, args.out, short_side=args.short_side, upscale=not args.no_upscale,
                          workers=args.workers, crf=args.crf, preset=args.preset, split=args.split,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, labels=args.labels)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,10 +2,11 @@
 
 Examples::
 
-    gnvideo fit --config configs/kinetics400/i3d_r50_gn_32x2_8clips.yaml
+    gnvideo fit --config configs/kinetics400/base.yaml --config configs/kinetics400/norm_gn.yaml \
+        --config configs/kinetics400/i3d_r50_gn_32x2_8clips.yaml
     gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --data.clips_per_device 4 --trainer.max_steps 50
     gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path last      # resume the latest run
-    gnvideo test --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path best     # writes results.json
+    gnvideo test --config configs/synthetic/tiny_r3d_gn.yaml --ckpt_path best     # writes test_N/results.json
     gnvideo predict --config configs/synthetic/tiny_r3d_gn.yaml --data.predict_files [a.mp4,b.mp4] --ckpt_path X
     gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --print_config
     gnvideo report runs/ --paper --plot table8.png
@@ -16,18 +17,218 @@ defaults to the stem of the last ``--config`` file. Each run folder holds ``conf
 ``last.ckpt``, written after each validation and every ``--last_checkpoint.every_n_train_steps`` (1000) steps.
 ``--ckpt_path last`` and ``--ckpt_path best`` resolve to the newest run of ``run_name`` that has such a checkpoint;
 ``fit --ckpt_path last`` resumes there (exact step, optimizer and LR-scheduler state) and keeps logging in that folder.
-``test`` writes ``results.json`` beside the checkpoint (or in its own run folder without one); ``predict`` prints the
-top-5 classes per video and writes ``predictions.json``. Config mistakes stop before training with the key named.
+``test`` writes a new result file in its own run folder (``test_N/results.json``; see :mod:`gnvideo.results`);
+``predict`` prints the top-5 classes per video and writes ``predict_N/predictions.json``.
+Config mistakes stop before training with the key named.
 """
 
 from __future__ import annotations
 
+import csv
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from gnvideo.api import GNVideoCLI, make_cli
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-__all__ = ["GNVideoCLI", "main"]
+from gnvideo.callbacks import ExactResume, GroupNormKernelSetup, LRMonitor, PreciseBN, PredictionWriter, RunRecorder
+from gnvideo.errors import ConfigError
+from gnvideo.module import VideoClassifier
+
+__all__ = ["GNVideoCLI", "build_cli", "main"]
+
+
+def _versions(exp_dir: Path) -> list[Path]:
+    runs = [p for p in exp_dir.glob("version_*") if p.is_dir() and p.name[8:].isdigit()]
+    return sorted(runs, key=lambda p: int(p.name[8:]))
+
+
+def _find_checkpoint(exp_dir: Path, which: str) -> Path | None:
+    """Newest ``last.ckpt`` (which="last") or ``best*.ckpt`` (which="best") among the fit runs of an experiment."""
+    for run in reversed(_versions(exp_dir)):
+        pattern = "last*.ckpt" if which == "last" else "best*.ckpt"
+        found = sorted((run / "checkpoints").glob(pattern), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    return None
+
+
+class _AppendingWriter(ExperimentWriter):
+    """CSV writer that keeps an existing ``metrics.csv`` (a resumed attempt appends to the rows of the earlier ones)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = sorted(next(csv.reader(f), []))
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives a resume: rows logged before a kill are kept, new rows appended
+    (Lightning's own writer deletes the file when the run folder exists)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class KeepingSaveConfigCallback(SaveConfigCallback):
+    """Saves the resolved config of every attempt in the run folder: ``config.yaml`` for the first, then
+    ``config_1.yaml``, ``config_2.yaml``, ... for resumed attempts (never overwritten)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.already_saved:
+            return
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        name, i = Path(self.config_filename), 0
+        while (folder / self.config_filename).exists():
+            i += 1
+            self.config_filename = f"{name.stem}_{i}{name.suffix}"
+        super().setup(trainer, pl_module, stage)
+
+
+class GNVideoCLI(LightningCLI):
+    """LightningCLI with the gnvideo links, checkpoint defaults, run folders and config checks."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run_name", type=str | None, default=None,
+                            help="run folder name under trainer.default_root_dir (default: stem of the last --config)")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.clips_per_device", "model.clips_per_device")
+        # best by val/top1 (saved when validation ends) and last.ckpt every N optimizer steps (for resuming); Lightning
+        # allows one trigger per ModelCheckpoint and defers monitored saves until the first validation, hence two.
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/top1", "checkpoint.mode": "max", "checkpoint.save_last": True,
+                             "checkpoint.filename": "best-{epoch}-{step}", "checkpoint.save_top_k": 1,
+                             "checkpoint.auto_insert_metric_name": False, "checkpoint.enable_version_counter": False})
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults({"last_checkpoint.monitor": None, "last_checkpoint.save_top_k": 0,
+                             "last_checkpoint.save_last": True, "last_checkpoint.every_n_train_steps": 1000,
+                             "last_checkpoint.enable_version_counter": False})
+        parser.add_lightning_class_args(LRMonitor, "lr_monitor")  # logs train/lr/<param group> per step
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(PreciseBN, "precise_bn")  # --precise_bn.num_batches 200 (paper BN cells)
+        parser.set_defaults({"precise_bn.num_batches": 0})
+
+    def _fail(self, message: str) -> None:
+        print(f"gnvideo {self.subcommand or 'run'}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    def before_instantiate_classes(self) -> None:
+        # run=False (the programmatic API, gnvideo.demo): one flat config, a fit run folder
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        data = cfg.data
+        if self.subcommand == "predict":
+            files = data.get("predict_files")
+            if not files:
+                self._fail("data.predict_files: give the videos to classify (a video, a folder or a list file)")
+            for f in [files] if isinstance(files, str) else files:
+                if not Path(f).exists():
+                    hint = "" if isinstance(files, str) else " (a comma in a file name splits the [..] list: pass " \
+                        "the video alone, its folder, or a text file listing it)"
+                    self._fail(f"data.predict_files: {f} does not exist{hint}")
+            if not cfg.get("ckpt_path") and not cfg.model.get("init_from"):
+                print("gnvideo predict: warning: no --ckpt_path or --model.init_from, predicting with random weights",
+                      file=sys.stderr)
+        elif not Path(data.root).is_dir():
+            self._fail(f"data.root: folder {data.root} does not exist")
+        configs = cfg.get("config") or []
+        name = cfg.get("run_name") or (Path(str(configs[-1])).stem if configs else "default")
+        root = Path(cfg.trainer.get("default_root_dir") or "runs")
+        exp_dir = root / name
+        self._run_name, self._version = name, None
+        ckpt = cfg.get("ckpt_path")
+        if ckpt and ckpt not in ("last", "best") and not Path(ckpt).is_file():
+            self._fail(f"ckpt_path: checkpoint file not found: {ckpt}")
+        k = (cfg.model.get("norm_options") or {}).get("clips_per_group") if cfg.model.get("norm") == "sub_bn" else None
+        if k and int(data.clips_per_device) % int(k):
+            self._fail(f"model.norm_options.clips_per_group: {k} does not divide data.clips_per_device "
+                       f"{data.clips_per_device} (sub_bn splits each forward's clips into groups of {k})")
+        if ckpt in ("last", "best"):
+            found = _find_checkpoint(exp_dir, ckpt)
+            if found is None and (self.subcommand != "fit" or ckpt == "best"):
+                self._fail(f"ckpt_path: no '{ckpt}' checkpoint under {exp_dir}/version_*/checkpoints")
+            if found is None:
+                print(f"gnvideo fit: no last checkpoint under {exp_dir}; starting a new run", file=sys.stderr)
+            cfg.ckpt_path = str(found) if found else None
+            if found is not None and self.subcommand == "fit":
+                self._version = int(found.parent.parent.name[8:])
+        if self.subcommand == "predict" and cfg.get("ckpt_path") and not data.get("labels") and \
+                not (Path(data.root) / "labels.txt").is_file():  # no dataset: the class names of the checkpoint's run
+            from gnvideo.data.datamodule import labels_from_checkpoint
+
+            data.labels, n = labels_from_checkpoint(cfg.ckpt_path)
+            if data.labels is None and n not in (None, 400):
+                self._fail(f"data.labels: the checkpoint has {n} classes and its labels file is gone; give the "
+                           "class-name file (one name per line)")
+        if self._version is None:
+            if self.subcommand in ("fit", None):
+                self._version = int(_versions(exp_dir)[-1].name[8:]) + 1 if _versions(exp_dir) else 0
+            else:
+                n = sum(1 for _ in exp_dir.glob(f"{self.subcommand}_*"))
+                self._version = f"{self.subcommand}_{n}"
+        self._root = root
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        from gnvideo.models.weights import WeightsError
+
+        try:
+            super()._run_subcommand(subcommand)
+        except WeightsError as e:  # initial weights load when the run starts: one line, nothing trained yet
+            self._fail(str(e))
+        except ConfigError as e:  # found by the data module once the trainer is known (devices)
+            self._fail(str(e))
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+            self.datamodule.setup(self.subcommand)  # annotation errors surface now, before a run folder exists
+        except (ValueError, FileNotFoundError, TypeError) as e:
+            self._fail(str(e))
+
+    def instantiate_trainer(self, **kwargs):
+        logger = self._get(self.config_init, "trainer", default={}).get("logger")
+        if logger is None or logger is True:
+            common = {"save_dir": str(self._root), "name": self._run_name, "version": self._version}
+            kwargs["logger"] = [AppendingCSVLogger(**common), TensorBoardLogger(default_hp_metric=False, **common)]
+        return super().instantiate_trainer(**kwargs)
+
+
+def build_cli(args: Sequence[str] | None = None, run: bool = True) -> GNVideoCLI:
+    """The ``gnvideo`` LightningCLI for ``args``.
+
+    With ``run=False`` nothing runs: ``args`` hold no subcommand, and the caller drives ``cli.trainer.fit`` /
+    ``test`` with ``cli.model`` and ``cli.datamodule`` (how :mod:`gnvideo.demo` trains); the run folder is a fit run's
+    (``{default_root_dir}/{run_name}/version_N``). Every trainer carries a :class:`RunRecorder` (training setting in
+    checkpoints, one result file per test), a :class:`PredictionWriter` and a :class:`GroupNormKernelSetup`.
+    """
+    import warnings
+
+    from gnvideo.data import KineticsDataModule
+
+    with warnings.catch_warnings():
+        # args given by a caller (the demo, tests) are meant to replace sys.argv, which Lightning warns about
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return GNVideoCLI(
+            VideoClassifier,
+            KineticsDataModule,
+            args=None if args is None else list(args),
+            run=run,
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            # each attempt's config is kept: config.yaml, then config_1.yaml, ... for resumed attempts
+            save_config_callback=KeepingSaveConfigCallback,
+            trainer_defaults={"default_root_dir": "runs",
+                              "callbacks": [RunRecorder(), PredictionWriter(), GroupNormKernelSetup(),
+                                            ExactResume()]},
+        )
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -44,7 +245,7 @@ def main(args: Sequence[str] | None = None) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print("gnvideo report RUN_DIR... [--paper] [--plot OUT.png] [--chance]   BN-vs-GN table from results.json\n"
               "gnvideo demo ...                                                  end-to-end CPU demo\n")
-    make_cli(None if args is None else argv, run=True)
+    build_cli(None if args is None else argv)
     return 0
 
 

@@ -1,10 +1,12 @@
 """``gnvideo demo``: the BN-vs-GN experiment end to end on the built-in synthetic dataset.
 
 Steps: make the synthetic motion dataset if it is absent (``gnvideo.data.synthetic``); for each clips-per-device
-setting and each norm, ``gnvideo fit`` a small 3D ResNet and ``gnvideo test`` it with multi-view testing on the held-out
-``val`` clips; print the BN-vs-GN table with the chance level and save the plot.
+setting and each norm, fit a small 3D ResNet and test its last checkpoint with multi-view testing on the held-out
+``val`` clips (:func:`fit_and_test`, the programmatic API of :func:`gnvideo.cli.build_cli`); print the BN-vs-GN table
+with the chance level and save the plot. Options come from the command line and ``--config`` YAML files
+(``configs/study/``), parsed by jsonargparse as every ``gnvideo`` command is.
 
-The paper's protocol is mimicked on one device: a fixed number of simulated devices (``--simulated-devices``, V)
+The paper's protocol is mimicked on one device: a fixed number of simulated devices (``--simulated_devices``, V)
 each holding ``c`` clips, so an optimizer step sees ``c x V`` clips and the LR is scaled linearly with that total.
 BN's per-device statistics come from ``sub_bn`` with ``clips_per_group = c`` on one forward of ``c x V`` clips: it
 normalizes each group of ``c`` clips on its own, as ``c`` clips per GPU would be. GN, BGN, LN and IN run ``c`` clips
@@ -20,49 +22,53 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
-__all__ = ["main", "run_demo"]
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from gnvideo.models.norms import DEMO_KINDS
+
+__all__ = ["fit_and_test", "main", "parser", "run_demo"]
+
+DemoNorm = Literal[tuple(DEMO_KINDS)]  # type: ignore[valid-type]
 
 
-def _parser():
-    """The demo's options on jsonargparse (the config system of LightningCLI): ``--config FILE.yaml`` sets any of them
-    (keys with ``_``), unknown keys are an error, later command-line options win."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    p = ArgumentParser(prog="gnvideo demo", description=__doc__.split("\n\n")[0], default_meta=False)
+def parser() -> ArgumentParser:
+    """The demo's options; ``--config FILE`` reads them from YAML (jsonargparse, as the other commands)."""
+    p = ArgumentParser(prog="gnvideo demo", description=__doc__.split("\n\n")[0], default_env=False)
     p.add_argument("--config", action=ActionConfigFile, help="YAML file of these options, e.g. configs/study/*.yaml")
-    p.add_argument("--root", default="data/synthetic", help="synthetic dataset folder (made when absent)")
-    p.add_argument("--out", default="runs/demo", help="folder for the runs, the table and the plot")
-    p.add_argument("--norms", nargs="+", default=["bn", "gn"], choices=["bn", "gn", "bgn", "ln", "in"])
-    p.add_argument("--clips-per-device", nargs="+", type=int, default=[8, 2], help="settings compared (c)")
-    p.add_argument("--simulated-devices", type=int, default=2, help="V: clips per step = c x V")
+    p.add_argument("--root", type=str, default="data/synthetic", help="synthetic dataset folder (made when absent)")
+    p.add_argument("--out", type=str, default="runs/demo", help="folder for the runs, the table and the plot")
+    p.add_argument("--norms", type=list[DemoNorm], default=["bn", "gn"], help="norms compared, e.g. [bn,gn,bgn]")
+    p.add_argument("--clips_per_device", type=list[int], default=[8, 2], help="settings compared (c), e.g. [8,2]")
+    p.add_argument("--simulated_devices", type=int, default=2, help="V: clips per step = c x V")
     p.add_argument("--epochs", type=int, default=20, help="per run; 20 keeps the demo under 10 minutes on 2 CPU cores")
-    p.add_argument("--backbone", default="tiny_r3d")
-    p.add_argument("--num-groups", type=int, default=8, help="groups of gn and bgn")
+    p.add_argument("--backbone", type=str, default="tiny_r3d")
+    p.add_argument("--num_groups", type=int, default=8, help="groups of gn and bgn")
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--sampling-rate", type=int, default=2)
-    p.add_argument("--crop-size", type=int, default=64)
-    p.add_argument("--test-clips", type=int, default=4)
-    p.add_argument("--test-crops", type=int, default=3)
+    p.add_argument("--sampling_rate", type=int, default=2)
+    p.add_argument("--crop_size", type=int, default=64)
+    p.add_argument("--test_clips", type=int, default=4)
+    p.add_argument("--test_crops", type=int, default=3)
     # 0.1 measured: with 16 clips per step BN stayed near chance at 0.2 (10 % top-1, loss ~ln 8) and 0.4 (19 %) on
     # this data while GN learned; at 0.1 both learn (BN 55-69 % over 3 seeds at 16 and 32 clips per step, 12 epochs)
-    p.add_argument("--base-lr", type=float, default=0.1, help="LR for 64 clips per step (scaled linearly)")
+    p.add_argument("--base_lr", type=float, default=0.1, help="LR for 64 clips per step (scaled linearly)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds; each cell runs once per seed")
-    p.add_argument("--dataset-seed", type=int, default=0, help="seed of the synthetic dataset")
-    p.add_argument("--num-classes", type=int, default=8, help="synthetic classes (when the dataset is made)")
-    p.add_argument("--videos-per-class", type=int, default=40, help="synthetic training videos per class")
-    p.add_argument("--val-videos-per-class", type=int, default=10, help="synthetic held-out videos per class")
-    p.add_argument("--limit-batches", type=int, default=None, help="cap train batches per epoch (smoke tests)")
+    p.add_argument("--seeds", type=list[int], default=[0], help="training seeds; each cell runs once per seed")
+    p.add_argument("--dataset_seed", type=int, default=0, help="seed of the synthetic dataset")
+    p.add_argument("--num_classes", type=int, default=8, help="synthetic classes (when the dataset is made)")
+    p.add_argument("--videos_per_class", type=int, default=40, help="synthetic training videos per class")
+    p.add_argument("--val_videos_per_class", type=int, default=10, help="synthetic held-out videos per class")
+    p.add_argument("--limit_batches", type=int | None, default=None, help="cap train batches per epoch (smoke tests)")
     return p
 
 
-def _parse(argv: Sequence[str] | None):
-    """Command-line options over the ``--config`` YAML file(s) over the defaults."""
-    return _parser().parse_args(list(argv) if argv is not None else None)
+def _parse(argv: Sequence[str] | None) -> Namespace:
+    """Command-line options over ``--config`` files over the defaults."""
+    return parser().parse_args(None if argv is None else list(argv))
 
 
-def _run_args(a, norm: str, clips: int, seed: int) -> tuple[str, list[str]]:
+def _run_args(a: Namespace, norm: str, clips: int, seed: int) -> tuple[str, list[str]]:
     """Run name and the ``gnvideo`` arguments shared by fit and test of one (norm, clips per device, seed) run."""
     kind, options = norm, {}
     if norm == "bn":
@@ -97,38 +103,31 @@ def _run_args(a, norm: str, clips: int, seed: int) -> tuple[str, list[str]]:
     return name, args
 
 
-def _quiet_build(args: list[str], stage: str):
-    import warnings
+def fit_and_test(args: Sequence[str]):
+    """Fit one run with the ``gnvideo`` options ``args`` (no subcommand), then test its last checkpoint.
 
-    from gnvideo.api import build
+    Uses the programmatic API (:func:`gnvideo.cli.build_cli` with ``run=False``) and the same trainer for both, so the
+    result lands in the fit run's folder.
 
-    with warnings.catch_warnings():  # `gnvideo demo ...` has its own argv; the runs take theirs from us
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
-        return build(args, stage=stage)
+    Returns:
+        ``(result, path)``: the :class:`gnvideo.results.TestResult` and the file it was written to.
+    """
+    from gnvideo.callbacks import RunRecorder
+    from gnvideo.cli import build_cli
 
-
-def run_cell(a, norm: str, clips: int, seed: int):
-    """Fit one (norm, clips per device, seed) run and test its last checkpoint (programmatic API of
-    :func:`gnvideo.cli.build`); returns the :class:`gnvideo.results.TestResult`."""
-    from gnvideo.api import result_writer
-
-    name, args = _run_args(a, norm, clips, seed)
-    fit = _quiet_build(args, "fit")
-    fit.trainer.fit(fit.model, datamodule=fit.datamodule)
-    ckpt = next((c.last_model_path for c in fit.trainer.checkpoint_callbacks if c.last_model_path), None)
-    if not ckpt:
-        raise RuntimeError(f"demo: fit of {name} wrote no last.ckpt under {fit.trainer.log_dir}")
-    print(f"[demo] multi-view test of {name} ({a.test_clips} clips x {a.test_crops} crops per video)", flush=True)
-    test = _quiet_build([*args, "--ckpt_path", ckpt], "test")
-    test.trainer.test(test.model, datamodule=test.datamodule, ckpt_path=ckpt)
-    result = result_writer(test.trainer).last_result
-    if result is None:
-        raise RuntimeError(f"demo: test of {name} wrote no result")
-    return result
+    cli = build_cli(args, run=False)
+    trainer = cli.trainer
+    trainer.fit(cli.model, datamodule=cli.datamodule)
+    last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+    if not last or not Path(last).is_file():
+        raise RuntimeError(f"demo: fit wrote no last.ckpt under {trainer.log_dir}")
+    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=last, verbose=False)
+    recorder = next(c for c in trainer.callbacks if isinstance(c, RunRecorder))
+    return recorder.last_result, recorder.last_result_path
 
 
-def run_demo(a) -> list:
-    """Make the data, fit and test every cell; returns the :class:`gnvideo.results.TestResult` of each."""
+def run_demo(a: Namespace) -> list[dict]:
+    """Make the data, fit and test every cell; returns the result dicts (the result files' contents)."""
     from gnvideo.data.synthetic import make_synthetic_dataset
 
     t0 = time.perf_counter()
@@ -142,11 +141,14 @@ def run_demo(a) -> list:
     cells = [(norm, clips, seed) for seed in a.seeds for clips in a.clips_per_device for norm in a.norms]
     results = []
     for i, (norm, clips, seed) in enumerate(cells, 1):
+        name, args = _run_args(a, norm, clips, seed)
         print(f"\n[demo] run {i}/{len(cells)}: {norm.upper()}, {clips} clips per device "
-              f"({clips * a.simulated_devices} clips per step), {a.epochs} epochs, seed {seed}", flush=True)
-        result = run_cell(a, norm, clips, seed)
-        results.append(result)
-        print(f"[demo] {result.run}: top-1 {result.top1:.1f}%  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+              f"({clips * a.simulated_devices} clips per step), {a.epochs} epochs, seed {seed}; then multi-view test "
+              f"({a.test_clips} clips x {a.test_crops} crops per video)", flush=True)
+        result, path = fit_and_test(args)
+        results.append({**result.to_dict(), "path": str(path)})
+        top1 = "n/a" if result.top1 is None else f"{result.top1:.1f}%"
+        print(f"[demo] {name}: top-1 {top1}  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
     return results
 
 

@@ -1,9 +1,8 @@
-"""LightningModule for video classification: model, loss, metrics, optimizer and LR schedule.
+"""LightningModule for video classification: model, loss, metrics, multi-view test.
 
-The recipe follows the Non-local / GN-paper Kinetics setting: SGD with momentum 0.9, weight decay 1e-4 (norm parameters
-and biases exempt by default), base LR 0.01 for 64 clips scaled linearly with the total batch
-``clips_per_device x world_size x accumulate_grad_batches``, LR divided by 10 at 37.5% and 75% of the optimizer steps
-(``schedule="step"``) or cosine decay with linear warm-up (``schedule="cosine"``).
+The optimizer recipe (LR scaling with the total batch, parameter groups, schedules) lives in :mod:`gnvideo.optim`,
+weight loading (ImageNet inflation, fine-tuning from checkpoints) in :mod:`gnvideo.models.weights`; this module passes
+its hyperparameters to them.
 
 Batches are dicts from ``gnvideo.data``: ``video`` float (B, 3, T, H, W), ``label`` int64 (B,), ``video_index`` (B,),
 ``view_index`` (B,), ``valid`` bool (B,). Rows with ``valid=False`` are dropped in validation, test and predict; a video
@@ -12,10 +11,8 @@ with any invalid view is never scored (see :mod:`gnvideo.evaluation`).
 
 from __future__ import annotations
 
-import math
 import re
 import time
-from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -26,24 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from gnvideo.evaluation import MultiViewAggregator, video_metrics
 
-__all__ = ["VideoClassifier", "lr_factor"]
-
-
-def lr_factor(step: int, total: int, schedule: str, milestones=(0.375, 0.75), gamma: float = 0.1,
-              warmup_steps: int = 0, warmup_start: float = 0.01) -> float:
-    """Multiplier of the peak LR at optimizer step ``step`` of ``total``.
-
-    ``step``: ``gamma ** (number of milestones m with step >= m * total)``; ``cosine``: half-cosine from 1 to 0 after
-    the warm-up; ``constant``: 1. A linear warm-up from ``warmup_start`` to 1 over ``warmup_steps`` comes first.
-    """
-    if warmup_steps > 0 and step < warmup_steps:
-        return warmup_start + (1.0 - warmup_start) * step / warmup_steps
-    if schedule == "step":
-        return gamma ** sum(step >= round(m * total) for m in milestones)
-    if schedule == "cosine":
-        span = max(1, total - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
-    return 1.0
+__all__ = ["VideoClassifier"]
 
 
 def _config_key(message: str, norm_options: dict) -> str:
@@ -66,13 +46,6 @@ def _config_key(message: str, norm_options: dict) -> str:
     return "model"
 
 
-def _load_state(path: str, key: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{key}: file {p} does not exist")
-    return torch.load(p, map_location="cpu", weights_only=False)
-
-
 class VideoClassifier(pl.LightningModule):
     """3D CNN video classifier (clip-level training, multi-view video-level testing).
 
@@ -83,9 +56,14 @@ class VideoClassifier(pl.LightningModule):
         norm_options: options of ``build_norm`` (num_groups, channels_per_group, clips_per_group, eps, ...).
         dropout: dropout before the classifier.
         zero_init_residual: zero-init the last norm of each residual block.
-        pretrained_2d: path of a 2D (ImageNet) state dict to inflate into the 3D model.
+        pretrained_2d: ImageNet initialization: a source name of ``gnvideo.models.weights.IMAGENET_SOURCES``
+            (``torchvision_resnet50`` for BN models, ``timm_resnet50_gn`` for GN models), or the path of a 2D ResNet
+            state dict; inflated into the 3D model.
+        pretrained_2d_file: a local copy of the named source's weights (no network needed).
         inflate_mode: "mean" (replicate / T) or "center" (center frame only).
-        init_from: a gnvideo ``.ckpt`` or a pytorchvideo checkpoint to start from (weights only).
+        init_from: a gnvideo ``.ckpt``, a state dict or a pytorchvideo checkpoint to fine-tune from: every tensor
+            whose name and shape match is loaded, the rest (the classifier when the class count differs) keeps its
+            initialization, and what was skipped is printed.
         label_smoothing: cross-entropy label smoothing.
         base_lr: LR for ``base_batch_size`` clips; scaled linearly with the total batch.
         base_batch_size: clips per optimizer step that ``base_lr`` is meant for (64 in the Non-local recipe).
@@ -93,13 +71,19 @@ class VideoClassifier(pl.LightningModule):
         momentum: SGD momentum.
         nesterov: Nesterov momentum.
         weight_decay: L2 weight decay.
-        exempt_norm_and_bias: no weight decay on norm parameters and biases.
+        no_weight_decay: parameters without weight decay: "norm" (norm layers; the Non-local recipe, whose fc bias
+            is decayed), "norm_and_bias" (also every bias), "none" (see ``gnvideo.optim``).
         schedule: "step" (/10 at ``step_milestones``), "cosine", or "constant".
         step_milestones: fractions of the total optimizer steps at which the LR is multiplied by ``step_gamma``.
         step_gamma: LR factor at each milestone.
         warmup_fraction: fraction of the optimizer steps with linear warm-up (0 = none).
         schedule_steps: total optimizer steps of the schedule (None = ``trainer.estimated_stepping_batches``).
         channels_last: model weights and inputs in ``torch.channels_last_3d``.
+        head_pool: "global" average pooling, or "local": the pytorchvideo / Non-local head (average-pool
+            (T', 7, 7) with stride 1, classify each position, average); see ``gnvideo.models.resnet3d``.
+        head_pool_size: (H, W) window of the "local" head, in res5 positions.
+        train_clips: length of the schedule in clips (400k x 64 = 25.6M in the Non-local recipe); sets
+            ``trainer.max_steps`` to ``train_clips / total batch`` unless ``trainer.max_steps`` is given.
     """
 
     def __init__(
@@ -111,6 +95,7 @@ class VideoClassifier(pl.LightningModule):
         dropout: float = 0.5,
         zero_init_residual: bool = True,
         pretrained_2d: str | None = None,
+        pretrained_2d_file: str | None = None,
         inflate_mode: Literal["mean", "center"] = "mean",
         init_from: str | None = None,
         label_smoothing: float = 0.0,
@@ -120,13 +105,16 @@ class VideoClassifier(pl.LightningModule):
         momentum: float = 0.9,
         nesterov: bool = False,
         weight_decay: float = 1e-4,
-        exempt_norm_and_bias: bool = True,
+        no_weight_decay: Literal["norm", "norm_and_bias", "none"] = "norm_and_bias",
         schedule: Literal["step", "cosine", "constant"] = "step",
         step_milestones: tuple[float, ...] = (0.375, 0.75),
         step_gamma: float = 0.1,
         warmup_fraction: float = 0.0,
         schedule_steps: int | None = None,
         channels_last: bool = False,
+        head_pool: Literal["global", "local"] = "global",
+        head_pool_size: tuple[int, int] = (7, 7),
+        train_clips: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -135,26 +123,18 @@ class VideoClassifier(pl.LightningModule):
         norm_options = dict(norm_options or {})
         try:
             self.model = build_model(backbone, num_classes=num_classes, norm=norm, norm_options=norm_options,
-                                     dropout=dropout, zero_init_residual=zero_init_residual)
+                                     dropout=dropout, zero_init_residual=zero_init_residual, head_pool=head_pool,
+                                     head_pool_size=head_pool_size)
         except (ValueError, TypeError, KeyError) as e:
             raise ValueError(f"{_config_key(str(e), norm_options)}: {e}") from e
-        if not 0.0 <= warmup_fraction < 1.0:
+        if not 0.0 <= warmup_fraction < 1.0:  # checked again by gnvideo.optim; here to fail before training
             raise ValueError(f"model.warmup_fraction: must be in [0, 1), got {warmup_fraction}")
         if any(not 0.0 < m < 1.0 for m in step_milestones):
             raise ValueError(f"model.step_milestones: fractions must be in (0, 1), got {step_milestones}")
-        if pretrained_2d:
-            from gnvideo.models import inflate_2d_state_dict
+        from gnvideo.models.weights import check_init_options
 
-            sd = _load_state(pretrained_2d, "model.pretrained_2d")
-            sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
-            try:
-                report = inflate_2d_state_dict(self.model, sd, mode=inflate_mode)
-            except ValueError as e:
-                raise ValueError(f"model.pretrained_2d ({pretrained_2d}): {e}") from e
-            print(f"model.pretrained_2d: inflated {len(report.loaded)} tensors from {pretrained_2d} "
-                  f"({len(report.skipped)} skipped, {len(report.missing)} left as initialized)")
-        if init_from:
-            self._init_from(init_from)
+        check_init_options(norm, pretrained_2d, pretrained_2d_file, init_from)  # loading waits for the run
+        self._weights_ready = not (pretrained_2d or init_from)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         k5 = min(5, num_classes)
@@ -164,22 +144,8 @@ class VideoClassifier(pl.LightningModule):
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=k5, average="micro")
         self.test_views = MultiViewAggregator(num_classes)
         self.predict_views = MultiViewAggregator(num_classes)
-        self.test_metrics: dict | None = None
+        self.test_metrics: dict | None = None  # set by each test epoch; written by gnvideo.callbacks.RunRecorder
         self._last_time: float | None = None
-
-    def _init_from(self, path: str) -> None:
-        ckpt = _load_state(path, "model.init_from")
-        if isinstance(ckpt, dict) and "state_dict" in ckpt and any(k.startswith("model.") for k in ckpt["state_dict"]):
-            sd = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-            self.model.load_state_dict(sd)
-            return
-        from gnvideo.models import load_pytorchvideo_checkpoint
-
-        sd = ckpt.get("model_state", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else ckpt
-        try:
-            load_pytorchvideo_checkpoint(self.model, sd)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise ValueError(f"model.init_from ({path}): {e}") from e
 
     # ------------------------------------------------------------------ forward
     def forward(self, video: Tensor) -> Tensor:
@@ -206,7 +172,6 @@ class VideoClassifier(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/top1", self.train_top1, on_step=True, on_epoch=True, batch_size=n)
         self.log("train/top5", self.train_top5, on_step=True, on_epoch=True, batch_size=n)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=n)
         return loss
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
@@ -245,21 +210,18 @@ class VideoClassifier(pl.LightningModule):
             agg.update(probs, vi[valid], batch["label"][valid])
         return {"video_index": vi[valid].cpu(), "probs": probs.detach().cpu()}
 
-    def reduce_device(self) -> torch.device:
-        """Where the multi-view reduction's collectives run (the GPU under NCCL, else the CPU)."""
+    def _reduce_device(self) -> torch.device:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
     def on_test_epoch_start(self) -> None:
         self.test_views.reset()
-        self.test_metrics = None
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._add_views(self.test_views, batch)
 
     def on_test_epoch_end(self) -> None:
-        """Video-level metrics over all ranks, logged as ``test/*`` and kept in ``self.test_metrics`` (percent); the
-        :class:`gnvideo.callbacks.ResultWriter` writes them to a result file."""
-        metrics = video_metrics(self.test_views.reduce(self.reduce_device()), self.hparams.num_classes)
+        """Video-level metrics over all ranks, logged as ``test/*`` and kept in ``test_metrics`` for the writers."""
+        metrics = video_metrics(self.test_views.reduce(self._reduce_device()), self.hparams.num_classes)
         for k, v in metrics.items():
             self.log(f"test/{k}", float(v), rank_zero_only=True)
         self.test_metrics = metrics
@@ -268,8 +230,38 @@ class VideoClassifier(pl.LightningModule):
         self.predict_views.reset()
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        """Adds the views to ``self.predict_views`` (the :class:`gnvideo.callbacks.PredictionWriter` writes them)."""
         return self._add_views(self.predict_views, batch)
+
+    # ------------------------------------------------------------------ initial weights
+    def load_initial_weights(self) -> None:
+        """Load ``pretrained_2d`` / ``init_from`` into the model (once; a restored checkpoint counts as loaded).
+
+        Runs at the start of fit, validate, test and predict unless a checkpoint was restored (``--ckpt_path``,
+        ``load_from_checkpoint``), so resuming or evaluating never needs the ImageNet weights; call it yourself
+        when using the module outside a Trainer.
+        """
+        if self._weights_ready:
+            return
+        from gnvideo.models.weights import initialize
+
+        hp = self.hparams
+        initialize(self.model, hp.norm, hp.pretrained_2d, hp.pretrained_2d_file, hp.inflate_mode, hp.init_from)
+        self._weights_ready = True
+
+    def on_validation_start(self) -> None:
+        self.load_initial_weights()
+
+    def on_test_start(self) -> None:
+        self.load_initial_weights()
+
+    def on_predict_start(self) -> None:
+        self.load_initial_weights()
+
+    def on_fit_start(self) -> None:
+        self.load_initial_weights()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._weights_ready = True  # the checkpoint's weights replace any initialization
 
     # ------------------------------------------------------------------ optimizer
     def total_batch_size(self) -> int:
@@ -277,23 +269,25 @@ class VideoClassifier(pl.LightningModule):
         t = self.trainer
         return self.hparams.clips_per_device * t.world_size * t.accumulate_grad_batches
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.train_clips:
+            from gnvideo.optim import steps_for_clips
+
+            steps = steps_for_clips(self.hparams.train_clips, self.total_batch_size())
+            if self.trainer.max_steps in (-1, None):
+                self.trainer.fit_loop.epoch_loop.max_steps = steps
+                print(f"model.train_clips: {self.hparams.train_clips} clips / {self.total_batch_size()} per step "
+                      f"= {steps} optimizer steps (trainer.max_steps)")
+            elif self.trainer.max_steps != steps:
+                print(f"model.train_clips: trainer.max_steps {self.trainer.max_steps} given, used instead of "
+                      f"{steps} from {self.hparams.train_clips} clips")
+
     def configure_optimizers(self):
-        from gnvideo.models import parameter_groups
+        from gnvideo.optim import build_optimizer, scaled_lr
 
         hp = self.hparams
-        lr = hp.base_lr * self.total_batch_size() / hp.base_batch_size
-        groups = parameter_groups(self.model, hp.weight_decay, exempt_norm_and_bias=hp.exempt_norm_and_bias)
-        opt = torch.optim.SGD(groups, lr=lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay)
-        total = hp.schedule_steps or self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total <= 0:
-            raise ValueError("trainer.max_steps or trainer.max_epochs must be set: the LR schedule needs the total "
-                             f"number of optimizer steps (got {total})")
-        total = int(total)
-        warmup = int(round(hp.warmup_fraction * total))
-        milestones, gamma, schedule = tuple(hp.step_milestones), hp.step_gamma, hp.schedule
-
-        def factor(step: int) -> float:
-            return lr_factor(step, total, schedule, milestones, gamma, warmup)
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+        return build_optimizer(
+            self.model, scaled_lr(hp.base_lr, self.total_batch_size(), hp.base_batch_size),
+            hp.schedule_steps or self.trainer.estimated_stepping_batches, momentum=hp.momentum, nesterov=hp.nesterov,
+            weight_decay=hp.weight_decay, no_weight_decay=hp.no_weight_decay, schedule=hp.schedule,
+            step_milestones=hp.step_milestones, step_gamma=hp.step_gamma, warmup_fraction=hp.warmup_fraction)

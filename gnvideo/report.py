@@ -1,14 +1,15 @@
 """BN-vs-GN tables and plots from finished runs (``gnvideo report RUN_DIR... [--paper] [--plot out.png] [--chance]``).
 
-Reads every result file (``results*.json``, :mod:`gnvideo.results`) under the given folders (recursively), groups them
-by normalization (rows) and by ``frames x clips per GPU`` (columns), and prints the layout of Table 8 of the Group
-Normalization paper (Wu & He, 2018) as markdown: each cell is ``top-1 / top-5`` in percent, ``mean ± std`` when several
-seeds share a cell.
-"Clips per GPU" is the number of clips one normalization sees: ``clips_per_device`` or, for ``sub_bn``,
-``norm_options.clips_per_group`` (``sub_bn`` runs fill the BN row: they reproduce per-GPU BN). Runs are averaged only
-across seeds: a table must share backbone, dataset, class count, input normalization and test views, and the runs of
-one cell must share every other setting field too (sampling rate, devices x accumulation, norm options, ...); otherwise
-the report stops and names the fields that differ.
+Reads every result file (``results*.json``, :mod:`gnvideo.results`) under the given folders (recursively), groups
+them by normalization (rows) and by ``frames x clips per GPU`` (columns), and prints the layout of Table 8 of the Group
+Normalization paper (Wu & He, 2018) as markdown: each cell is ``top-1 / top-5`` in percent, ``mean ± std`` when
+several seeds share a cell. "Clips per GPU" is the number of clips one normalization sees
+(:func:`gnvideo.results.clips_per_norm`: ``sub_bn`` runs fill the BN row at their ``clips_per_group``).
+
+A cell averages only over seeds: every other field of the setting (backbone, dataset and class count, sampling rate,
+clips per device, devices x accumulation, norm and options, initialization, input normalization, test views and the
+scored annotation file; :func:`gnvideo.results.comparison_key`) must agree, or the report stops and names the fields
+that differ. Repeated tests of one run (same setting and seed) count once: the newest file is used, and a note says so.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from gnvideo.results import RESULT_GLOB, TABLE_FIELDS, TestResult, differing_fields, read_result
+from gnvideo.models.norms import REPORT_ORDER
+from gnvideo.results import clips_per_norm, comparison_key, load_results, norm_row
 
-__all__ = ["PAPER_TOP1", "collect", "load_results", "main", "markdown_table", "plot", "render"]
+__all__ = ["PAPER_TOP1", "MixedSettingsError", "collect", "load_results", "main", "markdown_table", "plot", "render"]
 
 #: Kinetics-400 top-1 (%) of ResNet-50 I3D from Table 8 of the GN paper: (norm, frames, clips per GPU) -> top-1.
 PAPER_TOP1: dict[tuple[str, int, int], float] = {
@@ -34,70 +36,53 @@ PAPER_TOP1: dict[tuple[str, int, int], float] = {
     ("bn", 64, 4): 73.3,
     ("gn", 64, 4): 74.5,
 }
-_NORM_ORDER = ("bn", "syncbn", "frozen_bn", "gn", "bgn", "ln", "in")
+_NORM_ORDER = REPORT_ORDER  # from the norm registry
 _DASH = "—"
 
 
-def load_results(paths: Iterable[str | Path]) -> list[TestResult]:
-    """Read result files: each path is a file or a folder searched recursively for ``results*.json``.
+class MixedSettingsError(ValueError):
+    """Runs that differ in more than their seed would share a table cell."""
+
+
+def collect(results: Sequence[dict], notes: list[str] | None = None) -> dict[tuple[str, int, int], list[dict]]:
+    """Group results by ``(norm row, num_frames, clips per GPU)``, one result per seed.
+
+    Args:
+        results: result dicts (see :mod:`gnvideo.results`).
+        notes: when given, receives a line per seed whose repeated results were reduced to the newest file.
 
     Raises:
-        FileNotFoundError: a path does not exist, or no result file was found anywhere.
-        ValueError: a file is not valid JSON or not a gnvideo result (the file is named).
+        MixedSettingsError: two results in one cell differ in a setting field other than the seed.
     """
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise FileNotFoundError(f"report: {p} does not exist")
-        files.extend([p] if p.is_file() else sorted(p.rglob(RESULT_GLOB)))
-    if not files:
-        raise FileNotFoundError(f"report: no results.json under {', '.join(map(str, paths))}")
-    out = []
-    for f in files:
-        try:
-            out.append(read_result(f))
-        except ValueError as e:
-            raise ValueError(f"report: {e}") from e
-    return out
-
-
-def _as_results(results: Sequence) -> list[TestResult]:
-    return [r if isinstance(r, TestResult) else TestResult.from_dict(r) for r in results]
-
-
-def _describe(diff: dict[str, list]) -> str:
-    return "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in diff.items())
-
-
-def collect(results: Sequence) -> dict[tuple[str, int, int], list[TestResult]]:
-    """Group results by ``(norm row, num_frames, clips per norm)`` (``sub_bn`` at k clips per group is BN at k clips
-    per device, :class:`gnvideo.results.RunSetting`), checking that only the seed differs inside a cell.
-
-    Raises:
-        ValueError: the results do not share one backbone, dataset, class count, input normalization and test views
-            (one table compares norms, frames and clips per device only), or two results of one cell differ in any
-            setting field but the seed; the message names the fields and their values.
-    """
-    results = _as_results(results)
-    diff = differing_fields(results, TABLE_FIELDS)
-    if diff:
-        raise ValueError(f"report: these runs do not belong in one table, they differ in {_describe(diff)}; "
-                         "report them separately")
-    cells: dict[tuple[str, int, int], list[TestResult]] = defaultdict(list)
+    cells: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
     for r in results:
-        s = r.setting
-        cells[(s.norm_row, int(s.num_frames or 0), int(s.clips_per_norm or 0))].append(r)
-    for (n, f, c), rs in cells.items():
-        diff = differing_fields(rs)
-        if diff:
-            raise ValueError(f"report: the {n.upper()} runs at {f} frames, {c} clips per device differ in more than "
-                             f"the seed: {_describe(diff)} ({', '.join(str(r.path) for r in rs)})")
-        seeds = [r.setting.seed for r in rs]
-        if len(set(seeds)) < len(seeds):
-            dup = sorted({x for x in seeds if seeds.count(x) > 1}, key=str)
-            raise ValueError(f"report: the {n.upper()} runs at {f} frames, {c} clips per device repeat seed(s) {dup}: "
-                             f"the same run tested twice? ({', '.join(str(r.path) for r in rs)})")
-    return dict(cells)
+        s = r["setting"]
+        cells[(norm_row(s), int(s.get("num_frames") or 0), clips_per_norm(s))].append(r)
+    out = {}
+    for cell, rs in cells.items():
+        keys = [comparison_key(r) for r in rs]
+        differ = sorted({f for k in keys[1:] for f in k if k[f] != keys[0][f]})
+        if differ:
+            n, f, c = cell
+            examples = {field: {repr(k[field]): r.get("path", "?") for k, r in zip(keys, rs)} for field in differ}
+            detail = "; ".join(f"{field}: " + ", ".join(f"{v} in {path}" for v, path in sorted(ex.items()))
+                               for field, ex in examples.items())
+            raise MixedSettingsError(
+                f"report: the {n.upper()} cell at {f} frames, {c} clips/GPU mixes runs that differ in "
+                f"{', '.join(differ)} ({detail}); report them separately")
+        by_seed: dict = defaultdict(list)
+        for r in rs:
+            by_seed[r["setting"].get("seed")].append(r)
+        kept = []
+        for seed, same in by_seed.items():
+            same.sort(key=lambda r: Path(r["path"]).stat().st_mtime if Path(r.get("path", "")).is_file() else 0)
+            kept.append(same[-1])
+            if len(same) > 1 and notes is not None:
+                notes.append(f"Note: {len(same)} results of seed {seed} in {cell[0].upper()} {cell[1]} frames, "
+                             f"{cell[2]} clips/GPU (repeated tests of one setting); the newest is used: "
+                             f"{same[-1].get('path', '?')}.")
+        out[cell] = kept
+    return out
 
 
 def _num(x) -> float:
@@ -128,8 +113,8 @@ def markdown_table(results: Sequence[dict], paper: bool = False, chance: bool = 
     Returns:
         The markdown text (header, separator, one row per norm, optional paper rows and notes).
     """
-    results = _as_results(results)
-    cells = collect(results)
+    notes: list[str] = []
+    cells = collect(results, notes)
     cols = {(f, c) for (_, f, c) in cells}
     if paper:
         cols |= {(f, c) for (_, f, c) in PAPER_TOP1}
@@ -144,8 +129,8 @@ def markdown_table(results: Sequence[dict], paper: bool = False, chance: bool = 
             if not rs:
                 row.append(_DASH)
                 continue
-            t1 = _fmt([_num(r.top1) for r in rs])
-            t5 = _fmt([_num(r.top5) for r in rs])
+            t1 = _fmt([_num(r["top1"]) for r in rs])
+            t5 = _fmt([_num(r.get("top5")) for r in rs])
             row.append(f"{t1} / {t5}" + (f" (n={len(rs)})" if len(rs) > 1 else ""))
         lines.append(f"| {n.upper()} (ours) | " + " | ".join(row) + " |")
     if paper:
@@ -154,8 +139,9 @@ def markdown_table(results: Sequence[dict], paper: bool = False, chance: bool = 
             lines.append(f"| {n.upper()} (paper) | " + " | ".join(row) + " |")
     lines.append("")
     lines.append("Cells: video-level top-1 / top-5 (%), mean ± std over seeds when n > 1.")
+    lines.extend(notes)
     if chance:
-        ks = sorted({int(r.num_classes) for r in results if r.num_classes})
+        ks = sorted({int(r["num_classes"]) for r in results if r.get("num_classes")})
         for k in ks:
             lines.append(f"Chance with {k} classes: top-1 {100 / k:.1f}%, top-5 {100 * min(5, k) / k:.1f}%.")
         if not ks:
@@ -174,12 +160,11 @@ def plot(results: Sequence[dict], out: str | Path, paper: bool = False, chance: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = _as_results(results)
     cells = collect(results)
     fig, ax = plt.subplots(figsize=(6, 4))
     series: dict[tuple[str, int], list[tuple[int, float, float]]] = defaultdict(list)
     for (n, f, c), rs in cells.items():
-        vals = [v for v in (_num(r.top1) for r in rs) if not math.isnan(v)]
+        vals = [v for v in (_num(r["top1"]) for r in rs) if not math.isnan(v)]
         if vals:
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             series[(n, f)].append((c, statistics.mean(vals), sd))
@@ -199,7 +184,7 @@ def plot(results: Sequence[dict], out: str | Path, paper: bool = False, chance: 
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="--", marker=markers.get(f, "x"),
                         mfc="none", color=color[n], label=f"{n.upper()} {f} frames (paper)")
     if chance:
-        for k in sorted({int(r.num_classes) for r in results if r.num_classes}):
+        for k in sorted({int(r["num_classes"]) for r in results if r.get("num_classes")}):
             ax.axhline(100 / k, color="gray", linestyle=":", label=f"chance ({k} classes)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(xs), [str(x) for x in sorted(xs)])

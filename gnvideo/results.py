@@ -1,13 +1,13 @@
-"""One schema for what a run was (its setting) and what its test gave (its result), and where results live.
+"""One schema for what a run was and what its test gave: written by the callbacks, read by the demo and the report.
 
-A result file is JSON: the video-level metrics (percent), the :class:`RunSetting` of the training run, and what the
-test itself used (checkpoint, annotation file, split, test views). ``gnvideo test`` writes one file per invocation into
-that invocation's run folder (``{default_root_dir}/{run_name}/test_N/results.json``); :func:`new_result_path` never
-returns a path that exists, so nothing is overwritten.
+A result file (``results.json``, or ``results-N.json`` when a folder already has one: a result is never overwritten)
+holds a :class:`TestResult`: video-level metrics in percent, the test inputs (checkpoint, annotation file, split,
+views) and the training :class:`RunSetting` stored in the checkpoint. ``gnvideo test`` writes it in the test run's own
+folder (``runs/<name>/test_N/``), so every test invocation has its own file.
 
-The rule the report relies on: ``sub_bn`` with ``k`` clips per group normalizes each group of ``k`` clips on its own,
-exactly as BN does on a device holding ``k`` clips, so it counts as BN at ``k`` clips per device
-(:meth:`RunSetting.norm_row` and :meth:`RunSetting.clips_per_norm`).
+The rule that makes simulated devices comparable: ``sub_bn`` with ``clips_per_group = k`` normalizes each group of
+``k`` clips on its own, which is per-device BN at ``k`` clips per device; :func:`clips_per_norm` gives that batch and
+:func:`norm_row` puts the run in the BN row.
 """
 
 from __future__ import annotations
@@ -15,108 +15,89 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GROUP_FIELDS", "RESULT_GLOB", "TABLE_FIELDS", "RunSetting", "TestResult", "differing_fields", "field_value",
-           "group_key", "new_result_path", "read_result", "write_result"]
+from gnvideo.models.norms import report_row
 
-#: file names :func:`new_result_path` produces (``results.json``, ``results_1.json``, ...).
+__all__ = ["RESULT_GLOB", "RunSetting", "TestResult", "clips_per_norm", "comparison_key", "load_results",
+           "new_result_path", "norm_row", "setting_from_run", "write_result"]
+
 RESULT_GLOB = "results*.json"
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunSetting:
-    """Everything that defines a training run, except its seed when grouping (see :data:`GROUP_FIELDS`).
+    """What a training run was (stored in its checkpoints; every field but ``seed`` separates report groups).
 
     Attributes:
-        backbone: model preset name.
-        dataset: name of the dataset (the data root's folder name).
-        num_classes: K.
-        num_frames: T, frames per clip.
-        sampling_rate: frame stride inside a clip.
+        backbone: model preset (i3d_r50, tiny_r3d, ...).
+        dataset: dataset root folder the model was trained on.
+        train_annotation: training annotation file (None: the dataset's default).
+        num_classes: classes of the classifier.
+        num_frames: frames per clip (T).
+        sampling_rate: frame stride of a clip.
+        crop_size: training crop size in pixels.
         clips_per_device: clips per device per forward.
         devices: devices per node.
         num_nodes: nodes.
         accumulate_grad_batches: forwards per optimizer step.
-        norm: normalization kind.
-        norm_options: options of the norm (num_groups, clips_per_group, ...).
-        input_mean: per-channel mean subtracted from [0, 1] pixels.
-        input_std: per-channel std the pixels are divided by.
-        seed: training seed.
+        norm: normalization kind as configured (``sub_bn`` stays ``sub_bn`` here).
+        norm_options: its options (num_groups, clips_per_group, ...).
+        pretrained_2d: ImageNet source name or file (None: random init).
+        init_from: checkpoint fine-tuned from (None: none).
+        head_pool: classifier head pooling ("global" or "local").
+        mean: per-channel input mean (RGB, 0-1 scale).
+        std: per-channel input std (RGB, 0-1 scale).
+        seed: training seed (the only field the report averages over).
     """
 
     backbone: str
     dataset: str | None = None
+    train_annotation: str | None = None
     num_classes: int | None = None
     num_frames: int | None = None
     sampling_rate: int | None = None
+    crop_size: int | None = None
     clips_per_device: int | None = None
     devices: int = 1
     num_nodes: int = 1
     accumulate_grad_batches: int = 1
     norm: str = "bn"
     norm_options: dict = field(default_factory=dict)
-    input_mean: tuple[float, ...] | None = None
-    input_std: tuple[float, ...] | None = None
+    pretrained_2d: str | None = None
+    init_from: str | None = None
+    head_pool: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
     seed: int | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSetting:
-        """From a result file's ``setting`` (unknown keys are an error naming them; lists become tuples)."""
+        """Setting from a stored dict; unknown keys are ignored, missing ones keep their defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"setting: unknown field(s) {unknown}")
-        d = dict(d)
-        for k in ("input_mean", "input_std"):
-            if d.get(k) is not None:
-                d[k] = tuple(float(v) for v in d[k])
-        d["norm_options"] = dict(d.get("norm_options") or {})
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k in ("input_mean", "input_std"):
-            if d[k] is not None:
-                d[k] = list(d[k])
-        return d
-
-    @property
-    def norm_row(self) -> str:
-        """The norm a table shows: ``sub_bn`` is per-device BN, so it is ``bn``."""
-        return "bn" if self.norm == "sub_bn" else self.norm
-
-    @property
-    def clips_per_norm(self) -> int | None:
-        """Clips one normalization sees: ``clips_per_group`` for ``sub_bn``, else ``clips_per_device``."""
-        if self.norm == "sub_bn" and self.norm_options.get("clips_per_group"):
-            return int(self.norm_options["clips_per_group"])
-        return self.clips_per_device
-
-    @property
-    def clips_per_step(self) -> int | None:
-        """Clips per optimizer step: clips_per_device x devices x nodes x accumulation."""
-        if self.clips_per_device is None:
-            return None
-        return self.clips_per_device * self.devices * self.num_nodes * self.accumulate_grad_batches
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass
 class TestResult:
-    """One ``gnvideo test`` invocation.
+    """One test invocation: metrics (percent), what was tested and how, and the training setting.
 
     Attributes:
-        top1, top5, mean_class_accuracy: video-level accuracies in percent (None when no video was scored).
-        videos_scored, videos_skipped: counts.
-        setting: the training run's setting.
-        test_num_clips, test_num_crops: views per video (clips x crops).
-        checkpoint: the tested checkpoint (None: the weights in memory).
-        annotation: annotation file of the tested split.
-        split: its name ("val" or "test").
-        run: the test run's name (``{run_name}/test_N``).
+        top1: video-level top-1 (%), None when no video was scored.
+        top5: video-level top-5 (%).
+        mean_class_accuracy: mean over classes of per-class top-1 (%).
+        videos_scored: videos with every view decoded.
+        videos_skipped: videos with an unreadable view (never scored).
+        num_classes: classes of the model.
+        checkpoint: checkpoint tested (None: the weights in memory).
+        annotation: annotation file of the scored split.
+        split: the scored split's name (e.g. "val", "test").
+        test_views: how views were made: num_clips, num_crops, view ("crops" or "full_frame"), crop sizes.
+        setting: the training setting (a :class:`RunSetting` as a dict).
+        test_run: the test run's folder name (``test_N`` or the fit run's ``version_N``).
     """
 
     top1: float | None
@@ -124,105 +105,127 @@ class TestResult:
     mean_class_accuracy: float | None
     videos_scored: int
     videos_skipped: int
-    setting: RunSetting
-    test_num_clips: int | None = None
-    test_num_crops: int | None = None
-    checkpoint: str | None = None
-    annotation: str | None = None
-    split: str | None = None
-    run: str | None = None
-    path: str | None = field(default=None, compare=False)
-
-    __test__ = False  # tell pytest this is not a test class
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.setting.num_classes
-
-    @property
-    def test_views(self) -> str:
-        return f"{self.test_num_clips}x{self.test_num_crops}"
+    num_classes: int
+    checkpoint: str | None
+    annotation: str | None
+    split: str | None
+    test_views: dict
+    setting: dict
+    test_run: str | None = None
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "path"}
-        d["setting"] = self.setting.to_dict()
-        d["num_classes"] = self.num_classes
+        d = dataclasses.asdict(self)
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
-    @classmethod
-    def from_dict(cls, d: dict, path: str | None = None) -> TestResult:
-        names = {f.name for f in dataclasses.fields(cls)} | {"num_classes"}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown field(s) {unknown}")
-        d = {k: v for k, v in d.items() if k != "num_classes"}
-        d["setting"] = RunSetting.from_dict(d.get("setting") or {})
-        d["path"] = path if path is not None else d.get("path")
-        return cls(**d)
+
+def clips_per_norm(setting: dict) -> int:
+    """Clips one normalization sees: ``norm_options.clips_per_group`` for ``sub_bn``, else ``clips_per_device``."""
+    opts = setting.get("norm_options") or {}
+    if setting.get("norm") == "sub_bn" and opts.get("clips_per_group"):
+        return int(opts["clips_per_group"])
+    return int(setting.get("clips_per_device") or 0)
 
 
-#: what defines a group of runs that may be averaged (only the seed varies inside one): every setting field but the
-#: seed, and the test views.
-GROUP_FIELDS: tuple[str, ...] = ("backbone", "dataset", "num_classes", "num_frames", "sampling_rate",
-                                 "clips_per_device", "devices", "num_nodes", "accumulate_grad_batches", "norm",
-                                 "norm_options", "input_mean", "input_std", "test_views")
-#: fields one table must share (its rows and columns vary the norm, frames x rate and clips per device).
-TABLE_FIELDS: tuple[str, ...] = ("backbone", "dataset", "num_classes", "input_mean", "input_std", "test_views")
+def norm_row(setting: dict) -> str:
+    """Report row of a run: its norm family (``sub_bn`` -> ``bn``)."""
+    return report_row(str(setting.get("norm", "?")))
 
 
-def field_value(r: TestResult, name: str) -> Any:
-    """Value of a :data:`GROUP_FIELDS` entry of ``r`` (hashable)."""
-    if name == "test_views":
-        return r.test_views
-    value = getattr(r.setting, name)
-    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+#: Setting fields that separate otherwise equal runs without being the table's rows or columns.
+_CONTEXT_FIELDS = ("backbone", "dataset", "train_annotation", "num_classes", "sampling_rate", "crop_size",
+                   "pretrained_2d", "init_from", "head_pool", "mean", "std", "norm", "norm_options",
+                   "clips_per_device", "devices", "num_nodes", "accumulate_grad_batches")
 
 
-def differing_fields(results: list[TestResult], names: tuple[str, ...] = GROUP_FIELDS) -> dict[str, list]:
-    """``{field: sorted distinct values}`` for every field of ``names`` that is not the same in all ``results``."""
-    out = {}
-    for n in names:
-        values = {field_value(r, n) for r in results}
-        if len(values) > 1:
-            out[n] = sorted(values, key=str)
-    return out
+def comparison_key(result: dict) -> dict[str, Any]:
+    """Every field of a result that must be equal for two results to be averaged (all but the seed).
+
+    Covers the training setting (backbone, dataset and class count, frames x sampling rate, clips per device,
+    devices x accumulation, norm and options, initialization, head, input normalization), the test views and the
+    scored annotation file.
+    """
+    s = result.get("setting") or {}
+    key: dict[str, Any] = {f: s.get(f) for f in _CONTEXT_FIELDS}
+    key["num_frames"] = s.get("num_frames")
+    key["test_views"] = result.get("test_views") or s.get("test_views")
+    key["test_annotation"] = result.get("annotation")
+    return key
 
 
-def group_key(r: TestResult) -> tuple:
-    """The complete setting of ``r`` without its seed: results with equal keys may be averaged."""
-    return tuple(field_value(r, n) for n in GROUP_FIELDS)
+def setting_from_run(trainer, module, datamodule=None) -> RunSetting:
+    """The :class:`RunSetting` of a Lightning run (module hparams, data-module hparams, trainer topology)."""
+    import os
+
+    hp = dict(getattr(module, "hparams", {}) or {})
+    dm = datamodule if datamodule is not None else getattr(trainer, "datamodule", None)
+    dh = dict(getattr(dm, "hparams", {}) or {})
+    seed = os.environ.get("PL_GLOBAL_SEED", dh.get("seed"))
+
+    def listed(v):
+        return [float(x) for x in v] if v is not None else None
+
+    return RunSetting(
+        backbone=str(hp.get("backbone")), dataset=dh.get("root"),
+        train_annotation=getattr(dm, "train_annotation", dh.get("train_annotation")),
+        num_classes=hp.get("num_classes"), num_frames=dh.get("num_frames"), sampling_rate=dh.get("sampling_rate"),
+        crop_size=dh.get("crop_size"), clips_per_device=hp.get("clips_per_device", dh.get("clips_per_device")),
+        devices=int(trainer.num_devices), num_nodes=int(trainer.num_nodes),
+        accumulate_grad_batches=int(trainer.accumulate_grad_batches), norm=str(hp.get("norm")),
+        norm_options=dict(hp.get("norm_options") or {}), pretrained_2d=hp.get("pretrained_2d"),
+        init_from=hp.get("init_from"), head_pool=hp.get("head_pool"), mean=listed(dh.get("mean")),
+        std=listed(dh.get("std")), seed=int(seed) if seed is not None else None)
 
 
-def new_result_path(folder: str | Path, stem: str = "results") -> Path:
-    """A file in ``folder`` that did not exist, created empty atomically (``{stem}.json``, ``{stem}_1.json``, ...), so
-    two invocations never write the same file."""
+def new_result_path(folder: str | Path) -> Path:
+    """``folder/results.json``, or ``results-N.json`` with the first free N: an earlier result is never replaced."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(100000):
-        p = folder / (f"{stem}.json" if i == 0 else f"{stem}_{i}.json")
-        try:
-            fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return p
-    raise RuntimeError(f"{folder}: too many results files")
-
-
-def write_result(result: TestResult, folder: str | Path) -> Path:
-    """Write ``result`` to a new file in ``folder``; returns its path (also set on ``result.path``)."""
-    path = new_result_path(folder)
-    path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    result.path = str(path)
+    path, n = folder / "results.json", 1
+    while path.exists():
+        path, n = folder / f"results-{n}.json", n + 1
     return path
 
 
-def read_result(path: str | Path) -> TestResult:
-    """Read one result file; errors name the file."""
-    p = Path(path)
-    try:
-        return TestResult.from_dict(json.loads(p.read_text()), path=str(p))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: not valid JSON: {e}") from e
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{p}: not a gnvideo result: {e}") from e
+def write_result(result: TestResult, folder: str | Path) -> Path:
+    """Write ``result`` to a new file in ``folder`` (created exclusively, so two writers never share one)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result.to_dict(), indent=2) + "\n"
+    while True:
+        path = new_result_path(folder)
+        try:
+            with open(path, "x") as f:
+                f.write(text)
+            return path
+        except FileExistsError:  # another process took that name between the check and the open
+            continue
+
+
+def load_results(paths: Iterable[str | Path]) -> list[dict]:
+    """Read result files: each path is a file or a folder searched recursively for ``results*.json``.
+
+    Returns:
+        The result dicts, each with ``path`` added.
+
+    Raises:
+        FileNotFoundError: a path does not exist, or no result file was found anywhere.
+        ValueError: a file is not valid JSON or lacks ``top1``/``setting``.
+    """
+    paths = list(paths)
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"report: {p} does not exist")
+        files.extend([p] if p.is_file() else sorted(p.rglob(RESULT_GLOB)))
+    if not files:
+        raise FileNotFoundError(f"report: no results.json under {', '.join(map(str, paths))}")
+    out = []
+    for f in files:
+        try:
+            r = json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"report: {f} is not valid JSON: {e}") from e
+        if not isinstance(r, dict) or "top1" not in r or "setting" not in r:
+            raise ValueError(f"report: {f} lacks 'top1' or 'setting'")
+        r.setdefault("path", str(f))
+        out.append(r)
+    return out

@@ -5,7 +5,7 @@ Importing ``gnvideo.data`` does not import Lightning; ``KineticsDataModule`` is 
 
 from .annotations import VideoEntry, load_label_names, read_annotations, read_exclude_list
 from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset
-from .readers import VideoDecodeError, VideoReader, open_video
+from .readers import VideoReader, open_video
 from .sampling import (
     EpochDistributedSampler,
     UnpaddedDistributedSampler,
@@ -14,6 +14,7 @@ from .sampling import (
     train_clip_indices,
 )
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+from .validation import VideoDecodeError, video_problem
 
 
 def __getattr__(name: str):
@@ -45,4 +46,5 @@ __all__ = [
     "read_exclude_list",
     "sample_generator",
     "train_clip_indices",
+    "video_problem",
 ]

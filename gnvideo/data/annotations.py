@@ -15,10 +15,9 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import NamedTuple
 
-logger = logging.getLogger(__name__)
+from .layout import CSV_COLUMNS, VIDEO_EXTENSIONS, check_label, clip_stem, is_video_file, parse_time_span
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg")
-CSV_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+logger = logging.getLogger(__name__)
 
 
 class VideoEntry(NamedTuple):
@@ -69,9 +68,8 @@ def index_video_files(folder: str) -> dict[str, str]:
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         for name in sorted(filenames):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in VIDEO_EXTENSIONS:
-                found.setdefault(stem, os.path.join(dirpath, name))
+            if is_video_file(name):
+                found.setdefault(os.path.splitext(name)[0], os.path.join(dirpath, name))
     return found
 
 
@@ -101,16 +99,16 @@ def _read_csv(csv_path: str, folder: str, label_index: dict[str, int]) -> list[V
                                  f"{len(header)}: {row!r}")
             label, yid = row[col["label"]].strip(), row[col["youtube_id"]].strip()
             try:
-                start, end = int(float(row[col["time_start"]])), int(float(row[col["time_end"]]))
-            except ValueError:
-                raise ValueError(f"{csv_path}:{line}: malformed row, time_start/time_end are not numbers: "
-                                 f"{row!r}") from None
+                start, end = parse_time_span(row[col["time_start"]], row[col["time_end"]])
+            except ValueError as err:
+                raise ValueError(f"{csv_path}:{line}: malformed row, {err}: {row!r}") from None
             if not yid:
                 raise ValueError(f"{csv_path}:{line}: malformed row, empty youtube_id: {row!r}")
-            if label not in label_index:
-                raise ValueError(f"{csv_path}:{line}: unknown label {label!r} (not among the "
-                                 f"{len(label_index)} class names)")
-            stem = f"{yid}_{start:06d}_{end:06d}"
+            try:
+                check_label(label, label_index)
+            except ValueError as err:
+                raise ValueError(f"{csv_path}:{line}: {err}") from None
+            stem = clip_stem(yid, start, end)
             path = files.get(stem) or os.path.join(folder, label, stem + ".mp4")
             entries.append(VideoEntry(path, label_index[label]))
     return entries
@@ -188,5 +186,5 @@ def apply_exclude(entries: Iterable[VideoEntry], exclude: set[str]) -> list[Vide
     return [e for e in entries if os.path.abspath(e.path) not in exclude and os.path.basename(e.path) not in exclude]
 
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoEntry", "apply_exclude", "index_video_files", "load_label_names",
-           "read_annotations", "read_exclude_list"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoEntry", "apply_exclude", "index_video_files", "is_video_file",
+           "load_label_names", "read_annotations", "read_exclude_list"]

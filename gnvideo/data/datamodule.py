@@ -8,6 +8,7 @@ both because they already are ``DistributedSampler`` instances.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import lightning.pytorch as pl
@@ -15,9 +16,28 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from gnvideo.errors import ConfigError
+
 from .annotations import load_label_names
-from .kinetics import KineticsDataset, VideoFilesDataset
+from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset
 from .sampling import EpochDistributedSampler, ResumableDataLoader, UnpaddedDistributedSampler
+from .transforms import resolve_mean_std
+
+logger = logging.getLogger(__name__)
+
+
+def labels_from_checkpoint(path: str) -> tuple[str | None, int | None]:
+    """(class-name file the checkpoint's run used, if it still exists; number of classes), for predicting without
+    the dataset. Reads only the checkpoint's hyper-parameters (memory-mapped)."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    num_classes = (ckpt.get("hyper_parameters") or {}).get("num_classes")
+    data = ckpt.get("datamodule_hyper_parameters") or {}
+    for candidate in (data.get("labels"), os.path.join(str(data.get("root") or ""), "labels.txt")):
+        if candidate and os.path.isfile(candidate):
+            return os.path.abspath(candidate), num_classes
+    return None, num_classes
 
 
 class KineticsDataModule(pl.LightningDataModule):
@@ -45,8 +65,21 @@ class KineticsDataModule(pl.LightningDataModule):
         persistent_workers: keep workers between epochs (only used when num_workers > 0).
         decode_backend: "auto", "decord" or "pyav".
         exclude_list: file of video paths to leave out (one per line).
-        predict_files: videos for ``predict``: a list of files, or one folder, video file or text file listing videos.
+        predict_files: videos for ``predict``: a list of files, or one folder (searched recursively), video file or
+            text file listing videos (one per line, relative to the list's folder; use it for names with commas).
+            ``root`` need not exist for predict (only the class names are used).
         seed: seed for train shuffling and clip sampling.
+        mean_std: input normalization preset of the weight source (``transforms.MEAN_STD_PRESETS``): "imagenet"
+            (torchvision / timm 2D weights), "pytorchvideo" (0.45 / 0.225: pytorchvideo, PySlowFast, Non-local),
+            "torchvision_video". The resolved values are stored as the hyperparameters ``mean`` and ``std``.
+        mean: per-channel RGB mean in [0, 1] units, replacing the preset's.
+        std: per-channel RGB std in [0, 1] units, replacing the preset's.
+        holdout_fraction: fraction of the training videos (a fixed draw from ``seed``) held out of training and used
+            as the validation split, so that checkpoint choice (``best``) never looks at the scored set. 0 validates
+            on ``val_annotation``, which is also the default test set.
+        test_view: "crops" (``test_num_crops`` square crops of ``test_crop_size`` per clip) or "full_frame" (the
+            Non-local paper's fully convolutional test: each clip's whole frame at ``test_short_side``, one view per
+            clip; frames of different videos differ in width, so the test loader then takes one view per batch).
     """
 
     def __init__(
@@ -73,9 +106,19 @@ class KineticsDataModule(pl.LightningDataModule):
         exclude_list: str | None = None,
         predict_files: str | list[str] | None = None,
         seed: int = 0,
+        mean_std: str = "imagenet",
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        holdout_fraction: float = 0.0,
+        test_view: str = "crops",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.hparams.mean, self.hparams.std = resolve_mean_std(mean_std, mean, std)  # recorded as run settings
+        if test_view not in ("crops", "full_frame"):
+            raise ValueError(f"data.test_view: must be 'crops' or 'full_frame', got {test_view!r}")
+        if not 0.0 <= holdout_fraction < 1.0:
+            raise ValueError(f"data.holdout_fraction: must be in [0, 1), got {holdout_fraction}")
         self.root = os.fspath(root)
         if labels is None and os.path.isfile(os.path.join(self.root, "labels.txt")):
             labels = os.path.join(self.root, "labels.txt")
@@ -101,24 +144,56 @@ class KineticsDataModule(pl.LightningDataModule):
         h = self.hparams
         return dict(num_frames=h.num_frames, sampling_rate=h.sampling_rate, backend=h.decode_backend, seed=h.seed,
                     short_side_range=tuple(h.train_short_side), crop_size=h.crop_size,
-                    eval_short_side=h.test_short_side, hflip_prob=h.hflip_prob)
+                    eval_short_side=h.test_short_side, hflip_prob=h.hflip_prob, mean=h.mean, std=h.std)
 
     def _dataset(self, annotation: str, split: str, mode: str) -> KineticsDataset:
         h = self.hparams
-        if mode == "test":
+        if mode == "test" and h.test_view == "full_frame":
+            extra = dict(num_clips=h.test_num_clips, num_crops=1, eval_crop_size=h.test_crop_size, eval_full_frame=True)
+        elif mode == "test":
             extra = dict(num_clips=h.test_num_clips, num_crops=h.test_num_crops, eval_crop_size=h.test_crop_size)
         else:
             extra = dict(eval_crop_size=h.crop_size)
-        return KineticsDataset(annotation, self.root, split=split, mode=mode, label_names=self.label_names,
-                               exclude_list=h.exclude_list, **extra, **self._common())
+        key = f"data.{'train' if mode == 'train' else 'val' if mode == 'val' else 'test'}_annotation"
+        if not os.path.isfile(annotation):
+            given = getattr(h, key[5:]) is not None or (key == "data.test_annotation" and h.val_annotation)
+            where = "" if given else f" (the default under data.root; set {key})"
+            raise ConfigError(key, f"annotation file not found: {annotation}{where}")
+        if h.exclude_list is not None and not os.path.isfile(h.exclude_list):
+            raise ConfigError("data.exclude_list", f"file not found: {h.exclude_list}")
+        try:
+            return KineticsDataset(annotation, self.root, split=split, mode=mode, label_names=self.label_names,
+                                   exclude_list=h.exclude_list, **extra, **self._common())
+        except (ValueError, FileNotFoundError) as err:  # malformed row, unknown label: file:line in the message
+            raise ConfigError(key, str(err)) from err
+
+    def _check_batches(self, replicas: int = 1) -> None:
+        """Raise when the train split gives no batch of ``clips_per_device`` on each of ``replicas`` devices."""
+        ds = self.train_dataset
+        if ds is None:
+            return
+        usable = ds.num_videos - getattr(ds, "num_missing", 0)
+        batch, replicas = int(self.hparams.clips_per_device), max(int(replicas), 1)
+        per_device = -(-ds.num_videos // replicas)  # the train sampler pads to equal shares, batches drop the rest
+        where = f"{ds.num_videos} listed in {ds.annotation}, {ds.num_videos - usable} of them missing"
+        if per_device < batch:
+            devices = f" on each of {replicas} devices" if replicas > 1 else ""
+            raise ConfigError("data.clips_per_device", f"the train split has {usable} usable videos ({where}), "
+                              f"fewer than one batch of {batch} clips{devices}: 0 batches per epoch")
+        if usable == 0:
+            raise ConfigError("data.train_annotation", f"the train split has 0 usable videos ({where})")
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets for ``stage`` ("fit", "validate", "test", "predict"; None = all with annotations)."""
-        if not os.path.isdir(self.root):
-            raise FileNotFoundError(f"dataset root not found: {self.root} (KineticsDataModule.root)")
+        if stage != "predict" and not os.path.isdir(self.root):
+            raise ConfigError("data.root", f"dataset folder not found: {self.root}")
         if stage in ("fit", None) and self.train_dataset is None:
             if stage == "fit" or os.path.isfile(self.train_annotation):
                 self.train_dataset = self._dataset(self.train_annotation, "train", "train")
+        if stage in ("fit", "validate", None) and self.val_dataset is None and self.hparams.holdout_fraction > 0:
+            self.val_dataset = self._holdout()
+        if stage in ("fit", None):
+            self._check_batches()  # after the holdout took its share
         if stage in ("fit", "validate", None) and self.val_dataset is None:
             if stage is not None or os.path.isfile(self.val_annotation):
                 self.val_dataset = self._dataset(self.val_annotation, "val", "val")
@@ -127,11 +202,42 @@ class KineticsDataModule(pl.LightningDataModule):
                 self.test_dataset = self._dataset(self.test_annotation, self.test_split, "test")
         if stage == "predict" and self.predict_dataset is None:
             if self.hparams.predict_files is None:
-                raise ValueError("KineticsDataModule.predict_files is not set: give a folder, a video or a list file")
+                raise ConfigError("data.predict_files", "not set: give a folder, a video or a list file")
             h = self.hparams
-            self.predict_dataset = VideoFilesDataset(
-                h.predict_files, mode="test", label_names=self.label_names, num_clips=h.test_num_clips,
-                num_crops=h.test_num_crops, eval_crop_size=h.test_crop_size, **self._common())
+            try:
+                self.predict_dataset = VideoFilesDataset(
+                    h.predict_files, mode="test", label_names=self.label_names, num_clips=h.test_num_clips,
+                    num_crops=h.test_num_crops, eval_crop_size=h.test_crop_size, **self._common())
+            except (ValueError, FileNotFoundError) as err:
+                raise ConfigError("data.predict_files", str(err)) from err
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Log how many broken videos each split met (each was named once, with its reason, when first met)."""
+        for name in ("train", "val", "test", "predict"):
+            ds = getattr(self, f"{name}_dataset")
+            if ds is not None and ds.num_skipped:
+                verb = "drawn again" if name == "train" else "not scored"
+                logger.warning("%s: %d broken videos, %d samples %s", name, len(ds.failed_videos), ds.num_skipped,
+                               verb)
+
+    def _holdout(self) -> ClipDataset:
+        """Move a seeded random ``holdout_fraction`` of the training videos into a validation dataset."""
+        train = self.train_dataset or self._dataset(self.train_annotation, "train", "train")
+        n = len(train.entries)
+        k = max(1, round(self.hparams.holdout_fraction * n))
+        if k >= n:
+            raise ValueError(f"data.holdout_fraction: {self.hparams.holdout_fraction} of {n} training videos leaves "
+                             "none to train on")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
+        held = sorted(order[:k])
+        held_set = set(held)
+        val_entries = [train.entries[i] for i in held]
+        train.entries = [e for i, e in enumerate(train.entries) if i not in held_set]
+        self.train_dataset = train
+        h = self.hparams
+        return ClipDataset(val_entries, mode="val", label_names=self.label_names, num_frames=h.num_frames,
+                           sampling_rate=h.sampling_rate, eval_crop_size=h.crop_size,
+                           **{o: v for o, v in self._common().items() if o not in ("num_frames", "sampling_rate")})
 
     # -- loaders -----------------------------------------------------------------------------------------------
     def _replicas(self) -> tuple[int, int]:
@@ -144,7 +250,8 @@ class KineticsDataModule(pl.LightningDataModule):
             return dist.get_world_size(), dist.get_rank()
         return 1, 0
 
-    def _loader(self, dataset: Dataset | None, name: str, train: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, name: str, train: bool = False, batch_size: int | None = None
+                ) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{name} dataset is not set up: call setup() with the matching stage first")
         h = self.hparams
@@ -156,14 +263,13 @@ class KineticsDataModule(pl.LightningDataModule):
         workers = int(h.num_workers)
         # an own generator for the workers' base seed, so creating an iterator never draws from the global RNG (which
         # dropout uses; a resumed run creates its iterators at other points than an uninterrupted one)
-        kwargs = {"generator": torch.Generator().manual_seed(int(h.seed))}
-        if train:
-            return ResumableDataLoader(dataset, batch_size=h.clips_per_device, sampler=sampler, num_workers=workers,
-                                       pin_memory=h.pin_memory, drop_last=True, batches_done=self._batches_done,
-                                       persistent_workers=bool(h.persistent_workers and workers > 0), **kwargs)
-        return DataLoader(dataset, batch_size=h.clips_per_device, sampler=sampler, num_workers=workers,
-                          pin_memory=h.pin_memory, drop_last=train,
-                          persistent_workers=bool(h.persistent_workers and workers > 0), **kwargs)
+        kwargs = {"batch_size": batch_size or h.clips_per_device, "sampler": sampler, "num_workers": workers,
+                  "pin_memory": h.pin_memory, "drop_last": train,
+                  "persistent_workers": bool(h.persistent_workers and workers > 0),
+                  "generator": torch.Generator().manual_seed(int(h.seed))}
+        if train:  # resumable mid-epoch: Lightning saves/loads its state (epoch, batches done) with the loop
+            return ResumableDataLoader(dataset, batches_done=self._batches_done, **kwargs)
+        return DataLoader(dataset, **kwargs)
 
     def _batches_done(self) -> int:
         """Train batches of the current epoch whose step has run (0 without a trainer)."""
@@ -173,16 +279,18 @@ class KineticsDataModule(pl.LightningDataModule):
         return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def train_dataloader(self) -> DataLoader:
+        self._check_batches(self._replicas()[0])
         return self._loader(self.train_dataset, "train", train=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, "val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, "test")
+        full_frame = self.hparams.test_view == "full_frame"  # whole frames: widths differ between videos
+        return self._loader(self.test_dataset, "test", batch_size=1 if full_frame else None)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_dataset, "predict")
 
 
-__all__ = ["KineticsDataModule"]
+__all__ = ["KineticsDataModule", "labels_from_checkpoint"]

@@ -5,11 +5,12 @@ videos); ``"test"`` one item per view, ``num_clips`` uniformly spaced clips x ``
 item i is video i // views, view i % views, views of one video are consecutive).
 
 Samples are dicts: ``video`` float32 (3, T, crop, crop), ``label`` int, ``video_index`` int, ``view_index`` int,
-``valid`` bool. Broken videos (missing, empty, truncated, undecodable): in train mode another video is drawn instead
-(up to ``max_retries`` times); in val/test mode the sample has ``valid=False`` and a zero video. Each failing file is
-logged once (``logging.warning``) and counted in ``num_skipped`` / ``failed_files``. Those counters live in the process
-that loaded the sample: with DataLoader workers each worker has its own copy, so the main-process counters stay 0; the
-module should count invalid samples from the batches instead.
+``valid`` bool. Broken videos (the definition is in :mod:`gnvideo.data.validation`: missing, empty, undecodable, a
+decode error in any frame read, truncated): in train mode another video is drawn instead (up to ``max_retries`` times);
+in val/test mode the sample has ``valid=False`` and a zero video, so its video is never scored. A video that failed
+once is broken for the rest of the dataset's life (never read again, never half-used). Failures are recorded in
+shared memory, so across DataLoader workers and epochs each file is logged once (``logging.warning``, with the
+reason) and the counts (``num_skipped``, ``failed_videos``) are right in the main process too.
 
 Train randomness: clip position and transform draws come from a generator seeded with (seed, epoch, index, attempt),
 so a sample is the same whichever worker loads it, and changes with the epoch. The epoch lives in shared memory, set
@@ -29,6 +30,7 @@ from .annotations import (
     VIDEO_EXTENSIONS,
     VideoEntry,
     apply_exclude,
+    is_video_file,
     load_label_names,
     read_annotations,
     read_exclude_list,
@@ -36,11 +38,16 @@ from .annotations import (
 from .readers import BACKENDS, open_video
 from .sampling import eval_clip_indices, sample_generator, train_clip_indices
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+from .validation import VideoDecodeError, problem_reason
 
 logger = logging.getLogger(__name__)
 
 MODES = ("train", "val", "test")
 LOAD_ERRORS = (OSError, ValueError, RuntimeError, EOFError, MemoryError)
+
+
+class _KnownBroken(VideoDecodeError):
+    """A video already found broken (and logged) by some worker."""
 
 
 class ClipDataset(Dataset):
@@ -64,6 +71,7 @@ class ClipDataset(Dataset):
         seed: base seed for train sampling.
         max_retries: train mode, other videos tried after a failure before giving up with RuntimeError.
         hflip_prob: train mode, probability of a horizontal flip (0 when classes depend on left/right direction).
+        eval_full_frame: test views are whole frames scaled to ``eval_short_side`` (no crop; needs num_crops 1).
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class ClipDataset(Dataset):
         seed: int = 0,
         max_retries: int = 10,
         hflip_prob: float = 0.5,
+        eval_full_frame: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -101,11 +110,12 @@ class ClipDataset(Dataset):
         self.seed, self.max_retries = int(seed), int(max_retries)
         eval_crop = int(eval_crop_size or crop_size)
         self.train_transform = TrainTransform(short_side_range, crop_size, mean, std, flip_prob=hflip_prob)
-        self.eval_transform = EvalTransform(eval_short_side, eval_crop, self.num_crops, mean, std)
+        self.eval_transform = EvalTransform(eval_short_side, eval_crop, self.num_crops, mean, std,
+                                            full_frame=eval_full_frame and mode == "test")
         self.crop_size = int(crop_size) if mode == "train" else eval_crop
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self.num_skipped = 0
-        self.failed_files: dict[str, str] = {}
+        self._failures = torch.zeros(len(self.entries), dtype=torch.int32).share_memory_()  # per video, all workers
+        self.failed_files: dict[str, str] = {}  # path -> reason, for the failures seen in this process
         self.num_repeated_frames = 0
         self._cache: tuple[tuple[int, int], torch.Tensor] | None = None
 
@@ -133,17 +143,33 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return self.num_videos * self.views_per_video
 
-    def _record_failure(self, path: str, err: BaseException) -> None:
-        self.num_skipped += 1
-        if path not in self.failed_files:
-            reason = f"{type(err).__name__}: {err}"
+    @property
+    def num_skipped(self) -> int:
+        """Samples that could not be loaded (every attempt on a broken video counts), over all workers."""
+        return int(self._failures.sum())
+
+    @property
+    def failed_videos(self) -> list[str]:
+        """Paths of the videos found broken so far, over all workers."""
+        return [self.entries[i].path for i in torch.nonzero(self._failures).flatten().tolist()]
+
+    def _record_failure(self, video_index: int, err: BaseException) -> None:
+        first = int(self._failures[video_index]) == 0
+        self._failures[video_index] += 1
+        if first and not isinstance(err, _KnownBroken):
+            path, reason = self.entries[video_index].path, problem_reason(err)
             self.failed_files[path] = reason
-            logger.warning("skipping unreadable video %s (%s)", path, reason)
+            logger.warning("skipping broken video %s (%s)", path, reason)
+
+    def _open(self, video_index: int):
+        if int(self._failures[video_index]) > 0:  # broken once, broken for good: never half-used
+            raise _KnownBroken("found broken earlier", self.entries[video_index].path)
+        return open_video(self.entries[video_index].path, backend=self.backend, short_side=self.decode_short_side)
 
     # -- loading -----------------------------------------------------------------------------------------------
     def _train_sample(self, video_index: int, generator: torch.Generator) -> dict:
-        path, label = self.entries[video_index]
-        with open_video(path, backend=self.backend, short_side=self.decode_short_side) as reader:
+        label = self.entries[video_index].label
+        with self._open(video_index) as reader:
             indices = train_clip_indices(reader.num_frames, self.num_frames, self.sampling_rate, generator)
             frames = reader.frames(indices)
             self.num_repeated_frames += reader.last_num_repeated
@@ -154,8 +180,7 @@ class ClipDataset(Dataset):
         key = (video_index, clip)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        path = self.entries[video_index].path
-        with open_video(path, backend=self.backend, short_side=self.decode_short_side) as reader:
+        with self._open(video_index) as reader:
             clips = eval_clip_indices(reader.num_frames, self.num_frames, self.sampling_rate, self.num_clips)
             frames = reader.frames(clips[clip])
             self.num_repeated_frames += reader.last_num_repeated
@@ -173,7 +198,7 @@ class ClipDataset(Dataset):
             video = self.eval_transform(self._eval_frames(video_index, clip), crop_index=crop)
             valid = True
         except LOAD_ERRORS as err:
-            self._record_failure(self.entries[video_index].path, err)
+            self._record_failure(video_index, err)
             video = torch.zeros(3, self.num_frames, self.crop_size, self.crop_size)
             valid = False
         label = self.entries[video_index].label
@@ -190,7 +215,7 @@ class ClipDataset(Dataset):
             try:
                 return self._train_sample(video_index, generator)
             except LOAD_ERRORS as err:
-                self._record_failure(self.entries[video_index].path, err)
+                self._record_failure(video_index, err)
                 tried.append(self.entries[video_index].path)
         raise RuntimeError(f"{self.max_retries + 1} videos in a row failed to load for item {index}: {tried}")
 
@@ -240,21 +265,24 @@ class KineticsDataset(ClipDataset):
 
 
 def _collect_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Video files from a list, a folder (recursive), one video, or a text file with one video per line (the text
+    before a TAB; ``#`` starts a comment; relative paths are relative to the list file's folder)."""
     if isinstance(paths, (str, os.PathLike)):
         p = os.fspath(paths)
         if os.path.isdir(p):
             found = []
             for dirpath, dirnames, filenames in os.walk(p):
                 dirnames.sort()
-                found += [os.path.join(dirpath, f) for f in sorted(filenames)
-                          if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS]
+                found += [os.path.join(dirpath, f) for f in sorted(filenames) if is_video_file(f)]
             return found
         if os.path.splitext(p)[1].lower() in VIDEO_EXTENSIONS:
             return [p]
         if not os.path.isfile(p):
             raise FileNotFoundError(f"predict input not found: {p}")
+        base = os.path.dirname(os.path.abspath(p))
         with open(p, encoding="utf-8") as f:  # a text file listing one video per line
-            return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+            lines = [line.split("\t", 1)[0].strip() for line in f if not line.lstrip().startswith("#")]
+        return [os.path.join(base, line) for line in lines if line]
     return [os.fspath(x) for x in paths]
 
 
@@ -263,7 +291,7 @@ class VideoFilesDataset(ClipDataset):
 
     Args:
         paths: a list of files, a folder (searched recursively for video files), a video file, or a text file with
-            one path per line.
+            one path per line (relative to the list's folder; a list file is the way to pass names with commas).
         mode: "test" (num_clips x num_crops views) or "val" (centre clip, centre crop).
         **kwargs: :class:`ClipDataset` options.
     """

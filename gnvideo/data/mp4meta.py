@@ -1,4 +1,4 @@
-"""Display rotation of MP4/MOV files read from the ``tkhd`` box, without FFmpeg and without decoding a frame."""
+"""Display rotation and announced frame count of MP4/MOV files from the header boxes, without FFmpeg or decoding."""
 
 from __future__ import annotations
 
@@ -30,35 +30,62 @@ def _boxes(f, start: int, end: int):
         pos += size
 
 
-def mp4_rotation(path: str) -> int | None:
-    """Display rotation (degrees counter-clockwise, like PyAV's ``frame.rotation``) from the first video track's
-    ``tkhd`` matrix of an MP4/MOV file, without decoding; None when the file cannot be parsed."""
+def _find(f, start: int, end: int, *path: bytes) -> tuple[int, int] | None:
+    """Payload span of the box at ``path`` (e.g. b"mdia", b"minf") inside [start, end)."""
+    for kind, a, b in _boxes(f, start, end):
+        if kind == path[0]:
+            return (a, b) if len(path) == 1 else _find(f, a, b, *path[1:])
+    return None
+
+
+def mp4_video_header(path: str) -> tuple[int, int] | None:
+    """(display rotation, sample count) of the first video track of an MP4/MOV file, read from the header only.
+
+    The rotation is in degrees counter-clockwise, like PyAV's ``frame.rotation``, from the ``tkhd`` matrix; the
+    sample count (frames the header announces) from ``stsz``, 0 when unknown (fragmented files). None when the file
+    cannot be parsed or has no video track.
+    """
     try:
         with open(path, "rb") as f:
             end = f.seek(0, os.SEEK_END)
-            moov = next(((a, b) for k, a, b in _boxes(f, 0, end) if k == b"moov"), None)
+            moov = _find(f, 0, end, b"moov")
             if moov is None:
                 return None
             for kind, a, b in _boxes(f, *moov):
                 if kind != b"trak":
                     continue
-                for sub, c, _ in _boxes(f, a, b):
-                    if sub != b"tkhd":
+                hdlr = _find(f, a, b, b"mdia", b"hdlr")
+                if hdlr is not None:
+                    f.seek(hdlr[0] + 8)  # version/flags, pre_defined
+                    if f.read(4) != b"vide":
                         continue
-                    f.seek(c)
-                    version = f.read(1)[0]
-                    f.seek(c + (52 if version == 1 else 40))  # skip version/flags, times, ids, layer, volume
-                    matrix = struct.unpack(">9i", f.read(36))
-                    width, height = struct.unpack(">II", f.read(8))
-                    if width == 0 or height == 0:  # not a visual track
-                        break
-                    a0, b0 = matrix[0] / 65536.0, matrix[1] / 65536.0
-                    if a0 == 0 and b0 == 0:
-                        return 0
-                    return int(round(-math.degrees(math.atan2(b0, a0)))) % 360
-    except (OSError, struct.error, IndexError, StopIteration):
+                tkhd = _find(f, a, b, b"tkhd")
+                if tkhd is None:
+                    continue
+                f.seek(tkhd[0])
+                version = f.read(1)[0]
+                f.seek(tkhd[0] + (52 if version == 1 else 40))  # skip version/flags, times, ids, layer, volume
+                matrix = struct.unpack(">9i", f.read(36))
+                width, height = struct.unpack(">II", f.read(8))
+                if hdlr is None and (width == 0 or height == 0):  # not a visual track
+                    continue
+                a0, b0 = matrix[0] / 65536.0, matrix[1] / 65536.0
+                rotation = 0 if a0 == 0 and b0 == 0 else int(round(-math.degrees(math.atan2(b0, a0)))) % 360
+                count = 0
+                stsz = _find(f, a, b, b"mdia", b"minf", b"stbl", b"stsz")
+                if stsz is not None:
+                    f.seek(stsz[0] + 8)  # version/flags, sample_size
+                    count = struct.unpack(">I", f.read(4))[0]
+                return rotation, count
+    except (OSError, struct.error, IndexError):
         return None
     return None
 
 
-__all__ = ["ISO_BMFF_EXTENSIONS", "NO_ROTATION_EXTENSIONS", "mp4_rotation"]
+def mp4_rotation(path: str) -> int | None:
+    """Display rotation (degrees counter-clockwise) of an MP4/MOV file without decoding; None when unparsable."""
+    header = mp4_video_header(path)
+    return None if header is None else header[0]
+
+
+__all__ = ["ISO_BMFF_EXTENSIONS", "NO_ROTATION_EXTENSIONS", "mp4_rotation", "mp4_video_header"]

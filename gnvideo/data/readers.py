@@ -1,41 +1,40 @@
 """Frame-accurate video readers: decord first, PyAV as the fallback.
 
 ``open_video(path)`` returns a :class:`VideoReader` whose ``frames(indices)`` gives uint8 (T, H, W, 3) RGB frames, where
-index ``i`` is the i-th frame in presentation order (also for variable-frame-rate files). What it copes with:
+index ``i`` is the i-th frame the decoder puts out (presentation order), which is how decord numbers frames, also for
+variable-frame-rate files and for AVI files whose packet timestamps are in decode order. What it copes with:
 
-- rotation metadata (phone videos): applied, so frames come out upright. decord (0.6.0 and decord2 3.4.0) fails or
-  returns garbage on such files, so they are always read with PyAV. ``backend="auto"`` finds the rotation in the
-  MP4/MOV ``tkhd`` box without decoding (~0.02 ms); for other containers except AVI/MPEG it asks PyAV, which opens
-  the file and decodes one frame (~3 ms).
-- a container whose reported frame count is too large: reading stops at the real end; indices past it are clamped to the
-  last decodable frame and ``num_frames`` shrinks to the real count. The same clamping makes a video shorter than a clip
-  repeat its last frame; ``last_num_repeated`` / ``num_repeated`` count those frames.
+- rotation metadata (phone videos): applied, so frames come out upright. Files with rotation metadata are read with
+  PyAV: decord2 3.4.0 and decord 0.6.0 rotate correctly at most sizes but fail with a size-mismatch error at others
+  (64x48 turned by 90 or 270 degrees). ``backend="auto"`` finds the rotation in the MP4/MOV header without decoding;
+  for other containers except AVI/MPEG it asks PyAV, which opens the file and decodes one frame (~3 ms).
+- a container whose frame count is off by a frame or two: reading stops at the real end and ``num_frames`` shrinks
+  to the real count. Indices past the end repeat the last frame (a video shorter than a clip); ``last_num_repeated``
+  / ``num_repeated`` count those frames.
 - ``short_side``: frames are scaled (aspect kept) so the short side is ``short_side`` pixels. PyAV scales while
   converting each frame (the full-size RGB clip never exists); with decord the batch is scaled right after decoding
   (decord's own ``width``/``height`` option fails with a size-mismatch error for some sizes, e.g. 32x24 and 48x36
   in decord2 3.4.0).
-- missing, empty or undecodable files raise :class:`FileNotFoundError` / :class:`VideoDecodeError` naming the file.
+- broken files (the definition is in :mod:`gnvideo.data.validation`): missing -> :class:`FileNotFoundError`; empty,
+  undecodable, a decode error on any frame read, or clearly fewer frames than the container announces ->
+  :class:`VideoDecodeError`, naming the file and the reason. A broken frame is never replaced by a neighbour.
 """
 
-from __future__ import annotations
-
-import bisect
 import logging
 import os
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from .mp4meta import ISO_BMFF_EXTENSIONS, NO_ROTATION_EXTENSIONS, mp4_rotation
+from .mp4meta import ISO_BMFF_EXTENSIONS, NO_ROTATION_EXTENSIONS, mp4_video_header
+from .pyav_reader import PyAVReader, _pyav_header, _pyav_probe  # noqa: F401 - _pyav_probe: tests patch it there
+from .validation import VideoDecodeError
+from .validation import check_file as _check_file
+from .video_reader import VideoReader, _check_count, _resize, scaled_size  # noqa: F401 - scaled_size: public here
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "decord", "pyav")
-
-
-class VideoDecodeError(ValueError):
-    """A video file exists but cannot be opened or decoded; the message names the file."""
 
 
 def decord_available() -> bool:
@@ -45,269 +44,6 @@ def decord_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"video file not found: {path}")
-    if os.path.isdir(path):
-        raise VideoDecodeError(f"video path is a directory, not a file: {path}")
-    if os.path.getsize(path) == 0:
-        raise VideoDecodeError(f"video file is empty (0 bytes): {path}")
-
-
-def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
-    """(height, width) after scaling so the short side is ``short_side`` (unchanged for None); even-rounded."""
-    if short_side is None:
-        return height, width
-    if height <= width:
-        return short_side, max(1, round(width * short_side / height))
-    return max(1, round(height * short_side / width)), short_side
-
-
-class VideoReader:
-    """Common interface; use :func:`open_video` to get one.
-
-    Attributes:
-        path: the file.
-        backend: "decord" or "pyav" (the one actually used; "pyav" after a decord failure).
-        num_frames: decodable frames (the container's count until a read proves it wrong).
-        fps: average frames per second.
-        rotation: display rotation applied, degrees counter-clockwise (0, 90, 180 or 270).
-        num_repeated: total frames returned as repeats of the last frame because an index was past the end.
-        last_num_repeated: the same for the latest ``frames`` call only.
-    """
-
-    backend = "none"
-
-    def __init__(self, path: str, short_side: int | None = None) -> None:
-        self.path = path
-        self.short_side = short_side
-        self.num_frames = 0
-        self.fps = 0.0
-        self.rotation = 0
-        self.num_repeated = 0
-        self.last_num_repeated = 0
-
-    @property
-    def duration(self) -> float:
-        """Length in seconds (num_frames / fps)."""
-        return self.num_frames / self.fps if self.fps > 0 else 0.0
-
-    def _clamp(self, indices: Sequence[int]) -> list[int]:
-        idx = [int(i) for i in indices]
-        if any(i < 0 for i in idx):
-            raise ValueError(f"negative frame index in {idx} for {self.path}")
-        if self.num_frames <= 0:
-            raise VideoDecodeError(f"video has no decodable frames: {self.path}")
-        last = self.num_frames - 1
-        self.last_num_repeated = sum(i > last for i in idx)
-        self.num_repeated += self.last_num_repeated
-        return [min(i, last) for i in idx]
-
-    def frames(self, indices: Sequence[int]) -> torch.Tensor:
-        """Decode the given frame indices.
-
-        Args:
-            indices: frame numbers (any order, repeats allowed); indices past the end give the last frame.
-
-        Returns:
-            uint8 tensor (T, H, W, 3), RGB, T = len(indices), upright, short side scaled if requested.
-        """
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the file."""
-
-    def __enter__(self) -> VideoReader:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.path!r}, num_frames={self.num_frames}, fps={self.fps:.3f}, "
-                f"rotation={self.rotation})")
-
-
-def _rotate(frames: torch.Tensor, rotation: int) -> torch.Tensor:
-    """Rotate (T, H, W, 3) counter-clockwise by ``rotation`` degrees (rounded to a multiple of 90)."""
-    k = round(rotation / 90) % 4
-    return torch.rot90(frames, k, dims=(1, 2)).contiguous() if k else frames
-
-
-def _resize(frames: torch.Tensor, short_side: int | None) -> torch.Tensor:
-    """Scale uint8 (T, H, W, 3) so the short side is ``short_side`` (bilinear, antialiased)."""
-    if short_side is None:
-        return frames
-    h, w = frames.shape[1:3]
-    size = scaled_size(h, w, short_side)
-    if size == (h, w):
-        return frames
-    from torchvision.transforms.v2 import functional as F
-
-    out = F.resize(frames.permute(0, 3, 1, 2), list(size), antialias=True)
-    return out.permute(0, 2, 3, 1).contiguous()
-
-
-def _iter_frames(container, stream, path: str):
-    """Decoded frames in presentation order; a decode error after some frames ends the stream (truncated file)."""
-    import av
-
-    produced = False
-    for packet in container.demux(stream):
-        try:
-            frames = packet.decode()
-        except av.error.FFmpegError as err:
-            if not produced:
-                raise VideoDecodeError(f"cannot decode video {path}: {err}") from err
-            logger.debug("decoding %s stopped early: %s", path, err)
-            return
-        for frame in frames:
-            produced = True
-            yield frame
-
-
-def _pyav_probe(path: str) -> tuple[int, float, int]:
-    """(reported frame count, fps, rotation) from the container; decodes the first frame for the rotation."""
-    import av
-
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(f"no video stream in {path}")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            fps = float(rate) if rate else 0.0
-            count = int(stream.frames or 0)
-            if count <= 0 and stream.duration and stream.time_base and fps:
-                count = int(round(float(stream.duration * stream.time_base) * fps))
-            if count <= 0 and container.duration and fps:
-                count = int(round(container.duration / 1e6 * fps))
-            if count <= 0:  # no count or duration in the container: count the packets
-                count = sum(1 for packet in container.demux(stream) if packet.size)
-                container.seek(0)
-            rotation = 0
-            for frame in _iter_frames(container, stream, path):
-                rotation = int(round(frame.rotation or 0))
-                break
-            else:
-                raise VideoDecodeError(f"no decodable frames in {path}")
-    except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise VideoDecodeError(f"cannot open video {path}: {err}") from err
-    return count, fps, rotation % 360
-
-
-class PyAVReader(VideoReader):
-    """PyAV decoding with exact frame numbers for every codec/container, including VFR and wrong counts.
-
-    Fast path: the packets' presentation times (read without decoding) give frame i's timestamp; decoding starts at
-    the keyframe one GOP before the first wanted frame (so open-GOP leading frames decode too) and frames are picked
-    by timestamp. If timestamps are missing or duplicated, or a wanted frame does not come out, the reader falls back
-    to decoding from the start and counting frames, which is always exact.
-    """
-
-    backend = "pyav"
-
-    def __init__(self, path: str, short_side: int | None = None, probe: tuple[int, float, int] | None = None) -> None:
-        super().__init__(path, short_side)
-        _check_file(path)
-        self.num_frames, self.fps, self.rotation = probe or _pyav_probe(path)
-        self._count_known = False
-
-    def _to_array(self, frame) -> np.ndarray:
-        kwargs = {"format": "rgb24"}
-        if self.short_side is not None:  # size of the stored (unrotated) frame; a 90-degree turn keeps the short side
-            kwargs["height"], kwargs["width"] = scaled_size(frame.height, frame.width, self.short_side)
-        return frame.to_ndarray(**kwargs)
-
-    def frames(self, indices: Sequence[int]) -> torch.Tensor:
-        wanted = [int(i) for i in indices]
-        if any(i < 0 for i in wanted):
-            raise ValueError(f"negative frame index in {wanted} for {self.path}")
-        if wanted:
-            out = self._frames_by_seeking(wanted)
-            if out is not None:
-                return out
-        return self._frames_sequential(wanted)
-
-    def _frames_by_seeking(self, wanted: list[int]) -> torch.Tensor | None:
-        import av
-
-        try:
-            with av.open(self.path) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                start = stream.start_time
-                pts, keys = [], []
-                for packet in container.demux(stream):
-                    if packet.size == 0 or packet.is_discard:
-                        continue
-                    if packet.pts is None:
-                        return None
-                    if start is not None and packet.pts < start:
-                        continue
-                    pts.append(packet.pts)
-                    if packet.is_keyframe:
-                        keys.append(packet.pts)
-                pts.sort()
-                keys.sort()
-                if not pts or not keys or len(set(pts)) != len(pts) or keys[0] != pts[0]:
-                    return None
-                end = len(pts) - 1
-                clamped = [min(i, end) for i in wanted]
-                first, last = pts[min(clamped)], pts[max(clamped)]
-                k = max(bisect.bisect_right(keys, first) - 2, 0)  # one keyframe before the one holding `first`
-                index_of = {pts[i]: i for i in set(clamped)}
-                got: dict[int, np.ndarray] = {}
-                container.seek(keys[k], stream=stream, backward=True, any_frame=False)
-                for frame in _iter_frames(container, stream, self.path):
-                    if frame.pts in index_of:
-                        got[index_of[frame.pts]] = self._to_array(frame)
-                    if frame.pts is not None and frame.pts >= last and len(got) == len(index_of):
-                        break
-        except (av.error.FFmpegError, VideoDecodeError):
-            return None
-        if len(got) != len(index_of):
-            return None
-        self.num_frames = len(pts)
-        self._clamp(wanted)
-        return _rotate(torch.from_numpy(np.stack([got[i] for i in clamped])), self.rotation)
-
-    def _frames_sequential(self, wanted: list[int]) -> torch.Tensor:
-        import av
-
-        target = max(wanted)
-        if self._count_known:
-            target = min(target, self.num_frames - 1)
-        needed = set(wanted)
-        got: dict[int, np.ndarray] = {}
-        last_frame, count = None, 0
-        try:
-            with av.open(self.path) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                for frame in _iter_frames(container, stream, self.path):
-                    if count in needed:
-                        got[count] = self._to_array(frame)
-                    last_frame = frame
-                    count += 1
-                    if count > target:
-                        break
-        except av.error.FFmpegError as err:
-            raise VideoDecodeError(f"cannot decode video {self.path}: {err}") from err
-        if count == 0:
-            raise VideoDecodeError(f"no decodable frames in {self.path}")
-        if count <= target:  # the stream ended before the requested index: now the real count is known
-            self.num_frames, self._count_known = count, True
-        elif count > self.num_frames:
-            self.num_frames = count
-        end = count - 1
-        if end not in got:
-            got[end] = self._to_array(last_frame)
-        self._clamp(wanted)
-        out = torch.from_numpy(np.stack([got[min(i, end)] for i in wanted]))
-        return _rotate(out, self.rotation)
 
 
 class DecordReader(VideoReader):
@@ -325,7 +61,7 @@ class DecordReader(VideoReader):
             self.num_frames = len(self._vr)
             self.fps = float(self._vr.get_avg_fps())
         except Exception as err:  # decord raises its own DECORDError / RuntimeError
-            raise VideoDecodeError(f"decord cannot open video {path}: {err}") from err
+            raise VideoDecodeError(f"decord cannot open: {_last_line(err).replace(path, '<file>')}", path) from err
         self._fallback: PyAVReader | None = None
 
     def frames(self, indices: Sequence[int]) -> torch.Tensor:
@@ -337,7 +73,7 @@ class DecordReader(VideoReader):
                     return _resize(out, self.short_side)
                 reason = f"unexpected frame shape {tuple(out.shape)}"
             except Exception as err:  # noqa: BLE001 - any decord failure sends this file to PyAV
-                reason = str(err).strip().splitlines()[-1][:200]
+                reason = _last_line(err)
             logger.info("decord failed on %s (%s); reading it with PyAV", self.path, reason)
             self.num_repeated -= self.last_num_repeated
             self._fallback = PyAVReader(self.path, self.short_side)
@@ -352,13 +88,19 @@ class DecordReader(VideoReader):
         self._vr = None
 
 
+def _last_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[-1][:200] if lines else type(err).__name__
+
+
 def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int | None = None) -> VideoReader:
     """Open a video for frame-accurate reading.
 
     Args:
         path: video file (mp4/webm/mkv/avi ... anything FFmpeg reads).
-        backend: "auto" (decord if installed and the file has no rotation metadata, else PyAV; decord failures fall
-            back to PyAV), "decord" or "pyav".
+        backend: "auto" (decord if installed, else PyAV; PyAV for files with rotation metadata and for AVI files
+            with B-frames, where decord's random access returns neighbouring frames; decord failures fall back to
+            PyAV), "decord" or "pyav".
         short_side: if set, frames are scaled so their short side has this many pixels.
 
     Returns:
@@ -366,7 +108,7 @@ def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int |
 
     Raises:
         FileNotFoundError: the file does not exist.
-        VideoDecodeError: empty file, not a video, or no decodable frames (message names the file).
+        VideoDecodeError: a broken video (:mod:`gnvideo.data.validation`); the message names the file and reason.
         ValueError: unknown backend.
     """
     path = os.fspath(path)
@@ -377,24 +119,34 @@ def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int |
     _check_file(path)
     if backend == "pyav" or (backend == "auto" and not decord_available()):
         return PyAVReader(path, short_side)
-    probe = None
-    if backend == "auto":  # decord ignores or mangles rotation metadata: such files go to PyAV
-        ext = os.path.splitext(path)[1].lower()
-        rotation = 0 if ext in NO_ROTATION_EXTENSIONS else None
-        if ext in ISO_BMFF_EXTENSIONS:
-            rotation = mp4_rotation(path)  # reads the header only (~0.1 ms)
-        if rotation is None:  # other containers: ask FFmpeg (opens the file and decodes one frame)
-            probe = _pyav_probe(path)
-            rotation = probe[2]
-        if rotation != 0:
-            return PyAVReader(path, short_side, probe=probe)
+    probe, rotation, announced = None, None, None
+    ext = os.path.splitext(path)[1].lower()
+    if ext in ISO_BMFF_EXTENSIONS:
+        header = mp4_video_header(path)  # reads the header only (~0.1 ms)
+        if header is not None:
+            rotation, announced = header
+    elif ext in NO_ROTATION_EXTENSIONS:
+        rotation = 0
+        if ext == ".avi":  # AVI stores no presentation times: decord's seeks give neighbouring frames with B-frames
+            announced, reorders = _pyav_header(path)
+            if reorders and backend == "auto":
+                return PyAVReader(path, short_side)
+    if backend == "auto" and rotation is None:  # other containers: ask FFmpeg (opens the file, decodes one frame)
+        probe = _pyav_probe(path)
+        rotation, announced = probe[2], probe[3]
+    if backend == "auto" and rotation != 0:
+        return PyAVReader(path, short_side, probe=probe)
     try:
-        return DecordReader(path, short_side)
+        reader: VideoReader = DecordReader(path, short_side)
     except VideoDecodeError as err:
         if backend == "decord":
             raise
         logger.info("%s; trying PyAV", err)
         return PyAVReader(path, short_side, probe=probe)
+    if announced is None:
+        announced = _pyav_header(path)[0]
+    _check_count(reader, reader.num_frames, announced)  # decord counts only the packets present in a cut file
+    return reader
 
 
 __all__ = ["BACKENDS", "DecordReader", "PyAVReader", "VideoDecodeError", "VideoReader", "open_video"]

@@ -16,6 +16,28 @@ from torchvision.transforms.v2 import functional as F
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: Input mean / std (RGB, [0, 1] units) per weight source: ``imagenet`` for torchvision / timm 2D ImageNet weights,
+#: ``pytorchvideo`` for pytorchvideo / PySlowFast / Non-local checkpoints (114.75 / 57.375 on the 0-255 scale),
+#: ``torchvision_video`` for torchvision's Kinetics video models (``R3D_18_Weights`` and friends).
+MEAN_STD_PRESETS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "pytorchvideo": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
+    "torchvision_video": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
+}
+
+
+def resolve_mean_std(preset: str, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+                     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of ``preset`` (a key of ``MEAN_STD_PRESETS``), each replaced by ``mean`` / ``std`` when given."""
+    if preset not in MEAN_STD_PRESETS:
+        raise ValueError(f"data.mean_std: unknown preset {preset!r}; allowed: {sorted(MEAN_STD_PRESETS)}")
+    m, s = MEAN_STD_PRESETS[preset]
+    m = tuple(float(v) for v in (mean if mean is not None else m))
+    s = tuple(float(v) for v in (std if std is not None else s))
+    if len(m) != 3 or len(s) != 3 or min(s) <= 0:
+        raise ValueError(f"data.mean / data.std: need 3 values each and std > 0, got mean={m}, std={s}")
+    return m, s
+
 
 def _check_video(video: torch.Tensor) -> None:
     if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != torch.uint8:
@@ -99,12 +121,14 @@ class TrainTransform(_Normalize):
 
 
 class EvalTransform(_Normalize):
-    """Scale the short side to ``short_side`` and take 1 centre crop or 3 crops along the long side.
+    """Scale the short side to ``short_side`` and take 1 centre crop or 3 crops along the long side, or the full frame.
 
     Args:
         short_side: short side in pixels after scaling.
-        crop_size: square crop side in pixels (<= short_side).
+        crop_size: square crop side in pixels (<= short_side); unused with ``full_frame``.
         num_crops: 1 (centre) or 3 (start, centre, end of the long side: left/centre/right for landscape video).
+        full_frame: no crop: the whole scaled frame (short side ``short_side``, the long side in proportion), the
+            Non-local paper's fully convolutional test view; needs ``num_crops=1``.
 
     Call: ``transform(frames uint8 (T, H, W, 3), crop_index=None)`` -> a list of ``num_crops`` float32 clips
     (3, T, crop, crop), or the single clip for ``crop_index`` in [0, num_crops).
@@ -117,10 +141,14 @@ class EvalTransform(_Normalize):
         num_crops: int = 1,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        full_frame: bool = False,
     ) -> None:
         super().__init__(mean, std)
         if num_crops not in (1, 3):
             raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+        if full_frame and num_crops != 1:
+            raise ValueError(f"the full-frame test view is one view per clip: num_crops must be 1, got {num_crops}")
+        self.full_frame = bool(full_frame)
         if not 0 < crop_size <= short_side:
             raise ValueError(f"crop_size ({crop_size}) must be positive and <= short_side ({short_side})")
         self.short_side, self.crop_size, self.num_crops = int(short_side), int(crop_size), int(num_crops)
@@ -145,13 +173,18 @@ class EvalTransform(_Normalize):
         if crop_index is not None and not 0 <= crop_index < self.num_crops:
             raise ValueError(f"crop_index must be in [0, {self.num_crops}), got {crop_index}")
         frames = video.permute(0, 3, 1, 2)
+        if self.full_frame:
+            sh, sw = _scaled(video.shape[1], video.shape[2], self.short_side)
+            clip = self.finish(F.resize(frames, [round(sh), round(sw)], antialias=True))
+            return [clip] if crop_index is None else clip
         size = [self.crop_size, self.crop_size]
         picked = boxes if crop_index is None else [boxes[crop_index]]
         clips = [self.finish(F.resized_crop(frames, y, x, s, s, size, antialias=True)) for y, x, s in picked]
         return clips if crop_index is None else clips[0]
 
     def __repr__(self) -> str:
-        return f"EvalTransform(short_side={self.short_side}, crop_size={self.crop_size}, num_crops={self.num_crops})"
+        view = "full_frame=True" if self.full_frame else f"crop_size={self.crop_size}, num_crops={self.num_crops}"
+        return f"EvalTransform(short_side={self.short_side}, {view})"
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EvalTransform", "TrainTransform"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MEAN_STD_PRESETS", "EvalTransform", "TrainTransform", "resolve_mean_std"]

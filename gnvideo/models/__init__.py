@@ -1,7 +1,7 @@
 """3D ResNets for video classification with pluggable normalization.
 
-Public API: ``build_norm``, ``NORM_KINDS``, ``build_model``, ``PRESETS``, ``ResNet3d``, ``parameter_groups``,
-``inflate_2d_state_dict``, ``load_pytorchvideo_checkpoint``.
+Public API: ``build_norm``, ``NORM_KINDS``, ``build_model``, ``PRESETS``, ``ResNet3d``, ``weights`` (ImageNet,
+init_from), ``inflate_2d_state_dict``, ``load_pytorchvideo_checkpoint``.
 """
 
 from gnvideo.models.inflate import InflationReport, inflate_2d_state_dict
@@ -16,7 +16,7 @@ from gnvideo.models.norm_layers import (
 from gnvideo.models.norms import NORM_KINDS, build_norm, norm_factory
 from gnvideo.models.presets import PRESETS, build_model
 from gnvideo.models.pytorchvideo_import import convert_pytorchvideo_state_dict, load_pytorchvideo_checkpoint
-from gnvideo.models.resnet3d import ResNet3d, parameter_groups
+from gnvideo.models.resnet3d import ResNet3d
 
 __all__ = [
     "NORM_KINDS",
@@ -35,5 +35,4 @@ __all__ = [
     "inflate_2d_state_dict",
     "load_pytorchvideo_checkpoint",
     "norm_factory",
-    "parameter_groups",
 ]

@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from gnvideo.models.norm_layers import NORM_LAYERS
-from gnvideo.models.norms import NORM_KINDS
+from gnvideo.models.norms import NORM_KINDS, is_norm_layer
 from gnvideo.models.presets import PRESETS, build_model
 
 
@@ -46,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.zeros(1, 3, args.frames, args.size, args.size)
     with torch.no_grad():
         features = model.forward_features(x)
-        logits = model.fc(model.avgpool(features).flatten(1))
-    norms = Counter(type(m).__name__ for m in model.modules() if isinstance(m, NORM_LAYERS))
-    fused = Counter(getattr(m, "activation", "none") for m in model.modules() if isinstance(m, NORM_LAYERS))
+        logits = model.head(features)
+    norms = Counter(type(m).__name__ for m in model.modules() if is_norm_layer(m))
+    fused = Counter(getattr(m, "activation", "none") for m in model.modules() if is_norm_layer(m))
     print(f"model: {args.name}  norm: {args.norm} {dict(args.norm_option) or ''}")
     print(f"parameters: {params:,} ({params / 1e6:.2f}M)")
     print(f"input: {tuple(x.shape)}  res5 features: {tuple(features.shape)}  output: {tuple(logits.shape)}")

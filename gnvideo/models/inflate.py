@@ -7,9 +7,9 @@
 - ``mean``: repeated over time and divided by kt (a static clip gives the 2D response away from temporal borders);
 - ``center``: placed at the temporal center t = kt // 2, zeros elsewhere (a static clip gives exactly the 2D response).
 
-Norms map one to one: BatchNorm state (it has ``running_mean``) only into BN-family layers (bn, syncbn, frozen_bn,
-sub_bn), GroupNorm state only into GN-family layers (gn, ln, in). Anything else is an error naming the layer. The fc is
-skipped when the class counts differ.
+Norms map one to one: BatchNorm state (it has ``running_mean``) only into the "bn" family of the norm registry,
+GroupNorm state only into the "gn" family (``gnvideo.models.norms.kinds_of_family``). Anything else is an error
+naming the layer. The fc is skipped when the class counts differ.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from gnvideo.models.norm_layers import BN_FAMILY, GN_FAMILY, NORM_LAYERS
+from gnvideo.models.norms import family_of, is_norm_layer, kinds_of_family
 
 INFLATION_MODES = ("mean", "center")
 
@@ -63,28 +63,25 @@ def _strip_prefix(key: str) -> str:
     return key
 
 
-def _family(module: nn.Module) -> str:
-    if isinstance(module, BN_FAMILY):
-        return "BatchNorm"
-    if isinstance(module, GN_FAMILY):
-        return "GroupNorm"
-    return type(module).__name__
+_FAMILY_NAMES = {"bn": "BatchNorm", "gn": "GroupNorm", "bgn": "BatchGroupNorm"}
 
 
 def _check_norms(model: nn.Module, sd_3d_named: Mapping[str, torch.Tensor]) -> None:
-    """Raise if a 2D norm's kind (BN: has running_mean; GN: affine only) differs from the model's layer."""
+    """Raise if a 2D norm's family (BN: has running_mean; GN: affine only) differs from the model's layer."""
     for name, module in model.named_modules():
-        if not isinstance(module, NORM_LAYERS):
+        if not is_norm_layer(module):
             continue
         if not any(f"{name}.{t}" in sd_3d_named for t in ("weight", "bias", "running_mean")):
             continue
-        source = "BatchNorm" if f"{name}.running_mean" in sd_3d_named else "GroupNorm"
-        target = _family(module)
+        source = "bn" if f"{name}.running_mean" in sd_3d_named else "gn"
+        target = family_of(module)
         if source != target:
-            hint = "bn, syncbn, frozen_bn or sub_bn" if source == "BatchNorm" else "gn, ln or in"
+            kinds = kinds_of_family(source)
+            hint = ", ".join(kinds[:-1]) + " or " + kinds[-1] if len(kinds) > 1 else kinds[0]
             raise ValueError(
-                f"norm mismatch at layer {name!r}: the 2D state dict holds {source} weights, the model has "
-                f"{type(module).__name__} ({target}); build the model with norm {hint}"
+                f"norm mismatch at layer {name!r}: the 2D state dict holds {_FAMILY_NAMES[source]} weights, the "
+                f"model has {type(module).__name__} ({_FAMILY_NAMES.get(target or '', target)}); build the model "
+                f"with norm {hint}"
             )
 
 

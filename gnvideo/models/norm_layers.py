@@ -280,16 +280,7 @@ class BatchGroupNorm3d(nn.Module):
         return f"{self.num_channels}, num_groups={self.num_groups}, eps={self.eps}, momentum={self.momentum}"
 
 
-#: Layer classes whose parameters are normalization parameters (used for weight-decay exemption and inflation).
-BN_FAMILY = (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm3d)
-GN_FAMILY = (GroupNorm3d, nn.GroupNorm)
-NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, FrozenBatchNorm3d, GroupNorm3d,
-               BatchGroupNorm3d)
-
 __all__ = [
-    "BN_FAMILY",
-    "GN_FAMILY",
-    "NORM_LAYERS",
     "BatchGroupNorm3d",
     "FrozenBatchNorm3d",
     "GroupNorm3d",

@@ -1,21 +1,13 @@
-"""Normalization factory: every norm in a model is built by name from one place.
+"""Norm registry: one table of normalization kinds, and the factory built from it.
+
+``NORMS`` maps a kind name to a :class:`NormKind` row (layer class, allowed and required options, whether the ReLU
+that follows is fused into the op, whether the statistics depend on the batch, and the family used for 2D -> 3D
+inflation and for the order of report rows). Everything else derives from that table: ``build_norm`` (factory and
+option validation), ``NORM_KINDS`` (CLI and model choices), ``FUSED_ACTIVATION_KINDS``, ``BATCH_DEPENDENT_KINDS``
+(precise BN), ``family_of`` / ``kinds_of_family`` (inflation checks and hints), ``REPORT_ORDER`` / ``report_row``
+(``gnvideo report``) and ``DEMO_KINDS`` (``gnvideo demo --norms``).
 
 ``build_norm(kind, num_channels, **options)`` returns a layer for input (N, C, T, H, W) with C = ``num_channels``.
-
-=========  ==========================================================  ===========================================
-kind       layer                                                       options
-=========  ==========================================================  ===========================================
-bn         ``nn.BatchNorm3d`` (statistics of the clips on one device)  eps, momentum
-syncbn     ``nn.SyncBatchNorm`` (statistics over all devices)          eps, momentum
-frozen_bn  ``FrozenBatchNorm3d`` (fixed statistics and affine)         eps
-sub_bn     ``SubBatchNorm3d`` (statistics per ``clips_per_group``)     eps, momentum, clips_per_group (required)
-gn         ``GroupNorm3d``                                             eps, num_groups | channels_per_group,
-                                                                       activation, use_kernel
-ln         ``LayerNorm3d`` (GN with one group)                         eps, activation, use_kernel
-in         ``InstanceNorm3d`` (GN with one channel per group)          eps, activation, use_kernel
-bgn        ``BatchGroupNorm3d`` (Zhou et al., 2020)                    eps, momentum, num_groups | channels_per_group
-=========  ==========================================================  ===========================================
-
 ``num_groups`` defaults to 32, capped at the channel count (a 16-channel layer gets 16 groups) when neither
 ``num_groups`` nor ``channels_per_group`` is given. Invalid options raise ``ValueError`` naming the option, the
 channel count and what is allowed.
@@ -24,6 +16,7 @@ channel count and what is allowed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -38,21 +31,120 @@ from gnvideo.models.norm_layers import (
     SubBatchNorm3d,
 )
 
-NORM_KINDS = ("bn", "syncbn", "frozen_bn", "sub_bn", "gn", "ln", "in", "bgn")
-#: Kinds that run through ``gnvideo.ops.group_norm`` and can fuse the activation that follows.
-FUSED_ACTIVATION_KINDS = ("gn", "ln", "in")
 DEFAULT_NUM_GROUPS = 32
 
-_ALLOWED_OPTIONS: dict[str, tuple[str, ...]] = {
-    "bn": ("eps", "momentum"),
-    "syncbn": ("eps", "momentum"),
-    "frozen_bn": ("eps",),
-    "sub_bn": ("eps", "momentum", "clips_per_group"),
-    "gn": ("eps", "num_groups", "channels_per_group", "activation", "use_kernel"),
-    "ln": ("eps", "activation", "use_kernel"),
-    "in": ("eps", "activation", "use_kernel"),
-    "bgn": ("eps", "momentum", "num_groups", "channels_per_group"),
+#: Families, in report order. "bn": BatchNorm statistics per channel (ImageNet BN weights inflate into these);
+#: "gn": statistics per sample (ImageNet GN weights inflate into these); "bgn": per channel group over the batch.
+FAMILIES = ("bn", "gn", "bgn")
+
+
+@dataclass(frozen=True)
+class NormKind:
+    """One row of the norm registry.
+
+    Attributes:
+        name: the kind, as written in configs (``model.norm``).
+        layer: the layer class; built as ``layer(num_channels, **options)``.
+        options: option names ``norm_options`` may hold for this kind.
+        required: options that must be given.
+        fused_activation: the ReLU after the norm runs inside ``gnvideo.ops.group_norm``.
+        batch_dependent: training statistics come from the batch (running statistics exist; precise BN applies).
+        family: "bn", "gn" or "bgn" (see ``FAMILIES``).
+        report_row: the row of ``gnvideo report`` its results fill (``sub_bn`` reproduces per-GPU BN: row "bn").
+        grouped: takes ``num_groups`` / ``channels_per_group``.
+        momentum_none: ``momentum=None`` (cumulative average) is allowed.
+        demo: offered by ``gnvideo demo --norms``.
+        description: one line for docs and ``--help``.
+    """
+
+    name: str
+    layer: type[nn.Module]
+    options: tuple[str, ...]
+    family: str
+    batch_dependent: bool
+    description: str
+    required: tuple[str, ...] = ()
+    fused_activation: bool = False
+    report_row: str | None = None
+    grouped: bool = False
+    momentum_none: bool = False
+    demo: bool = False
+
+    @property
+    def row(self) -> str:
+        return self.report_row or self.name
+
+
+_GN_OPTS = ("eps", "activation", "use_kernel")
+
+NORMS: dict[str, NormKind] = {
+    k.name: k
+    for k in (
+        NormKind("bn", nn.BatchNorm3d, ("eps", "momentum"), "bn", True,
+                 "BatchNorm3d, statistics of the clips on one device (the paper's per-GPU BN)",
+                 momentum_none=True, demo=True),
+        NormKind("syncbn", nn.SyncBatchNorm, ("eps", "momentum"), "bn", True,
+                 "BN synchronized across devices", momentum_none=True),
+        NormKind("frozen_bn", FrozenBatchNorm3d, ("eps",), "bn", False,
+                 "fixed statistics and affine (fine-tuning)"),
+        NormKind("sub_bn", SubBatchNorm3d, ("eps", "momentum", "clips_per_group"), "bn", True,
+                 "BN with training statistics per group of clips_per_group clips (k clips per GPU on one device)",
+                 required=("clips_per_group",), report_row="bn", momentum_none=True),
+        NormKind("gn", GroupNorm3d, ("num_groups", "channels_per_group", *_GN_OPTS), "gn", False,
+                 "GroupNorm through gnvideo.ops.group_norm", fused_activation=True, grouped=True, demo=True),
+        NormKind("ln", LayerNorm3d, _GN_OPTS, "gn", False, "GN with one group", fused_activation=True, demo=True),
+        NormKind("in", InstanceNorm3d, _GN_OPTS, "gn", False, "GN with one channel per group",
+                 fused_activation=True, demo=True),
+        NormKind("bgn", BatchGroupNorm3d, ("eps", "momentum", "num_groups", "channels_per_group"), "bgn", True,
+                 "Batch Group Norm (Zhou et al. 2020): statistics per channel group over the batch",
+                 grouped=True, demo=True),
+    )
 }
+
+NORM_KINDS: tuple[str, ...] = tuple(NORMS)
+#: Kinds that run through ``gnvideo.ops.group_norm`` and can fuse the activation that follows.
+FUSED_ACTIVATION_KINDS: tuple[str, ...] = tuple(k for k, v in NORMS.items() if v.fused_activation)
+#: Kinds whose statistics come from the training batch (they hold running statistics).
+BATCH_DEPENDENT_KINDS: tuple[str, ...] = tuple(k for k, v in NORMS.items() if v.batch_dependent)
+#: Kinds offered by ``gnvideo demo``.
+DEMO_KINDS: tuple[str, ...] = tuple(k for k, v in NORMS.items() if v.demo)
+#: Report rows, by family then table order.
+REPORT_ORDER: tuple[str, ...] = tuple(
+    sorted(dict.fromkeys(v.row for v in NORMS.values()),
+           key=lambda r: (FAMILIES.index(NORMS[r].family), NORM_KINDS.index(r)))
+)
+
+
+def kinds_of_family(family: str) -> tuple[str, ...]:
+    """Kinds of ``family`` ("bn", "gn", "bgn") in table order."""
+    return tuple(k for k, v in NORMS.items() if v.family == family)
+
+
+def report_row(kind: str) -> str:
+    """The report row a result of norm ``kind`` fills (unknown kinds get their own row)."""
+    return NORMS[kind].row if kind in NORMS else kind
+
+
+def family_of(module: nn.Module) -> str | None:
+    """Family of a norm layer instance (ours, or torch's 2D BatchNorm / GroupNorm), None for other modules.
+
+    The most specific registered class wins (``SubBatchNorm3d`` is a ``BatchNorm3d``; both are "bn").
+    """
+    for kind in NORMS.values():
+        if type(module) is kind.layer:
+            return kind.family
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm3d)):
+        return "bn"
+    if isinstance(module, (GroupNorm3d, nn.GroupNorm)):
+        return "gn"
+    if isinstance(module, BatchGroupNorm3d):
+        return "bgn"
+    return None
+
+
+def is_norm_layer(module: nn.Module) -> bool:
+    """True for every layer ``build_norm`` makes and for torch's norm layers (weight-decay exemption)."""
+    return family_of(module) is not None or isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._NormBase))
 
 
 def _divisors(n: int) -> list[int]:
@@ -92,8 +184,15 @@ def _resolve_groups(kind: str, c: int, options: dict[str, Any]) -> int:
     return num_groups
 
 
-def _check_common(kind: str, c: int, options: dict[str, Any]) -> None:
-    where = f"norm {kind!r} (num_channels={c})"
+def _check_options(kind: NormKind, c: int, options: dict[str, Any]) -> None:
+    where = f"norm {kind.name!r} (num_channels={c})"
+    for name in kind.required:
+        if options.get(name) is None:
+            raise ValueError(f"{where}: option {name} is required (an integer >= 1)")
+    if "clips_per_group" in options:
+        k = options["clips_per_group"]
+        if not _is_int(k) or k < 1:
+            raise ValueError(f"{where}: clips_per_group must be an integer >= 1, got {k!r}")
     if "eps" in options:
         eps = options["eps"]
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
@@ -101,10 +200,9 @@ def _check_common(kind: str, c: int, options: dict[str, Any]) -> None:
         options["eps"] = float(eps)
     if "momentum" in options:
         m = options["momentum"]
-        allow_none = kind in ("bn", "syncbn", "sub_bn")
-        if not (m is None and allow_none):
+        if not (m is None and kind.momentum_none):
             if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0:
-                allowed = "a number in [0, 1] or None" if allow_none else "a number in [0, 1]"
+                allowed = "a number in [0, 1] or None" if kind.momentum_none else "a number in [0, 1]"
                 raise ValueError(f"{where}: momentum must be {allowed}, got {m!r}")
             options["momentum"] = float(m)
     if "activation" in options and options["activation"] not in ops.ACTIVATIONS:
@@ -119,7 +217,7 @@ def build_norm(kind: str, num_channels: int, **options: Any) -> nn.Module:
     Args:
         kind: one of ``NORM_KINDS``.
         num_channels: C of the (N, C, T, H, W) input.
-        **options: per-kind options (see the module docstring).
+        **options: per-kind options (``NORMS[kind].options``).
 
     Returns:
         The layer; input and output shape (N, C, T, H, W).
@@ -128,43 +226,23 @@ def build_norm(kind: str, num_channels: int, **options: Any) -> nn.Module:
         ValueError: unknown kind, unknown option for the kind, or an invalid value (message names the option, the
             channel count and what is allowed).
     """
-    if kind not in NORM_KINDS:
+    if kind not in NORMS:
         raise ValueError(f"unknown norm kind {kind!r} (num_channels={num_channels}); allowed: {NORM_KINDS}")
     if not _is_int(num_channels) or num_channels < 1:
         raise ValueError(f"norm {kind!r}: num_channels must be an integer >= 1, got {num_channels!r}")
-    c = num_channels
-    allowed = _ALLOWED_OPTIONS[kind]
-    unknown = sorted(set(options) - set(allowed))
+    row, c = NORMS[kind], num_channels
+    unknown = sorted(set(options) - set(row.options))
     if unknown:
-        raise ValueError(f"norm {kind!r} (num_channels={c}): unknown option(s) {unknown}; allowed: {list(allowed)}")
+        raise ValueError(f"norm {kind!r} (num_channels={c}): unknown option(s) {unknown}; allowed: {list(row.options)}")
     opts = dict(options)
-    _check_common(kind, c, opts)
-    if kind == "bn":
-        return nn.BatchNorm3d(c, **opts)
-    if kind == "syncbn":
-        return nn.SyncBatchNorm(c, **opts)
-    if kind == "frozen_bn":
-        return FrozenBatchNorm3d(c, **opts)
-    if kind == "sub_bn":
-        k = opts.pop("clips_per_group", None)
-        if k is None:
-            raise ValueError(f"norm 'sub_bn' (num_channels={c}): option clips_per_group is required (an integer >= 1)")
-        if not _is_int(k) or k < 1:
-            raise ValueError(f"norm 'sub_bn' (num_channels={c}): clips_per_group must be an integer >= 1, got {k!r}")
-        return SubBatchNorm3d(c, clips_per_group=k, **opts)
-    if kind == "gn":
-        groups = _resolve_groups(kind, c, opts)
-        return GroupNorm3d(c, num_groups=groups, **opts)
-    if kind == "ln":
-        return LayerNorm3d(c, **opts)
-    if kind == "in":
-        return InstanceNorm3d(c, **opts)
-    groups = _resolve_groups(kind, c, opts)
-    return BatchGroupNorm3d(c, num_groups=groups, **opts)
+    _check_options(row, c, opts)
+    if row.grouped:
+        opts["num_groups"] = _resolve_groups(kind, c, opts)
+    return row.layer(c, **opts)
 
 
 def build_norm_act(kind: str, num_channels: int, relu: bool, **options: Any) -> tuple[nn.Module, nn.Module]:
-    """Build a norm and the activation after it, fusing the ReLU into GN-family norms.
+    """Build a norm and the activation after it, fusing the ReLU into kinds with ``fused_activation``.
 
     Args:
         kind: one of ``NORM_KINDS``.
@@ -173,8 +251,8 @@ def build_norm_act(kind: str, num_channels: int, relu: bool, **options: Any) -> 
         **options: norm options; ``activation`` must not be given here.
 
     Returns:
-        (norm, act): for GN-family kinds with ``relu`` the norm applies the ReLU itself and ``act`` is
-        ``nn.Identity``; otherwise ``act`` is ``nn.ReLU`` (or ``nn.Identity`` when ``relu`` is False).
+        (norm, act): for fused kinds with ``relu`` the norm applies the ReLU itself and ``act`` is ``nn.Identity``;
+        otherwise ``act`` is ``nn.ReLU`` (or ``nn.Identity`` when ``relu`` is False).
     """
     if "activation" in options:
         raise ValueError(
@@ -191,18 +269,46 @@ def norm_factory(kind: str, **options: Any) -> Callable[..., nn.Module]:
     ``eps`` passed by the caller is used unless ``options`` sets it; ``momentum`` is used only by kinds that have
     running statistics. Options are validated on each call (they depend on C).
     """
-    if kind not in NORM_KINDS:
+    if kind not in NORMS:
         raise ValueError(f"unknown norm kind {kind!r}; allowed: {NORM_KINDS}")
 
     def make(num_features: int, eps: float | None = None, momentum: float | None = None) -> nn.Module:
         opts = dict(options)
         if eps is not None:
             opts.setdefault("eps", eps)
-        if momentum is not None and "momentum" in _ALLOWED_OPTIONS[kind]:
+        if momentum is not None and "momentum" in NORMS[kind].options:
             opts.setdefault("momentum", momentum)
         return build_norm(kind, num_features, **opts)
 
     return make
 
 
-__all__ = ["FUSED_ACTIVATION_KINDS", "NORM_KINDS", "build_norm", "build_norm_act", "norm_factory"]
+def norm_table_markdown() -> str:
+    """The registry as a markdown table (kind, what, options, batch-dependent, family) for docs."""
+    lines = ["| kind | what | options | batch-dependent | family |", "| --- | --- | --- | --- | --- |"]
+    for k in NORMS.values():
+        opts = ", ".join(f"`{o}`" + (" (required)" if o in k.required else "") for o in k.options
+                         if o != "activation")
+        lines.append(f"| `{k.name}` | {k.description} | {opts} | {'yes' if k.batch_dependent else 'no'} | "
+                     f"{k.family} |")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "BATCH_DEPENDENT_KINDS",
+    "DEMO_KINDS",
+    "FAMILIES",
+    "FUSED_ACTIVATION_KINDS",
+    "NORMS",
+    "NORM_KINDS",
+    "REPORT_ORDER",
+    "NormKind",
+    "build_norm",
+    "build_norm_act",
+    "family_of",
+    "is_norm_layer",
+    "kinds_of_family",
+    "norm_factory",
+    "norm_table_markdown",
+    "report_row",
+]

@@ -1,8 +1,14 @@
-"""One configurable 3D ResNet: stem, four residual stages, global-average-pool head.
+"""One configurable 3D ResNet: stem, four residual stages, pooling head.
 
 Layout (module names)::
 
     conv1 -> norm1 -> act1 -> pool1 -> layer1 [-> pool2] -> layer2 -> layer3 -> layer4 -> avgpool -> dropout -> fc
+
+Heads (``head_pool``): "global" averages the res5 map (N, C, T', H', W') to (N, C) and classifies it. "local" is the
+pytorchvideo / Non-local head: average-pool with kernel (T', 7, 7) (``head_pool_size``, capped at the map) and
+stride 1, classify each position, and average the logits over the positions. At the training crop (224 px: res5 7x7)
+both give the same result; at larger test crops (256 px: 8x8, or the full frame) "local" matches pytorchvideo's
+models, whose weights were trained and tested that way.
 
 Input (N, C_in, T, H, W) float (contiguous or ``torch.channels_last_3d``) -> logits (N, num_classes).
 """
@@ -13,10 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gnvideo.models.blocks import BLOCKS
-from gnvideo.models.norm_layers import NORM_LAYERS
 from gnvideo.models.norms import NORM_KINDS, build_norm_act
 
 
@@ -63,6 +69,8 @@ class ResNet3d(nn.Module):
         norm_options: options for ``build_norm`` (e.g. ``{"num_groups": 32}``).
         dropout: dropout probability before fc.
         zero_init_residual: the last norm of every residual block starts with weight 0.
+        head_pool: "global" or "local" (module docstring).
+        head_pool_size: (H, W) of the "local" head's pooling window, in res5 positions.
     """
 
     def __init__(
@@ -86,8 +94,16 @@ class ResNet3d(nn.Module):
         norm_options: dict[str, Any] | None = None,
         dropout: float = 0.5,
         zero_init_residual: bool = True,
+        head_pool: str = "global",
+        head_pool_size: Sequence[int] = (7, 7),
     ):
         super().__init__()
+        if head_pool not in ("global", "local"):
+            raise ValueError(f"head_pool must be 'global' or 'local', got {head_pool!r}")
+        self.head_pool = head_pool
+        self.head_pool_size = tuple(int(v) for v in head_pool_size)
+        if len(self.head_pool_size) != 2 or min(self.head_pool_size) < 1:
+            raise ValueError(f"head_pool_size must be 2 ints (H, W) >= 1, got {head_pool_size}")
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
         if norm not in NORM_KINDS:
@@ -163,37 +179,16 @@ class ResNet3d(nn.Module):
             x = getattr(self, f"layer{i}")(x)
         return x
 
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """res5 map (N, num_features, T', H', W') -> logits (N, num_classes)."""
+        if self.head_pool == "global":
+            return self.fc(self.dropout(self.avgpool(features).flatten(1)))
+        _, _, t, h, w = features.shape
+        kernel = (t, min(self.head_pool_size[0], h), min(self.head_pool_size[1], w))
+        pooled = F.avg_pool3d(features, kernel, stride=1)  # (N, C, 1, H'', W'')
+        logits = self.fc(self.dropout(pooled.flatten(2).transpose(1, 2)))  # (N, positions, classes)
+        return logits.mean(dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, T, H, W) float -> logits (N, num_classes)."""
-        x = self.avgpool(self.forward_features(x)).flatten(1)
-        return self.fc(self.dropout(x))
-
-
-def parameter_groups(model: nn.Module, weight_decay: float, exempt_norm_and_bias: bool = True) -> list[dict]:
-    """Split trainable parameters into optimizer groups.
-
-    Args:
-        model: any module.
-        weight_decay: decay for the regular group.
-        exempt_norm_and_bias: put norm-layer parameters and every bias in a group with weight_decay 0.
-
-    Returns:
-        ``[{"params": [...], "weight_decay": weight_decay, "name": "decay"},
-        {"params": [...], "weight_decay": 0.0, "name": "no_decay"}]`` (empty groups left out).
-    """
-    decay, no_decay, seen = [], [], set()
-    for module in model.modules():
-        is_norm = isinstance(module, NORM_LAYERS)
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            if exempt_norm_and_bias and (is_norm or name == "bias"):
-                no_decay.append(p)
-            else:
-                decay.append(p)
-    groups = [
-        {"params": decay, "weight_decay": float(weight_decay), "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-    ]
-    return [g for g in groups if g["params"]]
+        return self.head(self.forward_features(x))

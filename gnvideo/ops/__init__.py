@@ -1,11 +1,23 @@
 """GroupNorm over (N, C, *spatial) with an optional fused activation, backed by a CUDA kernel.
 
-``group_norm`` is the single entry point of every GN-family layer. It runs the gnvideo CUDA kernel
-(``torch.ops.gnvideo.group_norm_fwd``) when :func:`kernel_supports` says so, and the reference path
-(``F.group_norm`` + activation) otherwise. The choice is an explicit check, never a caught exception.
+:func:`group_norm` is the single entry point of every GN-family layer, with ``backend``:
 
-Importing this package never builds or loads anything; the extension is compiled just in time on the first CUDA
-call (or by ``python -m gnvideo.ops build``) and cached, see :mod:`gnvideo.ops._extension`.
+- ``"auto"`` (default): the extension op ``torch.ops.gnvideo.group_norm_fwd`` (the CUDA kernel) when
+  :func:`kernel_supports` says so, else the reference path. :func:`kernel_supports` is the only dispatch predicate:
+  an explicit check, never a caught exception.
+- ``"kernel"``: the extension op on any device (CUDA kernel, or the C++ CPU implementation for CPU tensors); raises
+  when the extension is not built.
+- ``"reference"``: ``F.group_norm`` + activation.
+
+Validation happens once, in :func:`validate`, before either path. The activation is a string in the op schema.
+
+Autocast policy: under autocast (e.g. Lightning ``bf16-mixed``) both paths return x's dtype, with statistics and
+affine in float32 (float64 for float64 x): the kernel does so natively, and the reference path computes in float32
+with autocast off and casts the result back. A GN after a bf16 convolution therefore stays bf16 on either path.
+
+Build policy: nothing is ever compiled inside a call. Importing this package builds and loads nothing; ``auto`` loads
+an already compiled extension of the current sources (``python -m gnvideo.ops build``, or :func:`load_extension` once
+at setup) and otherwise runs the reference path, saying why in :func:`kernel_supports`.
 """
 
 from __future__ import annotations
@@ -16,10 +28,12 @@ import torch.nn.functional as F
 from gnvideo.ops import _extension
 
 ACTIVATIONS = ("none", "relu", "silu")
+BACKENDS = ("auto", "kernel", "reference")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 __all__ = [
     "ACTIVATIONS",
+    "BACKENDS",
     "KERNEL_DTYPES",
     "backend",
     "group_norm",
@@ -27,32 +41,42 @@ __all__ = [
     "kernel_supports",
     "load_extension",
     "reference_group_norm",
+    "validate",
 ]
 
 
-def _validate(x: torch.Tensor, num_groups: int, activation: str) -> None:
+def validate(
+    x: torch.Tensor,
+    num_groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    activation: str = "none",
+) -> None:
+    """The argument rules of :func:`group_norm` (both paths); raises ValueError naming the offending argument."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if x.dim() < 2:
         raise ValueError(f"x must have shape (N, C, *spatial), got shape {tuple(x.shape)}")
-    if num_groups <= 0:
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups <= 0:
         raise ValueError(f"num_groups must be a positive integer, got {num_groups}")
     if x.shape[1] % num_groups != 0:
         raise ValueError(f"num_groups={num_groups} must divide the number of channels C={x.shape[1]}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and (p.dim() != 1 or p.shape[0] != x.shape[1]):
+            raise ValueError(f"{name} must have shape (C,) = ({x.shape[1]},), got {tuple(p.shape)}")
 
 
-def _eligible(x: torch.Tensor, use_kernel: bool) -> bool:
+def _eligible(x: torch.Tensor) -> bool:
     """Cheap tensor-level part of :func:`kernel_supports` (traceable by torch.compile)."""
-    return bool(use_kernel) and x.dtype in KERNEL_DTYPES and x.dim() >= 3 and x.device.type == "cuda"
+    return x.dtype in KERNEL_DTYPES and x.dim() >= 3 and x.device.type == "cuda"
 
 
 @torch.compiler.assume_constant_result
 def _cuda_extension_ready() -> bool:
-    """Loads (building on first use) the CUDA extension; False when no toolkit or a CPU-only build is loaded."""
-    variant = _extension.loaded_variant()
-    if variant is None and _extension.can_build_cuda()[0]:
-        variant = _extension.load()
-    return variant == "cuda"
+    """True when the CUDA extension is loaded, loading an existing build of the current sources; never compiles."""
+    if _extension.loaded_variant() is None and _extension.can_build_cuda()[0] and _extension.prebuilt("cuda"):
+        _extension.load()
+    return _extension.loaded_variant() == "cuda"
 
 
 def _layout(x: torch.Tensor) -> str:
@@ -66,11 +90,11 @@ def _layout(x: torch.Tensor) -> str:
 
 
 def kernel_supports(x: torch.Tensor, use_kernel: bool = True) -> tuple[bool, str]:
-    """Whether :func:`group_norm` runs the CUDA kernel for ``x``, and why. Never builds anything.
+    """Whether ``backend="auto"`` runs the CUDA kernel for ``x``, and why. Never builds anything.
 
     Args:
         x: input (N, C, *spatial).
-        use_kernel: the ``use_kernel`` argument of :func:`group_norm`.
+        use_kernel: the ``use_kernel`` argument of :func:`group_norm` (False: never).
 
     Returns:
         (True, description) when the kernel runs, else (False, reason the reference path runs).
@@ -85,17 +109,19 @@ def kernel_supports(x: torch.Tensor, use_kernel: bool = True) -> tuple[bool, str
         return False, f"x is on {x.device}, not a CUDA tensor"
     variant = _extension.loaded_variant()
     if variant == "cpu":
-        return False, "the extension was loaded without its CUDA part in this process"
+        return False, "the extension in this process was built without its CUDA part (no CUDA toolkit at build time)"
     if variant is None:
         ok, why = _extension.can_build_cuda()
         if not ok:
             return False, f"CUDA extension unavailable: {why}"
-        return True, f"CUDA kernel, {_layout(x)}, {x.dtype} (extension is compiled on first use)"
+        if not _extension.prebuilt("cuda"):
+            return False, "the CUDA extension is not built: run `python -m gnvideo.ops build` (a call never builds)"
+        return True, f"CUDA kernel, {_layout(x)}, {x.dtype} (prebuilt extension, loaded on first use)"
     return True, f"CUDA kernel, {_layout(x)}, {x.dtype}"
 
 
 def backend(x: torch.Tensor | None = None) -> str:
-    """Which implementation :func:`group_norm` uses for ``x`` (or in general) and why."""
+    """Which implementation ``group_norm(x)`` (backend="auto") uses (or in general), and why."""
     if x is not None:
         ok, why = kernel_supports(x)
         return f"kernel: gnvideo CUDA GroupNorm ({why})" if ok else f"reference: F.group_norm + activation ({why})"
@@ -103,10 +129,15 @@ def backend(x: torch.Tensor | None = None) -> str:
     if variant == "cuda":
         status = f"loaded from {_extension.build_dir()}"
     elif variant == "cpu":
-        status = "unavailable: the extension was loaded without CUDA in this process"
+        status = "unavailable: the extension in this process was built without CUDA"
     else:
         ok, why = _extension.can_build_cuda()
-        status = f"not loaded yet, compiled on the first CUDA call ({why})" if ok else f"unavailable: {why}"
+        if not ok:
+            status = f"unavailable: {why}"
+        elif _extension.prebuilt("cuda"):
+            status = "built, loaded on the first CUDA call"
+        else:
+            status = "not built (run `python -m gnvideo.ops build`)"
     gpu = "a CUDA device is visible" if torch.cuda.is_available() else "no CUDA device visible"
     return (
         f"gnvideo.ops: CUDA kernel {status}; {gpu}. CPU tensors and inputs the kernel does not support use the "
@@ -115,7 +146,10 @@ def backend(x: torch.Tensor | None = None) -> str:
 
 
 def load_extension(cuda: bool | None = None, verbose: bool = False) -> str:
-    """Build (if needed) and load the extension now; returns ``"cuda"`` or ``"cpu"``. See ``_extension.load``."""
+    """Build (if needed) and load the extension now; returns ``"cuda"`` or ``"cpu"``. See ``_extension.load``.
+
+    Call it once at setup (e.g. on rank 0, then a barrier) or run ``python -m gnvideo.ops build`` beforehand.
+    """
     return _extension.load(cuda=cuda, verbose=verbose)
 
 
@@ -127,7 +161,17 @@ def reference_group_norm(
     eps: float = 1e-5,
     activation: str = "none",
 ) -> torch.Tensor:
-    """``F.group_norm`` followed by ``activation`` (the fallback path); shapes as :func:`group_norm`."""
+    """``F.group_norm`` followed by ``activation`` (the reference path); shapes as :func:`group_norm`.
+
+    Under autocast the computation runs in float32 with autocast off and y is cast back to x's dtype.
+    """
+    if torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64:
+        with torch.autocast(x.device.type, enabled=False):
+            w32 = None if weight is None else weight.float()
+            b32 = None if bias is None else bias.float()
+            y = F.group_norm(x.float(), num_groups, w32, b32, eps)
+            y = F.relu(y) if activation == "relu" else F.silu(y) if activation == "silu" else y
+            return y.to(x.dtype)
     y = F.group_norm(x, num_groups, weight, bias, eps)
     if activation == "relu":
         return F.relu(y)
@@ -144,15 +188,8 @@ def kernel_group_norm(
     eps: float = 1e-5,
     activation: str = "none",
 ) -> torch.Tensor:
-    """The extension op on any device (CPU uses the .cpp implementation); the extension must be loaded.
-
-    Returns y with x's shape, dtype and memory format (statistics are float32, float64 for float64 x).
-    """
-    _validate(x, num_groups, activation)
-    y, _mean, _rstd = torch.ops.gnvideo.group_norm_fwd(
-        x, weight, bias, num_groups, float(eps), _extension.ACTIVATION_CODES[activation]
-    )
-    return y
+    """``group_norm(..., backend="kernel")``: the extension op on any device (CPU uses the .cpp implementation)."""
+    return group_norm(x, num_groups, weight, bias, eps, activation, backend="kernel")
 
 
 def group_norm(
@@ -163,6 +200,8 @@ def group_norm(
     eps: float = 1e-5,
     activation: str = "none",
     use_kernel: bool = True,
+    *,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Group-normalize ``x`` and apply ``activation`` after the affine.
 
@@ -173,20 +212,29 @@ def group_norm(
         bias: optional shift (C,).
         eps: added to the variance.
         activation: one of ``ACTIVATIONS`` ("none", "relu", "silu").
-        use_kernel: False forces the reference path (F.group_norm + activation).
+        use_kernel: False is ``backend="reference"`` (kept for existing callers).
+        backend: "auto" | "kernel" | "reference", see the module docstring.
 
     Returns:
-        y (N, C, *spatial) in x's dtype and memory format (the reference path follows F.group_norm's rules).
+        y (N, C, *spatial) in x's dtype and memory format.
 
     Raises:
-        ValueError: num_groups does not divide C, bad activation, or x has fewer than 2 dims.
-        RuntimeError: the first CUDA call compiles the extension and that compilation failed (the compiler log is
-            in the message; ``use_kernel=False`` bypasses the kernel).
+        ValueError: bad arguments (see :func:`validate`) or an unknown backend.
+        RuntimeError: ``backend="kernel"`` and the extension is not built (``python -m gnvideo.ops build``).
     """
-    _validate(x, num_groups, activation)
-    if _eligible(x, use_kernel) and _cuda_extension_ready():
-        y, _mean, _rstd = torch.ops.gnvideo.group_norm_fwd(
-            x, weight, bias, num_groups, float(eps), _extension.ACTIVATION_CODES[activation]
-        )
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    validate(x, num_groups, weight, bias, activation)
+    if backend == "kernel":
+        if _extension.loaded_variant() is None:
+            if not _extension.prebuilt():
+                raise RuntimeError("gnvideo.ops: backend='kernel' needs the built extension: run "
+                                   "`python -m gnvideo.ops build` (or gnvideo.ops.load_extension() at setup)")
+            _extension.load()
+        run_kernel = True
+    else:
+        run_kernel = backend == "auto" and use_kernel and _eligible(x) and _cuda_extension_ready()
+    if run_kernel:
+        y, _mean, _rstd = torch.ops.gnvideo.group_norm_fwd(x, weight, bias, num_groups, float(eps), activation)
         return y
     return reference_group_norm(x, num_groups, weight, bias, eps, activation)

@@ -1,8 +1,11 @@
 """Just-in-time build and loading of the GroupNorm extension (``gnvideo::group_norm_fwd`` / ``group_norm_bwd``).
 
 Nothing here runs at import time. :func:`load` compiles ``csrc/group_norm.cpp`` (schema + CPU) and, when a CUDA
-toolkit is found and torch has CUDA, ``csrc/group_norm_cuda.cu``, with ``torch.utils.cpp_extension.load`` into a
-cache directory, then registers the fake (meta) kernels and the autograd formula from Python.
+toolkit is found and torch has CUDA, ``csrc/group_norm_cuda.cu`` into the same library (CPU and CUDA parts load
+together), with ``torch.utils.cpp_extension.load`` into a cache directory named after the sources' hash, then
+registers the fake (meta) kernels and the autograd formula from Python. :func:`prebuilt` tells whether a build of the
+current sources exists, so that callers on a training path can load it without ever compiling
+(``python -m gnvideo.ops build`` compiles ahead).
 
 Environment variables:
     GNVIDEO_CACHE_DIR: build directory root (default ``$TORCH_EXTENSIONS_DIR/gnvideo`` if set, else
@@ -13,6 +16,7 @@ Environment variables:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -23,7 +27,6 @@ import torch
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 DEFAULT_ARCH_LIST_WITHOUT_GPU = "8.0;9.0+PTX"
-ACTIVATION_CODES = {"none": 0, "relu": 1, "silu": 2}
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"variant": None, "path": None}
@@ -76,6 +79,35 @@ def _include_dirs() -> list[str]:
     return dirs
 
 
+def _sources(cuda: bool) -> list[Path]:
+    return [CSRC / "group_norm.cpp"] + ([CSRC / "group_norm_cuda.cu"] if cuda else [])
+
+
+def _build_dir(variant: str) -> Path:
+    """Cache directory of a build: torch/CUDA/Python versions, the variant and a hash of every csrc file."""
+    digest = hashlib.sha256()
+    for p in sorted(CSRC.iterdir()):
+        if p.suffix in (".cpp", ".cu", ".h"):
+            digest.update(p.name.encode() + b"\0" + p.read_bytes())
+    py = f"{sys.version_info[0]}{sys.version_info[1]}"
+    tag = f"torch{torch.__version__.split('+')[0]}_cu{torch.version.cuda or 'none'}_py{py}"
+    return cache_root() / tag / f"{variant}-{digest.hexdigest()[:16]}"
+
+
+def _library(variant: str) -> Path:
+    return _build_dir(variant) / f"gnvideo_ops_{variant}.so"
+
+
+def default_variant() -> str:
+    """``"cuda"`` where the CUDA part can be compiled here, else ``"cpu"``."""
+    return "cuda" if can_build_cuda()[0] else "cpu"
+
+
+def prebuilt(variant: str | None = None) -> bool:
+    """Whether a build of the current sources exists in the cache (loading it compiles nothing)."""
+    return _library(variant or default_variant()).exists()
+
+
 def load(cuda: bool | None = None, verbose: bool = False) -> str:
     """Build (if needed) and load the extension; returns the loaded variant, ``"cuda"`` or ``"cpu"``.
 
@@ -97,10 +129,8 @@ def load(cuda: bool | None = None, verbose: bool = False) -> str:
         from torch.utils import cpp_extension
 
         variant = "cuda" if cuda else "cpu"
-        sources = [str(CSRC / "group_norm.cpp")] + ([str(CSRC / "group_norm_cuda.cu")] if cuda else [])
-        py = f"{sys.version_info[0]}{sys.version_info[1]}"
-        tag = f"torch{torch.__version__.split('+')[0]}_cu{torch.version.cuda or 'none'}_py{py}"
-        build_dir = cache_root() / tag / variant
+        sources = [str(p) for p in _sources(cuda)]
+        build_dir = _build_dir(variant)
         build_dir.mkdir(parents=True, exist_ok=True)
         env_backup = {k: os.environ.get(k) for k in ("TORCH_CUDA_ARCH_LIST", "CUDA_HOME")}
         try:

@@ -58,20 +58,26 @@ def write_video(
     rotation: int | None = None,
     pts: list[int] | None = None,
     bframes: int = 3,
+    codec: str | None = None,
 ) -> Path:
     """Write a test video; the container follows the suffix (.mp4/.mkv h264 with B-frames, .webm vp9, .avi mpeg4).
 
     Args:
         pts: optional explicit presentation times in 1/1000 s for a variable-frame-rate stream.
         rotation: display rotation in degrees counter-clockwise stored as metadata (pixels stay unrotated).
+        codec: override the suffix's codec ("libx264" in .avi gives decode-order packet timestamps; "mpeg4" in
+            .avi gets B-frames when ``bframes`` > 0).
     """
     path = Path(path)
-    codec, pix_fmt = CODECS[path.suffix.lstrip(".")]
+    default_codec, pix_fmt = CODECS.get(path.suffix.lstrip("."), ("libx264", "yuv420p"))
+    codec = codec or default_codec
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
             stream.options = {"x264-params": f"bframes={bframes}:b-adapt=0:keyint=12:min-keyint=12:scenecut=0"}
+        if codec == "mpeg4" and bframes:
+            stream.options = {"bf": str(min(bframes, 2)), "g": "12"}
         if codec == "libvpx-vp9":
             stream.options = {"deadline": "realtime", "cpu-used": "8", "g": "12"}
         if pts is not None:
@@ -89,13 +95,23 @@ def write_video(
     return path
 
 
+def corrupt_midway(src: str | os.PathLike, dst: str | os.PathLike, start: float = 0.55, stop: float = 0.62) -> Path:
+    """Copy of ``src`` with the bytes in [start, stop) of its length replaced by seeded noise (a stream corrupted
+    partway: the header and early frames are intact, FFmpeg fails on a packet in the middle)."""
+    data = bytearray(Path(src).read_bytes())
+    a, b = int(len(data) * start), int(len(data) * stop)
+    data[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
 @pytest.fixture(scope="session")
 def video_dir(tmp_path_factory) -> Path:
     """A session-wide folder of small test videos (written once)."""
     root = tmp_path_factory.mktemp("videos")
     write_video(root / "h264.mp4", 40)
     write_video(root / "vp9.webm", 40)
-    write_video(root / "mpeg4.avi", 40)
+    write_video(root / "mpeg4.avi", 40, bframes=0)  # decord seeks exactly in AVI without B-frames
     write_video(root / "short.mp4", 5)
     write_video(root / "rot90.mp4", 10, rotation=90)
     vfr = [0, 40, 50, 130, 140, 150, 300, 310, 360, 400, 440, 450, 600, 610, 700, 720]
@@ -104,6 +120,11 @@ def video_dir(tmp_path_factory) -> Path:
     (root / "garbage.mp4").write_bytes(os.urandom(4096))
     data = (root / "h264.mp4").read_bytes()
     (root / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    write_video(root / "h264.avi", 64, codec="libx264")  # packet timestamps in decode order
+    write_video(root / "bframes.avi", 60, codec="mpeg4")
+    write_video(root / "h264_30fps.mkv", 90, fps=30)  # millisecond timestamps: 33/34 ms steps
+    write_video(root / "big.mp4", 50, width=160, height=120, bframes=2)
+    corrupt_midway(root / "big.mp4", root / "corrupt.mp4")
     return root
 
 

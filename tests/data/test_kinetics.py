@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gnvideo.data import KineticsDataModule, KineticsDataset, VideoFilesDataset, load_label_names, read_annotations
+from gnvideo.errors import ConfigError
 
 LABELS = ["air drumming", "massaging person's head", "passing American football (in game)", "dance, modern"]
 SMALL = dict(num_frames=4, sampling_rate=2, short_side_range=(48, 56), crop_size=40, eval_short_side=48)
@@ -161,9 +162,14 @@ def test_datamodule_train_ranks_and_errors(dataset_root, tmp_path):
         halves.append(list(loader.sampler))
     assert not set(halves[0]) & set(halves[1]) and len(halves[0]) + len(halves[1]) == 8
     assert len(dm.val_dataset) == 4
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(ConfigError, match="data.root: dataset folder not found: .*nowhere"):
         KineticsDataModule(str(tmp_path / "nowhere")).setup("fit")
     assert KineticsDataModule(str(tmp_path / "nowhere")).num_classes == 400
+    dm.hparams.clips_per_device = 5  # 8 videos on 2 devices: 4 each, no batch of 5 (fits on one device)
+    dm._check_batches(1)
+    with pytest.raises(ConfigError, match=r"data\.clips_per_device: the train split has 8 usable videos .*"
+                                          r"fewer than one batch of 5 clips on each of 2 devices: 0 batches"):
+        dm.train_dataloader()
 
 
 @pytest.mark.parametrize("hflip_prob", [0.0, 1.0])

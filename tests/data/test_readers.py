@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnvideo.data import readers
+from gnvideo.data import pyav_reader, readers
 from gnvideo.data.mp4meta import mp4_rotation
 from gnvideo.data.readers import VideoDecodeError, open_video
 
@@ -43,12 +43,10 @@ def test_short_video_repeats_last_frame(video_dir, frame_index, backend):
     assert reader.last_num_repeated == 2 and reader.num_repeated == 2
 
 
-def test_wrong_reported_count_stops_at_real_end(tmp_path, make_video, frame_index):
-    """A container that claims 40 frames but holds fewer (moov up front, data cut): clamped, no endless loop."""
+def _cut_copy(src, path, keep: float):
+    """Copy of ``src`` with the index up front (faststart) and only the first ``keep`` of its bytes."""
     import av
 
-    src = make_video(tmp_path / "full.mp4", 40)
-    path = tmp_path / "cut.mp4"
     with av.open(str(src)) as inp, av.open(str(path), "w", options={"movflags": "faststart"}) as out:
         stream = out.add_stream_from_template(inp.streams.video[0])
         for packet in inp.demux(inp.streams.video[0]):
@@ -56,26 +54,37 @@ def test_wrong_reported_count_stops_at_real_end(tmp_path, make_video, frame_inde
                 packet.stream = stream
                 out.mux(packet)
     data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * 0.85)])
-    for backend in BACKENDS:
-        reader = open_video(path, backend=backend)
-        assert reader.num_frames <= 40  # PyAV reports the header's 40; decord counts the packets it finds
-        frames = reader.frames([0, 10, 39])
-        real = reader.num_frames
-        assert 10 < real < 40, backend
-        assert [frame_index(f) for f in frames] == [0, 10, real - 1]
-        assert reader.last_num_repeated == 1
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
 
 
-def test_wrong_reported_count_monkeypatched(video_dir, frame_index, monkeypatch):
-    real_probe = readers._pyav_probe
-    monkeypatch.setattr(readers, "_pyav_probe", lambda p: (real_probe(p)[0] + 25,) + real_probe(p)[1:])
+@pytest.mark.parametrize("backend", BACKENDS + ["auto"])
+def test_cut_file_is_truncated_for_every_backend(tmp_path, make_video, backend):
+    """The header announces 40 frames, the data holds far fewer: broken (the check_videos verdict), never clamped."""
+    path = _cut_copy(make_video(tmp_path / "full.mp4", 40), tmp_path / "cut.mp4", 0.85)
+    with pytest.raises(VideoDecodeError, match=r"cut\.mp4: truncated: \d+ of 40 frames") as info:
+        open_video(path, backend=backend).frames([0, 10, 39])
+    assert info.value.reason.startswith("truncated:")
+
+
+def test_count_off_by_a_frame_is_clamped(video_dir, frame_index, monkeypatch):
+    """A header one frame too long is a rounding, not damage: reading stops at the real end."""
+    real_probe = pyav_reader._pyav_probe
+    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda p: (real_probe(p)[0] + 1,) + real_probe(p)[1:3] + (41,))
     reader = open_video(video_dir / "h264.mp4", backend="pyav")
-    assert reader.num_frames == 65
-    frames = reader.frames([38, 50, 64])
+    assert reader.num_frames == 41
+    frames = reader.frames([38, 40])
     assert reader.num_frames == 40
-    assert [frame_index(f) for f in frames] == [38, 39, 39]
-    assert reader.last_num_repeated == 2
+    assert [frame_index(f) for f in frames] == [38, 39]
+    assert reader.last_num_repeated == 1
+
+
+def test_count_far_too_large_is_truncated(video_dir, monkeypatch):
+    real_probe = pyav_reader._pyav_probe
+    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda p: (real_probe(p)[0] + 25,) + real_probe(p)[1:3] + (65,))
+    reader = open_video(video_dir / "h264.mp4", backend="pyav")
+    with pytest.raises(VideoDecodeError, match="truncated: 40 of 65 frames decodable"):
+        reader.frames([38, 50, 64])
 
 
 @pytest.mark.parametrize("backend", ["auto", "pyav"])
@@ -97,7 +106,7 @@ def test_other_rotations_match_pyav_metadata(tmp_path, make_video, rotation):
     import av
 
     path = make_video(tmp_path / f"rot{rotation}.mp4", 3, rotation=rotation)
-    assert mp4_rotation(str(path)) == readers._pyav_probe(str(path))[2] == rotation
+    assert mp4_rotation(str(path)) == pyav_reader._pyav_probe(str(path))[2] == rotation
     with av.open(str(path)) as c:
         raw = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
     reader = open_video(path)

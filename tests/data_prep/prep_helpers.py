@@ -43,11 +43,26 @@ def frame_index(frame: np.ndarray) -> int:
 
 
 def write_raw(path: Path, num_frames: int, width: int = 160, height: int = 120, fps: int = 25,
-              faststart: bool = False) -> Path:
-    """h264 video (any container PyAV infers from the suffix) whose frame i shows i; ``faststart``: index first."""
+              faststart: bool = False, codec: str = "libx264", bframes: int = 0, rotation: int | None = None) -> Path:
+    """Video (any container PyAV infers from the suffix) whose frame i shows i; ``faststart``: index first.
+
+    Args:
+        codec: "libx264" or "mpeg4".
+        bframes: B-frames between references (0 = none); with h264 in AVI the packet times are then in decode order.
+        rotation: display rotation metadata, degrees counter-clockwise (the pixels stay as drawn).
+    """
     with av.open(str(path), "w", options={"movflags": "+faststart"} if faststart else None) as c:
-        s = c.add_stream("libx264", rate=Fraction(fps), options={"preset": "ultrafast", "threads": "1"})
+        options = {"threads": "1"}
+        if codec == "libx264":
+            options.update(preset="ultrafast" if not bframes else "veryfast")
+            if bframes:
+                options["x264-params"] = f"bframes={bframes}:b-adapt=0:keyint=15:min-keyint=15:scenecut=0"
+        elif bframes:
+            options.update(bf=str(bframes), g="15")
+        s = c.add_stream(codec, rate=Fraction(fps), options=options)
         s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            s.set_display_rotation(rotation)
         for i in range(num_frames):
             f = av.VideoFrame.from_ndarray(index_frame(i, width, height), format="rgb24")
             f.pts = i

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from pathlib import Path
 
 import pytest
 from prep_helpers import decode_all, frame_index, write_raw
@@ -27,11 +28,13 @@ def kinetics(tmp_path):
     (csvs / "train.csv").write_text(
         HEADER + f'"abc def",{FULL},1,4,train\n"x (y)",{TRIMMED},2,4,train\n"x (y)",{BROKEN},0,10,train\n')
     (csvs / "validate.csv").write_text(HEADER + f'"abc def",{MISSING},5,15,val\n"x (y)",{FULL},0,2,val\n')
+    (csvs / "labels.txt").write_text("abc def\nx (y)\n")
     return raw, [str(csvs / "train.csv"), str(csvs / "validate.csv")], tmp_path / "out"
 
 
 def run(pk, raw, csvs, out, **kwargs):
-    return pk.prepare(csvs, str(raw), str(out), short_side=64, workers=2, progress=False, **kwargs)
+    labels = str(Path(csvs[0]).parent / "labels.txt")
+    return pk.prepare(csvs, str(raw), str(out), short_side=64, workers=2, progress=False, labels=labels, **kwargs)
 
 
 def test_prepare_trims_resizes_and_reports(scripts, kinetics):
@@ -91,7 +94,7 @@ def test_short_side_option_and_cli(scripts, kinetics):
     pk = scripts["prepare_kinetics"]
     raw, csvs, out = kinetics
     rc = pk.main(["--csv", csvs[0], "--videos", str(raw), "--out", str(out), "--short-side", "96", "--workers", "1",
-                  "--no-progress"])
+                  "--no-progress", "--labels", str(Path(csvs[0]).parent / "labels.txt")])
     assert rc == 0
     frames, _ = decode_all(out / "train" / "abc def" / f"{FULL}_000001_000004.mp4")
     assert frames.shape[1:3] == (96, 128)
@@ -121,6 +124,85 @@ def test_transcode_past_the_end(scripts, tmp_path):
     n = pk.transcode(src, tmp_path / "tail.mp4", 5.0, 10.0, short_side=48)
     frames, _ = decode_all(tmp_path / "tail.mp4")
     assert n == len(frames) == 25 and frame_index(frames[-1]) == 149  # the clip stops where the source ends
-    with pytest.raises(RuntimeError, match="no frames"):
+    with pytest.raises(ValueError, match="no frames"):
         pk.transcode(src, tmp_path / "none.mp4", 8.0, 10.0)
     assert not (tmp_path / "none.mp4").exists()
+
+
+@pytest.mark.parametrize("name,fps,frames,codec,bframes", [
+    ("src.mkv", 30, 300, "libx264", 3),  # millisecond timestamps: 33/34 ms steps
+    ("src.avi", 25, 100, "mpeg4", 2),  # B-frames in AVI
+    ("h264.avi", 25, 100, "libx264", 3),  # packet times in decode order
+    ("src.mp4", 30, 300, "libx264", 3),
+])
+def test_every_source_frame_once_at_the_source_rate(scripts, tmp_path, name, fps, frames, codec, bframes):
+    pk = scripts["prepare_kinetics"]
+    src = write_raw(tmp_path / name, frames, 96, 64, fps=fps, codec=codec, bframes=bframes)
+    pk.transcode(src, tmp_path / "whole.mp4", 0.0, frames / fps, short_side=48)
+    out, rate = decode_all(tmp_path / "whole.mp4")
+    assert rate == fps and [frame_index(f) for f in out] == [i % 256 for i in range(frames)]  # 8-bit numbers
+    pk.transcode(src, tmp_path / "cut.mp4", 1.0, 3.0, short_side=48)  # a cut from a full video (seeks)
+    out, _ = decode_all(tmp_path / "cut.mp4")
+    assert [frame_index(f) for f in out] == list(range(fps, 3 * fps))
+
+
+@pytest.mark.parametrize("ext,rotation", [("mov", 90), ("mp4", 270), ("mov", 180)])
+def test_rotated_source_comes_out_upright(scripts, tmp_path, ext, rotation):
+    """The output is the upright picture (as the reader shows the source), without rotation metadata."""
+    import numpy as np
+
+    from gnvideo.data import open_video
+
+    pk = scripts["prepare_kinetics"]
+    src = write_raw(tmp_path / f"rot.{ext}", 50, 160, 120, rotation=rotation)
+    n = pk.transcode(src, tmp_path / "up.mp4", 0.0, 2.0, short_side=60)
+    out, _ = decode_all(tmp_path / "up.mp4")
+    upright = open_video(src, backend="pyav").frames(range(50)).numpy()
+    portrait = rotation in (90, 270)
+    assert n == 50 and out.shape[1:3] == ((80, 60) if portrait else (60, 80))
+    assert upright.shape[1:3] == ((160, 120) if portrait else (120, 160))
+    with av_open(tmp_path / "up.mp4") as c:
+        first = next(iter(c.decode(video=0)))
+        assert not first.rotation
+    back = [np.rot90(f, -(rotation // 90)) for f in out]  # undo the turn: the drawn frame numbers read again
+    assert [frame_index(f) for f in back] == list(range(50))
+    small = upright[:, ::2, ::2].astype(float)
+    assert np.abs(out.astype(float) - small).mean() < 12
+
+
+def test_source_broken_midway_gets_the_check_videos_verdict(scripts, tmp_path):
+    import numpy as np
+
+    pk, cv = scripts["prepare_kinetics"], scripts["check_videos"]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    good = write_raw(tmp_path / "good.mp4", 50, 160, 120, bframes=2)
+    data = bytearray(good.read_bytes())
+    a, b = int(len(data) * 0.55), int(len(data) * 0.62)
+    data[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    (raw / "EEEEEEEEEEE_000000_000002.mp4").write_bytes(bytes(data))
+    cut = write_raw(tmp_path / "cut.mp4", 50, 160, 120, faststart=True)
+    (raw / "FFFFFFFFFFF_000000_000002.mp4").write_bytes(cut.read_bytes()[: cut.stat().st_size * 6 // 10])
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text(HEADER + "a,EEEEEEEEEEE,0,2,train\na,FFFFFFFFFFF,0,2,train\n")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\n")
+    report = pk.prepare([str(csv_file)], str(raw), str(tmp_path / "out"), short_side=48, workers=1, progress=False,
+                        labels=str(labels))
+    reasons = {os.path.basename(b["source"]): b["reason"] for b in report["broken"]}
+    assert len(reasons) == 2 and report["done"] == 0
+    for name, reason in reasons.items():
+        assert reason == cv.check_video(str(raw / name)), name  # one verdict, whichever tool
+    assert reasons["EEEEEEEEEEE_000000_000002.mp4"].startswith("decode error at frame")
+    assert reasons["FFFFFFFFFFF_000000_000002.mp4"].startswith("truncated:")
+
+
+def test_unknown_label_stops_before_encoding(scripts, kinetics, capsys):
+    pk = scripts["prepare_kinetics"]
+    raw, csvs, out = kinetics
+    assert pk.main(["--csv", *csvs, "--videos", str(raw), "--out", str(out), "--no-progress"]) == 2  # K400 names
+    assert "train.csv:2: malformed row" in capsys.readouterr().err and "unknown label 'abc def'" in str(
+        pytest.raises(ValueError, pk.read_official_csv, csvs[0], None, ["x (y)"]).value)
+    assert not list(out.rglob("*.mp4")) if out.exists() else True
+    run(pk, raw, csvs, out)
+    assert (out / "labels.txt").read_text() == "abc def\nx (y)\n"  # where the dataset looks for class names

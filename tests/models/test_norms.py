@@ -209,3 +209,69 @@ def test_num_features_keyword_and_pytorchvideo_factory():
 def test_bad_options_raise_value_error(kind, channels, options, pattern):
     with pytest.raises(ValueError, match=pattern):
         build_norm(kind, channels, **options)
+
+
+# ---------------------------------------------------------------- the registry is the one table everything reads
+def test_registry_rows_build_their_layer_and_reject_other_options():
+    from gnvideo.models.norms import NORMS
+
+    for name, row in NORMS.items():
+        if name == "syncbn":
+            continue  # needs a process group in forward only; construction is covered by build_norm below
+        opts = {o: 2 for o in row.required}
+        layer = build_norm(name, 64, **opts)
+        assert type(layer) is row.layer, name
+        with pytest.raises(ValueError, match=r"unknown option\(s\) \['nope'\]"):
+            build_norm(name, 64, nope=1, **opts)
+    assert type(build_norm("syncbn", 8)) is torch.nn.SyncBatchNorm
+
+
+def test_derived_lists_follow_the_table():
+    from gnvideo.models import norms
+
+    assert norms.NORM_KINDS == tuple(norms.NORMS)
+    assert set(norms.FUSED_ACTIVATION_KINDS) == {"gn", "ln", "in"}
+    assert set(norms.BATCH_DEPENDENT_KINDS) == {"bn", "syncbn", "sub_bn", "bgn"}  # frozen_bn has fixed statistics
+    assert norms.kinds_of_family("bn") == ("bn", "syncbn", "frozen_bn", "sub_bn")
+    assert norms.kinds_of_family("gn") == ("gn", "ln", "in")
+    assert norms.REPORT_ORDER[:1] == ("bn",) and "sub_bn" not in norms.REPORT_ORDER  # sub_bn fills the BN row
+    assert norms.report_row("sub_bn") == "bn" and norms.report_row("mystery") == "mystery"
+    assert norms.REPORT_ORDER.index("gn") < norms.REPORT_ORDER.index("bgn")
+    for kind in norms.NORM_KINDS:
+        assert norms.family_of(build_norm(kind, 16, **{o: 2 for o in norms.NORMS[kind].required})) == \
+            norms.NORMS[kind].family
+    assert norms.family_of(torch.nn.BatchNorm2d(4)) == "bn" and norms.family_of(torch.nn.GroupNorm(2, 4)) == "gn"
+    assert norms.family_of(torch.nn.Conv3d(1, 1, 1)) is None
+    table = norms.norm_table_markdown()
+    assert all(f"| `{k}` |" in table for k in norms.NORM_KINDS) and "`clips_per_group` (required)" in table
+
+
+def test_demo_and_report_take_their_choices_from_the_registry():
+    from gnvideo import demo, report
+    from gnvideo.models.norms import DEMO_KINDS, REPORT_ORDER
+
+    action = next(a for a in demo._parser()._actions if a.dest == "norms")
+    assert tuple(action.choices) == DEMO_KINDS
+    assert report._row_order(["bgn", "gn", "bn", "in"]) == [k for k in REPORT_ORDER if k in {"bgn", "gn", "bn", "in"}]
+
+
+def test_readme_norm_table_matches_the_registry():
+    from pathlib import Path
+
+    from gnvideo.models.norms import NORMS
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Normalization layers"):text.index("## The GroupNorm kernel")]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| `")]
+    seen = set()
+    for cells in rows:
+        kinds = [k.strip(" `") for k in cells[0].split("/")]
+        for kind in kinds:
+            row = NORMS[kind]
+            assert cells[3].strip() == ("yes" if row.batch_dependent else "no"), kind
+            assert cells[4].strip() == row.family, kind
+            for opt in row.options:
+                if opt != "activation":
+                    assert f"`{opt}`" in cells[2], (kind, opt)
+            seen.add(kind)
+    assert seen == set(NORMS)

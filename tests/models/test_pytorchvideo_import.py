@@ -74,3 +74,21 @@ def test_load_from_file(tmp_path):
     ours = build_model("slow_r50")
     load_pytorchvideo_checkpoint(ours, path)
     torch.testing.assert_close(ours.layer4[2].conv3.weight, pv.blocks[4].res_blocks[2].branch2.conv_c.weight)
+
+
+def test_local_head_matches_pytorchvideo_beyond_the_training_crop():
+    """res5 3x3 with a 2x2 head window (stands in for 8x8 with 7x7 at 256 px): pytorchvideo pools with stride 1,
+    classifies each position and averages; the global head differs, the local head matches."""
+    torch.manual_seed(0)
+    pv = create_resnet(stem_conv_kernel_size=(1, 7, 7), head_pool_kernel_size=(8, 2, 2), model_depth=50)
+    _randomize(pv)
+    ours = build_model("slow_r50", head_pool="local", head_pool_size=(2, 2))
+    load_pytorchvideo_checkpoint(ours, pv.state_dict())
+    pv.eval()
+    ours.eval()
+    x = torch.randn(1, 3, 8, 96, 96)
+    with torch.no_grad():
+        want = pv(x)
+        torch.testing.assert_close(ours(x), want, rtol=1e-4, atol=1e-4)
+        ours.head_pool = "global"
+        assert not torch.allclose(ours(x), want, rtol=1e-3, atol=1e-3)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gnvideo.models import PRESETS, GroupNorm3d, ResNet3d, build_model, parameter_groups
+from gnvideo.models import PRESETS, GroupNorm3d, ResNet3d, build_model
 from gnvideo.models.__main__ import main as cli_main
 
 
@@ -116,26 +116,10 @@ def test_norm_options_reach_every_norm():
         build_model("r3d_18", norm="gn", norm_options={"num_groups": 48})
 
 
-def test_parameter_groups_exempt_norms_and_biases():
-    model = build_model("tiny_r3d", norm="gn")
-    groups = parameter_groups(model, weight_decay=1e-4)
-    decay, no_decay = groups
-    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
-    ids = {id(p) for p in no_decay["params"]}
-    norm_params = {id(p) for m in model.modules() if isinstance(m, GroupNorm3d) for p in m.parameters()}
-    assert norm_params <= ids and id(model.fc.bias) in ids
-    assert id(model.fc.weight) not in ids and id(model.conv1.weight) not in ids
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
-    assert all(p.dim() == 1 for p in no_decay["params"])
-    single = parameter_groups(model, 1e-4, exempt_norm_and_bias=False)
-    assert len(single) == 1 and len(single[0]["params"]) == len(list(model.parameters()))
-    torch.optim.SGD(groups, lr=0.1, momentum=0.9)  # accepted by an optimizer
-
-
 def test_tiny_r3d_train_step_on_demo_batch():
     torch.manual_seed(0)
     model = build_model("tiny_r3d", num_classes=10)
-    opt = torch.optim.SGD(parameter_groups(model, 1e-4), lr=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(8, 3, 8, 64, 64), torch.randint(0, 10, (8,))
     before = model.conv1.weight.detach().clone()
     loss = nn.functional.cross_entropy(model(x), y)

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from gnvideo.ops import ACTIVATIONS, kernel_group_norm
-from gnvideo.ops._extension import ACTIVATION_CODES
 
 CL3D = torch.channels_last_3d
 
@@ -42,7 +41,7 @@ def test_opcheck_cpu(ext, dtype, layout, affine, activation):
     if affine:
         w.requires_grad_(True)
         b.requires_grad_(True)
-    code = ACTIVATION_CODES[activation]
+    code = activation
     torch.library.opcheck(torch.ops.gnvideo.group_norm_fwd.default, (x, w, b, 3, 1e-5, code))
     wd, bd = (w.detach(), b.detach()) if affine else (None, None)
     y, mean, rstd = torch.ops.gnvideo.group_norm_fwd(x.detach(), wd, bd, 3, 1e-5, code)
@@ -89,12 +88,12 @@ def test_matches_functional_fp64(ext, activation, layout, affine):
 
 def test_stats_shapes_and_dtypes(ext):
     x, w, b = _inputs((2, 6, 3, 3, 3), torch.bfloat16)
-    y, mean, rstd = torch.ops.gnvideo.group_norm_fwd(x, w.float(), b.float(), 3, 1e-5, 0)
+    y, mean, rstd = torch.ops.gnvideo.group_norm_fwd(x, w.float(), b.float(), 3, 1e-5, "none")
     assert y.dtype == torch.bfloat16 and mean.dtype == rstd.dtype == torch.float32
     assert mean.shape == rstd.shape == (2, 3)
-    dx, dw, db = torch.ops.gnvideo.group_norm_bwd(torch.ones_like(y), x, mean, rstd, w.float(), None, 3, 0)
+    dx, dw, db = torch.ops.gnvideo.group_norm_bwd(torch.ones_like(y), x, mean, rstd, w.float(), None, 3, "none")
     assert dx.dtype == torch.bfloat16 and dw.dtype == torch.float32 and db.dtype == torch.bfloat16
-    _, mean64, _ = torch.ops.gnvideo.group_norm_fwd(x.double(), None, None, 3, 1e-5, 0)
+    _, mean64, _ = torch.ops.gnvideo.group_norm_fwd(x.double(), None, None, 3, 1e-5, "none")
     assert mean64.dtype == torch.float64
     xr = x.double().reshape(2, 3, -1)
     torch.testing.assert_close(mean.double(), xr.mean(-1), rtol=1e-5, atol=1e-5)
@@ -105,7 +104,7 @@ def test_large_mean_and_constant_group(ext):
     gen = torch.Generator().manual_seed(3)
     x = 1e4 + torch.randn(2, 4, 4, 8, 8, generator=gen)
     x[1, 2:] = 7.0  # group (1, 1) is constant
-    y, mean, rstd = torch.ops.gnvideo.group_norm_fwd(x, None, torch.full((4,), 0.25), 2, 1e-5, 0)
+    y, mean, rstd = torch.ops.gnvideo.group_norm_fwd(x, None, torch.full((4,), 0.25), 2, 1e-5, "none")
     xr = x.double().reshape(2, 2, -1)
     ref_rstd = (xr.var(-1, unbiased=False) + 1e-5).rsqrt()
     torch.testing.assert_close(rstd[0].double(), ref_rstd[0], rtol=1e-3, atol=0)
@@ -130,8 +129,8 @@ def test_fullgraph_compile_cpu(ext):
 def test_op_rejects_bad_arguments(ext):
     x = torch.randn(2, 6, 3, 3, 3)
     with pytest.raises(RuntimeError, match="num_groups=4 must divide the channel count C=6"):
-        torch.ops.gnvideo.group_norm_fwd(x, None, None, 4, 1e-5, 0)
+        torch.ops.gnvideo.group_norm_fwd(x, None, None, 4, 1e-5, "none")
     with pytest.raises(RuntimeError, match=r"weight must have shape \(C,\)"):
-        torch.ops.gnvideo.group_norm_fwd(x, torch.ones(5), None, 3, 1e-5, 0)
-    with pytest.raises(RuntimeError, match="activation code"):
-        torch.ops.gnvideo.group_norm_fwd(x, None, None, 3, 1e-5, 7)
+        torch.ops.gnvideo.group_norm_fwd(x, torch.ones(5), None, 3, 1e-5, "none")
+    with pytest.raises(RuntimeError, match="activation must be 'none', 'relu' or 'silu', got 'gelu'"):
+        torch.ops.gnvideo.group_norm_fwd(x, None, None, 3, 1e-5, "gelu")

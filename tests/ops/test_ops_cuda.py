@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gnvideo.ops import ACTIVATIONS, backend, group_norm, kernel_supports
-from gnvideo.ops._extension import ACTIVATION_CODES
+from gnvideo.ops import ACTIVATIONS, backend, group_norm, kernel_supports, testing
 
 pytestmark = [
     pytest.mark.gpu,
@@ -105,7 +104,7 @@ def _reference(x, g, w, b, eps, activation, dy):
 def _ours(x, g, w, b, eps, activation, dy):
     # detach() keeps x's storage (layout, alignment) and makes fresh leaves.
     xl, wl, bl = [t.detach().requires_grad_(True) if t is not None else None for t in (x, w, b)]
-    y, mean, rstd = torch.ops.gnvideo.group_norm_fwd(xl, wl, bl, g, eps, ACTIVATION_CODES[activation])
+    y, mean, rstd = torch.ops.gnvideo.group_norm_fwd(xl, wl, bl, g, eps, activation)
     grads = torch.autograd.grad(y, [t for t in (xl, wl, bl) if t is not None], dy)
     return y, mean, rstd, grads
 
@@ -200,7 +199,7 @@ def test_constant_groups(cuda_ext, layout, dtype):
     x = levels[:, :, None, None, None].expand(n, c, 3, 7, 9).to(dtype).contiguous(memory_format=layout)
     b = torch.randn(c, device="cuda").to(dtype)
     w = torch.rand(c, device="cuda").to(dtype) + 0.5
-    y, mean, rstd = torch.ops.gnvideo.group_norm_fwd(x, w, b, g, 1e-5, 0)
+    y, mean, rstd = torch.ops.gnvideo.group_norm_fwd(x, w, b, g, 1e-5, "none")
     torch.testing.assert_close(rstd, torch.full_like(rstd, 1e-5**-0.5), rtol=1e-6, atol=0)
     torch.testing.assert_close(mean, levels.to(dtype).float()[:, :: c // g], rtol=0, atol=0)
     assert torch.equal(y, b.view(1, c, 1, 1, 1).expand_as(y).to(dtype))
@@ -214,7 +213,7 @@ def test_gradcheck_fp64_through_kernel(cuda_ext, shape, layout, activation, affi
     leaves = [x.requires_grad_(True)] + ([w.requires_grad_(True), b.requires_grad_(True)] if affine else [])
 
     def fn(x, w=None, b=None):
-        return torch.ops.gnvideo.group_norm_fwd(x, w, b, 2, 1e-5, ACTIVATION_CODES[activation])[0]
+        return torch.ops.gnvideo.group_norm_fwd(x, w, b, 2, 1e-5, activation)[0]
 
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
 
@@ -230,7 +229,7 @@ def test_gradcheck_fp64_through_kernel(cuda_ext, shape, layout, activation, affi
 )
 def test_opcheck_cuda(cuda_ext, dtype, layout, activation):
     x, w, b, dy = _make((2, 16, 3, 6, 6), dtype, layout)
-    code = ACTIVATION_CODES[activation]
+    code = activation
     args = (x.requires_grad_(True), w.requires_grad_(True), b.requires_grad_(True), 4, 1e-5, code)
     torch.library.opcheck(torch.ops.gnvideo.group_norm_fwd.default, args)
     _, mean, rstd = torch.ops.gnvideo.group_norm_fwd(x.detach(), w.detach(), b.detach(), 4, 1e-5, code)
@@ -323,14 +322,14 @@ def test_tensor_past_2_31_elements(cuda_ext, layout):
     x = torch.randn(shape, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=layout)
     w = torch.rand(64, device="cuda") + 0.5
     b = torch.randn(64, device="cuda")
-    y, mean, rstd = torch.ops.gnvideo.group_norm_fwd(x, w, b, 32, 1e-5, 1)
+    y, mean, rstd = torch.ops.gnvideo.group_norm_fwd(x, w, b, 32, 1e-5, "relu")
     dy = torch.randn_like(x)
     for n, g in ((0, 0), (1, 31)):  # the checked groups: keep ReLU-kink rounding out of their gradients
         sl = (n, slice(2 * g, 2 * g + 2))
         z = F.group_norm(x[sl].double().unsqueeze(0), 1, w[2 * g : 2 * g + 2].double(), b[2 * g : 2 * g + 2].double())
         dy[sl].masked_fill_(z.squeeze(0).abs() < 1e-3, 0)
         del z
-    dx, dw, db = torch.ops.gnvideo.group_norm_bwd(dy, x, mean, rstd, w, b, 32, 1)
+    dx, dw, db = torch.ops.gnvideo.group_norm_bwd(dy, x, mean, rstd, w, b, 32, "relu")
     assert torch.isfinite(dw).all() and torch.isfinite(db).all()
     # Check the first and the last group (the last lies past element 2**31) against float64.
     for n, g in ((0, 0), (1, 31)):
@@ -370,3 +369,21 @@ def test_grad_in_other_layout(cuda_ext, x_layout, dy_layout):
     assert _rel_err(y, ry) < TOL[torch.float32]
     for got, want in zip(grads, rgrads):
         assert _rel_err(got, want, _dx_floor(rrstd, w, dy)) < 4 * TOL[torch.float32]
+
+
+@pytest.mark.parametrize("name", [s.name for s in testing.SPECS])
+def test_shared_samples_on_cuda(cuda_ext, name):
+    """The cases the CPU emulation runs (gnvideo.ops.testing), here through the real kernels."""
+    s = testing.sample_inputs("cuda", [name])[0]
+    bad = testing.compare(s, testing.run_group_norm(s, "kernel"))
+    assert not bad, "; ".join(bad)
+
+
+@pytest.mark.parametrize("layout", [CONTIG, CL3D])
+def test_autocast_bf16_both_paths_return_input_dtype(cuda_ext, layout):
+    x, w, b, _ = _make((2, 32, 4, 8, 8), torch.bfloat16, layout, param_dtype=torch.float32)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y_kernel = group_norm(x, 8, w, b, activation="relu", backend="kernel")
+        y_ref = group_norm(x, 8, w, b, activation="relu", backend="reference")
+    assert y_kernel.dtype == y_ref.dtype == torch.bfloat16
+    assert _rel_err(y_kernel, y_ref.double()) < TOL[torch.bfloat16]

@@ -42,7 +42,7 @@ def test_ddp_fit_uses_per_rank_bn_and_test_matches_single_process(synthetic_root
     test_args = ["--data.clips_per_device", "5", "--data.test_num_crops", "3", "--ckpt_path", str(ckpt)]
     _gnvideo("test", *cli_args(synthetic_root, tmp_path / "runs_test", *DDP, *test_args))
     ddp_files = list((tmp_path / "runs_test").rglob("results*.json"))
-    assert len(ddp_files) == 1  # written once (rank zero)
+    assert len(ddp_files) == 1  # written once, by rank zero
     ddp = json.loads(ddp_files[0].read_text())
     assert main(["test", *cli_args(synthetic_root, tmp_path / "runs_test1", *test_args)]) == 0
     single = json.loads((tmp_path / "runs_test1" / "tiny_r3d_bn" / "test_0" / "results.json").read_text())

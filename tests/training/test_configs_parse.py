@@ -1,4 +1,5 @@
-"""Every YAML under configs/ parses alone with --print_config; config mistakes fail before training, naming the key."""
+"""Every config parses with --print_config (Kinetics cells composed as base + norm overlay + cell); the paper cells
+show the recipe; config mistakes fail before training, naming the key."""
 
 from __future__ import annotations
 
@@ -8,46 +9,89 @@ import pytest
 import yaml
 
 from gnvideo.cli import main
+from gnvideo.optim import scaled_lr, steps_for_clips
 
 from .conftest import REPO, cli_args
 
 # configs/study/ holds `gnvideo demo --config` option files (tested in tests/demo), not LightningCLI configs.
-CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "study")
+# configs/kinetics400/ holds base.yaml, norm overlays norm_<norm>.yaml and cells <backbone>_<norm>_<cell>.yaml.
+K400 = REPO / "configs" / "kinetics400"
+CELLS = sorted(p.name for p in K400.glob("*.yaml") if p.name != "base.yaml" and not p.name.startswith("norm_"))
+CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")
+                 if p.parent.name not in ("study", "kinetics400"))
+
+
+def compose(cell: str) -> list[str]:
+    """The --config arguments of a Kinetics cell: base, the norm overlay named in the cell's file name, the cell."""
+    norm = cell.split("_")[2]
+    return ["--config", str(K400 / "base.yaml"), "--config", str(K400 / f"norm_{norm}.yaml"), "--config",
+            str(K400 / cell)]
+
+
+def _resolved(args: list[str], capsys) -> dict:
+    with pytest.raises(SystemExit) as e:
+        main(["fit", *args, "--print_config"])
+    assert e.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
 
 
 def test_there_are_configs():
-    names = {Path(c).name for c in CONFIGS}
     for norm in ("bn", "gn"):
         for cell in ("32x2_8clips", "32x2_4clips", "64x1_4clips"):
-            assert f"i3d_r50_{norm}_{cell}.yaml" in names
+            assert f"i3d_r50_{norm}_{cell}.yaml" in CELLS
+    for cell in CELLS:
+        assert (K400 / f"norm_{cell.split('_')[2]}.yaml").is_file(), cell
+        assert len((K400 / cell).read_text().splitlines()) <= 15, f"{cell}: a cell is a few lines"
 
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_parses_alone(config, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", str(REPO / config), "--print_config"])
-    assert e.value.code == 0
-    resolved = yaml.safe_load(capsys.readouterr().out)
+    resolved = _resolved(["--config", str(REPO / config)], capsys)
     assert resolved["model"]["backbone"] and resolved["data"]["root"]
     assert "clips_per_device" not in resolved["model"]  # linked from data.clips_per_device
     assert resolved["checkpoint"]["save_last"] is True
 
 
-def test_paper_grid_settings_match_the_file_name():
-    for config in CONFIGS:
-        name = Path(config).stem
-        if not name.startswith("i3d_r50_") or name.endswith("_1gpu"):
-            continue
-        cfg = yaml.safe_load((REPO / config).read_text())
-        _, _, norm, fxs, clips = name.split("_")
-        frames, stride = map(int, fxs.split("x"))
-        assert cfg["model"]["norm"] == norm
-        assert (cfg["data"]["num_frames"], cfg["data"]["sampling_rate"]) == (frames, stride)
-        assert cfg["data"]["clips_per_device"] == int(clips.removesuffix("clips"))
-        total = cfg["data"]["clips_per_device"] * cfg["trainer"]["devices"] * cfg["trainer"]["accumulate_grad_batches"]
-        assert cfg["trainer"]["max_steps"] * total == 400_000 * 64  # same number of clips as the Non-local recipe
-        assert cfg["trainer"]["sync_batchnorm"] is False and cfg["trainer"]["devices"] == 8
-        assert (cfg["data"]["test_num_clips"], cfg["data"]["test_num_crops"]) == (10, 3)
+@pytest.mark.parametrize("cell", CELLS)
+def test_kinetics_cell_composes(cell, capsys):
+    resolved = _resolved(compose(cell), capsys)
+    assert resolved["model"]["backbone"] == cell.split("_")[0] + "_" + cell.split("_")[1]
+    assert resolved["model"]["nesterov"] is True and resolved["model"]["no_weight_decay"] == "norm"
+    assert resolved["data"]["holdout_fraction"] > 0  # checkpoint choice on held-out training videos
+    assert resolved["checkpoint"]["save_last"] is True
+
+
+@pytest.mark.parametrize("cell", [c for c in CELLS if c.startswith("i3d_r50_")])
+def test_paper_cells_show_the_recipe_and_keep_steps_x_batch(cell, capsys):
+    """--print_config of every paper cell: ImageNet source, Nesterov, precise BN for BN cells; LR and steps are
+    computed from the total batch so that every cell sees the recipe's 400k x 64 clips."""
+    r = _resolved(compose(cell), capsys)
+    name = Path(cell).stem
+    norm, fxs = name.split("_")[2:4]
+    m, d, t = r["model"], r["data"], r["trainer"]
+    assert m["norm"] == {"subbn": "sub_bn"}.get(norm, norm)
+    bn = m["norm"] in ("bn", "sub_bn")
+    assert m["pretrained_2d"] == ("torchvision_resnet50" if bn else "timm_resnet50_gn")
+    assert m["nesterov"] is True and m["momentum"] == 0.9 and m["weight_decay"] == 1e-4
+    assert r["precise_bn"]["num_batches"] == (200 if bn else 0)
+    assert m["inflate_mode"] == "mean" and m["head_pool"] == "local" and d["mean_std"] == "imagenet"
+    frames, stride = map(int, fxs.split("x"))
+    assert (d["num_frames"], d["sampling_rate"]) == (frames, stride)
+    if not name.endswith("_1gpu"):
+        assert d["clips_per_device"] == int(name.split("_")[4].removesuffix("clips"))
+        assert t["devices"] == 8
+    total = d["clips_per_device"] * t["devices"] * t["num_nodes"] * t["accumulate_grad_batches"]
+    assert t["max_steps"] == -1  # from model.train_clips
+    assert steps_for_clips(m["train_clips"], total) * total == 400_000 * 64  # the Non-local recipe's clips
+    assert scaled_lr(m["base_lr"], total, m["base_batch_size"]) == pytest.approx(0.01 * total / 64)
+    assert t["sync_batchnorm"] is False
+    assert (d["test_num_clips"], d["test_num_crops"], d["test_crop_size"]) == (10, 3, 256)
+
+
+def test_a_cell_alone_is_not_a_run(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(K400 / "i3d_r50_bn_32x2_8clips.yaml")])
+    assert e.value.code != 0 and "data.root" in capsys.readouterr().err  # data.root comes from base.yaml
 
 
 @pytest.mark.parametrize(
@@ -66,3 +110,22 @@ def test_config_errors_name_the_key(override, key, synthetic_root, tmp_path, cap
     assert e.value.code != 0
     assert key in capsys.readouterr().err
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_readme_kinetics_section_matches_the_configs():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Kinetics-400"):text.index("## Normalization layers")]
+    for cell in CELLS:
+        stem = cell.removesuffix(".yaml")
+        assert stem in section or ("i3d_r50_{bn,gn}_" in section and stem.startswith("i3d_r50_")), cell
+    for overlay in ("base.yaml", "norm_bn.yaml", "norm_gn.yaml", "norm_subbn.yaml"):
+        assert f"`{overlay}`" in section
+    for norm, source in (("bn", "torchvision_resnet50"), ("gn", "timm_resnet50_gn")):
+        cfg = yaml.safe_load((K400 / f"norm_{norm}.yaml").read_text())
+        assert cfg["model"]["pretrained_2d"] == source and f"`pretrained_2d: {source}`" in section
+        assert f"`precise_bn.num_batches: {cfg['precise_bn']['num_batches']}`" in section
+    base = yaml.safe_load((K400 / "base.yaml").read_text())
+    assert base["model"]["train_clips"] == 25_600_000 and "25.6M (400k iterations × 64 clips)" in section
+    assert base["model"]["nesterov"] is True and "**Nesterov**" in section
+    assert f"`holdout_fraction` {base['data']['holdout_fraction']}" in section
+    assert "--ckpt_path last" in section and "--ckpt_path best" not in section

@@ -28,13 +28,13 @@ int64_t spatial_size(const at::Tensor& x) {
   return s;
 }
 
-at::Tensor activation_forward(const at::Tensor& z, int64_t activation) {
+at::Tensor activation_forward(const at::Tensor& z, int activation) {
   if (activation == kActRelu) return at::relu(z);
   if (activation == kActSilu) return at::silu(z);
   return z;
 }
 
-at::Tensor activation_backward(const at::Tensor& grad, const at::Tensor& z, int64_t activation) {
+at::Tensor activation_backward(const at::Tensor& grad, const at::Tensor& z, int activation) {
   if (activation == kActRelu) return at::threshold_backward(grad, z, 0);
   if (activation == kActSilu) return at::silu_backward(grad, z);
   return grad;
@@ -42,8 +42,16 @@ at::Tensor activation_backward(const at::Tensor& grad, const at::Tensor& z, int6
 
 }  // namespace
 
-void check_group_norm_args(const at::Tensor& x, const std::optional<at::Tensor>& weight,
-                           const std::optional<at::Tensor>& bias, int64_t num_groups, int64_t activation) {
+int activation_code(c10::string_view activation) {
+  if (activation == "none") return kActNone;
+  if (activation == "relu") return kActRelu;
+  if (activation == "silu") return kActSilu;
+  TORCH_CHECK(false, "gnvideo group_norm: activation must be 'none', 'relu' or 'silu', got '", activation, "'");
+  return kActNone;  // not reached
+}
+
+int check_group_norm_args(const at::Tensor& x, const std::optional<at::Tensor>& weight,
+                          const std::optional<at::Tensor>& bias, int64_t num_groups, c10::string_view activation) {
   TORCH_CHECK(x.dim() >= 2, "gnvideo group_norm: x must be (N, C, *spatial), got ", x.dim(), " dims");
   const auto t = x.scalar_type();
   TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16,
@@ -51,18 +59,18 @@ void check_group_norm_args(const at::Tensor& x, const std::optional<at::Tensor>&
   TORCH_CHECK(num_groups > 0, "gnvideo group_norm: num_groups must be positive, got ", num_groups);
   TORCH_CHECK(x.size(1) % num_groups == 0, "gnvideo group_norm: num_groups=", num_groups,
               " must divide the channel count C=", x.size(1));
-  TORCH_CHECK(activation >= kActNone && activation <= kActSilu,
-              "gnvideo group_norm: activation code must be 0 (none), 1 (relu) or 2 (silu), got ", activation);
+  const int act = activation_code(activation);
   check_param(weight, "weight", x);
   check_param(bias, "bias", x);
+  return act;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd_composite(const at::Tensor& x,
                                                                          const std::optional<at::Tensor>& weight,
                                                                          const std::optional<at::Tensor>& bias,
                                                                          int64_t num_groups, double eps,
-                                                                         int64_t activation) {
-  check_group_norm_args(x, weight, bias, num_groups, activation);
+                                                                         c10::string_view activation) {
+  const int act = check_group_norm_args(x, weight, bias, num_groups, activation);
   const auto acc = stat_dtype(x.scalar_type());
   const int64_t N = x.size(0), C = x.size(1), G = num_groups, S = spatial_size(x);
   auto xg = x.to(acc).reshape({N, G, (C / G) * S});
@@ -74,7 +82,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd_composite(const at
   pshape[1] = C;
   if (has(weight)) z = z * weight->to(acc).reshape(pshape);
   if (has(bias)) z = z + bias->to(acc).reshape(pshape);
-  z = activation_forward(z, activation);
+  z = activation_forward(z, act);
   auto y = at::empty_like(x);
   y.copy_(z);
   return {y, mean.contiguous(), rstd.contiguous()};
@@ -83,8 +91,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd_composite(const at
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_bwd_composite(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, int64_t num_groups,
-    int64_t activation) {
-  check_group_norm_args(x, weight, bias, num_groups, activation);
+    c10::string_view activation) {
+  const int act = check_group_norm_args(x, weight, bias, num_groups, activation);
   TORCH_CHECK(grad_y.sizes() == x.sizes() && grad_y.scalar_type() == x.scalar_type(),
               "gnvideo group_norm_bwd: grad_y must match x in shape and dtype, got ", grad_y.sizes(), " ",
               grad_y.scalar_type(), " vs ", x.sizes(), " ", x.scalar_type());
@@ -99,7 +107,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_bwd_composite(
   at::Tensor w = has(weight) ? weight->to(acc).reshape({1, C, 1}) : at::ones({1, C, 1}, xhat.options());
   auto z = xhat * w;
   if (has(bias)) z = z + bias->to(acc).reshape({1, C, 1});
-  auto gz = activation_backward(dy, z, activation);
+  auto gz = activation_backward(dy, z, act);
   auto sum_g = gz.sum(-1);             // (N, C)
   auto sum_gx = (gz * xhat).sum(-1);   // (N, C)
   const double inv_m = (D * S) > 0 ? 1.0 / static_cast<double>(D * S) : 0.0;
@@ -119,11 +127,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_bwd_composite(
 
 TORCH_LIBRARY(gnvideo, m) {
   m.def(
-      "group_norm_fwd(Tensor x, Tensor? weight, Tensor? bias, int num_groups, float eps, int activation) "
+      "group_norm_fwd(Tensor x, Tensor? weight, Tensor? bias, int num_groups, float eps, str activation) "
       "-> (Tensor, Tensor, Tensor)");
   m.def(
       "group_norm_bwd(Tensor grad_y, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, Tensor? bias, "
-      "int num_groups, int activation) -> (Tensor, Tensor, Tensor)");
+      "int num_groups, str activation) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(gnvideo, CPU, m) {

@@ -1,7 +1,7 @@
 // GroupNorm with fused activation: declarations shared by group_norm.cpp (schema, CPU) and group_norm_cuda.cu.
 //
 // Shapes: x (N, C, *spatial), S = prod(spatial), G groups of D = C / G channels, M = D * S elements per group.
-// Activation codes: 0 = none, 1 = relu, 2 = silu (applied after the affine).
+// Activation (applied after the affine): "none", "relu" or "silu", a string in the op schema.
 // Statistics (mean, rstd) are (N, G) in float32, or float64 when x is float64.
 #pragma once
 
@@ -10,15 +10,17 @@
 #include <optional>
 #include <tuple>
 
+#include "group_norm_common.h"
+
 namespace gnvideo {
 
-constexpr int64_t kActNone = 0;
-constexpr int64_t kActRelu = 1;
-constexpr int64_t kActSilu = 2;
+// The kernels' activation code for the schema's string; throws c10::Error naming the allowed values.
+int activation_code(c10::string_view activation);
 
-// Validates arguments shared by both ops; throws c10::Error with a message naming the offending value.
-void check_group_norm_args(const at::Tensor& x, const std::optional<at::Tensor>& weight,
-                           const std::optional<at::Tensor>& bias, int64_t num_groups, int64_t activation);
+// Safety checks of a direct op call (the Python entry point gnvideo.ops.group_norm validates first, with the same
+// rules); throws c10::Error with a message naming the offending value. Returns the activation code.
+int check_group_norm_args(const at::Tensor& x, const std::optional<at::Tensor>& weight,
+                          const std::optional<at::Tensor>& bias, int64_t num_groups, c10::string_view activation);
 
 // Accumulation / statistics dtype for an input dtype.
 inline at::ScalarType stat_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
@@ -28,11 +30,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd_composite(const at
                                                                          const std::optional<at::Tensor>& weight,
                                                                          const std::optional<at::Tensor>& bias,
                                                                          int64_t num_groups, double eps,
-                                                                         int64_t activation);
+                                                                         c10::string_view activation);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_bwd_composite(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, int64_t num_groups,
-    int64_t activation);
+    c10::string_view activation);
 
 }  // namespace gnvideo

@@ -9,13 +9,15 @@
 //           (n, g) coefficients) -> dweight/dbias (fixed-order sum over n) -> apply (dx).
 // Every reduction has a fixed order (no float atomics), so results are bit-identical run to run.
 // Accumulation is float (double for double inputs); indexing is 64-bit.
-// Traffic for E elements of b bytes: forward reads x twice (stats, apply) and writes y: 3Eb (floor 2Eb); backward
-// reads x and dy twice and writes dx: 5Eb (floor 3Eb). The activation is fused (no extra pass) and channels-last input
-// is read in place (no layout copy). Partial buffers hold O(N * C * nchunks) floats.
-// Launch plan: ~8 blocks per SM in total; NCHW uses blocks of <= 256 threads over chunks of one (n, c) plane,
-// channels-last uses 256 threads (C / V lanes x rows) over chunks of positions of one sample n.
-// Kernels: group_norm_cuda_fwd.h, group_norm_cuda_bwd.h; helpers: group_norm_cuda_utils.h. This file: launch plans,
-// the op implementations and their registration.
+// Traffic for E elements of b bytes with P bytes of partials: forward reads x twice (stats, apply), writes y, and
+// writes and reads the partials once: 3Eb + 2P (floor 2Eb); backward reads x and dy twice and writes dx: 5Eb + 2P
+// (floor 3Eb). The plans keep P <= Eb / 8 (channels-last: at least min_cl_rows_per_chunk positions per chunk; NCHW:
+// >= 4 packs per thread per chunk, P < 1 % of Eb), so forward moves <= 3.25Eb (1.6x the floor) and backward
+// <= 5.25Eb (1.75x). The activation is fused (no extra pass) and channels-last input is read in place (no layout
+// copy); channels-last with C / V > max_cl_lanes(V) is computed on an NCHW copy.
+// Launch plans and the kernel sequences: group_norm_cuda_launch.h (shared with the CPU emulation in tests/ops/emu);
+// kernels: group_norm_cuda_fwd.h, group_norm_cuda_bwd.h; helpers: group_norm_cuda_utils.h. This file: tensors,
+// layouts, the launcher and the op registration.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -26,8 +28,7 @@
 #include <cstdint>
 
 #include "group_norm.h"
-#include "group_norm_cuda_bwd.h"
-#include "group_norm_cuda_fwd.h"
+#include "group_norm_cuda_launch.h"
 
 namespace gnvideo {
 namespace {
@@ -38,23 +39,11 @@ bool has(const std::optional<at::Tensor>& p) { return p.has_value() && p->define
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 int64_t spatial_size(const at::Tensor& x) {
   int64_t s = 1;
   for (int64_t d = 2; d < x.dim(); ++d) s *= x.size(d);
   return s;
 }
-
-// How the kernels see the input: NCHW planes or channels-last rows (x already dense in that layout).
-struct Plan {
-  bool cl = false;
-  bool vec = false;    // use packs of 16 bytes
-  bool fits = true;    // channels-last: C / V <= kMaxClLanes
-  int threads = kBlock;
-  int64_t nchunks = 1;
-  int64_t blocks = 0;
-};
 
 at::MemoryFormat channels_last_format(const at::Tensor& x) {
   return x.dim() == 5 ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::ChannelsLast;
@@ -65,35 +54,18 @@ bool is_channels_last(const at::Tensor& x) {
 }
 
 // `ptrs` are the tensors read/written with packs; `pack` = elements per 16 bytes.
-Plan make_plan(const at::Tensor& x, bool cl, int pack, std::initializer_list<const void*> ptrs) {
-  const int64_t N = x.size(0), C = x.size(1), S = spatial_size(x);
-  Plan p;
-  p.cl = cl;
+template <typename T>
+Plan plan_for(const at::Tensor& x, bool cl, std::initializer_list<const void*> ptrs) {
   bool ok = true;
   for (const void* q : ptrs) ok = ok && aligned16(q);
-  const int64_t target = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) *
-                         kBlocksPerSm;
-  if (cl) {
-    p.vec = ok && C % pack == 0;
-    const int64_t lanes = C / (p.vec ? pack : 1);
-    if (lanes > kMaxClLanes) {
-      p.fits = false;
-      return p;
-    }
-    p.threads = lanes <= kBlock ? kBlock : static_cast<int>(ceil_div(lanes, kWarp) * kWarp);
-    const int64_t rows = p.threads / lanes;
-    const int64_t max_chunks = std::max<int64_t>(1, S / (rows * kUnroll));
-    p.nchunks = std::min<int64_t>(std::max<int64_t>(1, ceil_div(target, N)), max_chunks);
-    p.blocks = N * p.nchunks;
-  } else {
-    p.vec = ok;
-    const int64_t packs = ceil_div(S, p.vec ? pack : 1);
-    p.threads = static_cast<int>(std::min<int64_t>(kBlock, std::max<int64_t>(kWarp, ceil_div(packs, kWarp) * kWarp)));
-    const int64_t max_chunks = std::max<int64_t>(1, packs / (static_cast<int64_t>(p.threads) * kUnroll));
-    p.nchunks = std::min<int64_t>(std::max<int64_t>(1, ceil_div(target, N * C)), max_chunks);
-    p.blocks = N * C * p.nchunks;
-  }
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  Plan p = make_plan(x.size(0), x.size(1), spatial_size(x), cl, 16 / sizeof(T), ok, sms, sizeof(T),
+                     sizeof(Welford<acc_t<T>>));
   TORCH_CHECK(p.blocks <= INT32_MAX, "gnvideo group_norm: grid too large (", p.blocks, " blocks)");
+  // The kernels divide indices and S in 32-bit arithmetic (div31 in group_norm_cuda_utils.h).
+  TORCH_CHECK(spatial_size(x) + p.nchunks <= INT32_MAX && x.size(1) <= INT32_MAX,
+              "gnvideo group_norm: the kernel needs prod(spatial) < 2^31 and C < 2^31, got ", spatial_size(x), " and ",
+              x.size(1));
   return p;
 }
 
@@ -102,37 +74,27 @@ const A* opt_ptr(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<A>() : nullptr;
 }
 
+// Launches `kernel` on the current stream; `bound` is its __launch_bounds__ (checked by the emulation too).
+struct CudaLaunch {
+  cudaStream_t stream;
+  template <typename... P, typename... Args>
+  void operator()(void (*kernel)(P...), int64_t blocks, int threads, int bound, Args... args) const {
+    TORCH_INTERNAL_ASSERT(threads <= bound && blocks <= INT32_MAX, "gnvideo group_norm: bad launch ", blocks, "x",
+                          threads, " (bound ", bound, ")");
+    kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(static_cast<P>(args)...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
 template <typename T, int V>
 void launch_fwd(const at::Tensor& x, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd, const at::Tensor& w,
                 const at::Tensor& b, int64_t G, double eps, int act, const Plan& p) {
   using A = acc_t<T>;
-  const int64_t N = x.size(0), C = x.size(1), S = spatial_size(x), D = C / G;
-  auto stream = at::cuda::getCurrentCUDAStream();
-  auto part_buf = at::empty({N * C * p.nchunks * 3}, x.options().dtype(mean.scalar_type()));
-  auto* part = reinterpret_cast<Welford<A>*>(part_buf.data_ptr<A>());
-  const T* xd = x.data_ptr<T>();
-  T* yd = y.data_ptr<T>();
-  int64_t sN, sC, sB;
-  if (p.cl) {
-    gnk_stats_cl<T, V><<<static_cast<unsigned>(p.blocks), p.threads, 0, stream>>>(xd, S, C, p.nchunks, part);
-    sN = p.nchunks * C, sC = 1, sB = C;
-  } else {
-    gnk_stats_nchw<T, V><<<static_cast<unsigned>(p.blocks), p.threads, 0, stream>>>(xd, S, p.nchunks, part);
-    sN = C * p.nchunks, sC = p.nchunks, sB = 1;
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  const int64_t NG = N * G;
-  gnk_stats_finalize<A><<<static_cast<unsigned>(ceil_div(NG * kWarp, kBlock)), kBlock, 0, stream>>>(
-      part, NG, G, D, p.nchunks, sN, sC, sB, static_cast<A>(eps), mean.data_ptr<A>(), rstd.data_ptr<A>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  if (p.cl) {
-    gnk_apply_cl<T, V><<<static_cast<unsigned>(p.blocks), p.threads, 0, stream>>>(xd, yd, mean.data_ptr<A>(), rstd.data_ptr<A>(),
-                                                           opt_ptr<A>(w), opt_ptr<A>(b), C, D, S, p.nchunks, act);
-  } else {
-    gnk_apply_nchw<T, V><<<static_cast<unsigned>(p.blocks), p.threads, 0, stream>>>(xd, yd, mean.data_ptr<A>(), rstd.data_ptr<A>(),
-                                                             opt_ptr<A>(w), opt_ptr<A>(b), C, D, S, p.nchunks, act);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const int64_t N = x.size(0), C = x.size(1), S = spatial_size(x);
+  auto part_buf = at::empty({fwd_part_elems(p, N, C)}, x.options().dtype(mean.scalar_type()));
+  run_fwd<T, V>(CudaLaunch{at::cuda::getCurrentCUDAStream()}, p, N, C, S, G, static_cast<A>(eps), act,
+                x.data_ptr<T>(), y.data_ptr<T>(), opt_ptr<A>(w), opt_ptr<A>(b), mean.data_ptr<A>(),
+                rstd.data_ptr<A>(), reinterpret_cast<Welford<A>*>(part_buf.data_ptr<A>()));
 }
 
 template <typename T, int V>
@@ -140,45 +102,16 @@ void launch_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx, const
                 const at::Tensor& rstd, const at::Tensor& w, const at::Tensor& b, at::Tensor& dw, at::Tensor& db,
                 int64_t G, int act, const Plan& p) {
   using A = acc_t<T>;
-  const int64_t N = x.size(0), C = x.size(1), S = spatial_size(x), D = C / G, NG = N * G;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  const int64_t N = x.size(0), C = x.size(1), S = spatial_size(x);
   auto opts = x.options().dtype(mean.scalar_type());
-  auto part_buf = at::empty({N * C * p.nchunks * 2}, opts);
+  auto part_buf = at::empty({bwd_part_elems(p, N, C)}, opts);
   auto per_nc_buf = at::empty({N * C * 2}, opts);
-  auto coef_buf = at::empty({NG * 2}, opts);
-  auto* part = reinterpret_cast<Pair<A>*>(part_buf.data_ptr<A>());
-  auto* per_nc = reinterpret_cast<Pair<A>*>(per_nc_buf.data_ptr<A>());
-  auto* coef = reinterpret_cast<Pair<A>*>(coef_buf.data_ptr<A>());
-  const T* xd = x.data_ptr<T>();
-  const T* gd = dy.data_ptr<T>();
-  T* od = dx.data_ptr<T>();
-  const A* md = mean.data_ptr<A>();
-  const A* rd = rstd.data_ptr<A>();
-  int64_t sN, sC, sB;
-  if (p.cl) {
-    gnk_bwd_reduce_cl<T, V><<<static_cast<unsigned>(p.blocks), p.threads, 0, stream>>>(gd, xd, md, rd, opt_ptr<A>(w), opt_ptr<A>(b), C, D,
-                                                                S, p.nchunks, act, part);
-    sN = p.nchunks * C, sC = 1, sB = C;
-  } else {
-    gnk_bwd_reduce_nchw<T, V><<<static_cast<unsigned>(p.blocks), p.threads, 0, stream>>>(gd, xd, md, rd, opt_ptr<A>(w), opt_ptr<A>(b), C,
-                                                                  D, S, p.nchunks, act, part);
-    sN = C * p.nchunks, sC = p.nchunks, sB = 1;
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  const A inv_m = A(1) / static_cast<A>(D * S);
-  gnk_bwd_finalize<A><<<static_cast<unsigned>(ceil_div(NG * kWarp, kBlock)), kBlock, 0, stream>>>(part, opt_ptr<A>(w), NG, G, D, p.nchunks,
-                                                                          sN, sC, sB, inv_m, per_nc, coef);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  gnk_dweight_dbias<A><<<static_cast<unsigned>(ceil_div(C, kBlock)), kBlock, 0, stream>>>(per_nc, N, C, dw.data_ptr<A>(), db.data_ptr<A>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  if (p.cl) {
-    gnk_bwd_apply_cl<T, V><<<static_cast<unsigned>(p.blocks), p.threads, 0, stream>>>(gd, xd, od, md, rd, opt_ptr<A>(w), opt_ptr<A>(b),
-                                                               coef, C, D, S, p.nchunks, act);
-  } else {
-    gnk_bwd_apply_nchw<T, V><<<static_cast<unsigned>(p.blocks), p.threads, 0, stream>>>(gd, xd, od, md, rd, opt_ptr<A>(w), opt_ptr<A>(b),
-                                                                 coef, C, D, S, p.nchunks, act);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  auto coef_buf = at::empty({N * G * 2}, opts);
+  run_bwd<T, V>(CudaLaunch{at::cuda::getCurrentCUDAStream()}, p, N, C, S, G, act, dy.data_ptr<T>(), x.data_ptr<T>(),
+                dx.data_ptr<T>(), mean.data_ptr<A>(), rstd.data_ptr<A>(), opt_ptr<A>(w), opt_ptr<A>(b),
+                dw.data_ptr<A>(), db.data_ptr<A>(), reinterpret_cast<Pair<A>*>(part_buf.data_ptr<A>()),
+                reinterpret_cast<Pair<A>*>(per_nc_buf.data_ptr<A>()),
+                reinterpret_cast<Pair<A>*>(coef_buf.data_ptr<A>()));
 }
 
 // Kernel layout for x: NCHW when x is contiguous, channels-last when x is dense channels-last and C / V fits one
@@ -198,8 +131,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd_cuda(const at::Ten
                                                                     const std::optional<at::Tensor>& weight,
                                                                     const std::optional<at::Tensor>& bias,
                                                                     int64_t num_groups, double eps,
-                                                                    int64_t activation) {
-  check_group_norm_args(x, weight, bias, num_groups, activation);
+                                                                    c10::string_view activation) {
+  const int act = check_group_norm_args(x, weight, bias, num_groups, activation);
   TORCH_CHECK(x.is_cuda(), "gnvideo group_norm_fwd (CUDA): x must be a CUDA tensor");
   if (x.numel() == 0) return group_norm_fwd_composite(x, weight, bias, num_groups, eps, activation);
   c10::cuda::CUDAGuard guard(x.device());
@@ -215,17 +148,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd_cuda(const at::Ten
     Layout lc = choose_layout(x);
     at::Tensor xk = lc.copy ? x.contiguous() : x;
     at::Tensor yk = lc.copy ? at::empty_like(xk) : y;
-    Plan p = make_plan(xk, lc.cl, kPack, {xk.data_ptr(), yk.data_ptr()});
+    Plan p = plan_for<scalar_t>(xk, lc.cl, {xk.data_ptr(), yk.data_ptr()});
     if (!p.fits) {
       lc = {false, true};
       xk = x.contiguous();
       yk = at::empty_like(xk);
-      p = make_plan(xk, false, kPack, {xk.data_ptr(), yk.data_ptr()});
+      p = plan_for<scalar_t>(xk, false, {xk.data_ptr(), yk.data_ptr()});
     }
     if (p.vec) {
-      launch_fwd<scalar_t, kPack>(xk, yk, mean, rstd, w, b, num_groups, eps, static_cast<int>(activation), p);
+      launch_fwd<scalar_t, kPack>(xk, yk, mean, rstd, w, b, num_groups, eps, act, p);
     } else {
-      launch_fwd<scalar_t, 1>(xk, yk, mean, rstd, w, b, num_groups, eps, static_cast<int>(activation), p);
+      launch_fwd<scalar_t, 1>(xk, yk, mean, rstd, w, b, num_groups, eps, act, p);
     }
     if (lc.copy) y.copy_(yk);
   });
@@ -235,8 +168,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd_cuda(const at::Ten
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_bwd_cuda(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, int64_t num_groups,
-    int64_t activation) {
-  check_group_norm_args(x, weight, bias, num_groups, activation);
+    c10::string_view activation) {
+  const int act = check_group_norm_args(x, weight, bias, num_groups, activation);
   TORCH_CHECK(x.is_cuda() && grad_y.is_cuda(), "gnvideo group_norm_bwd (CUDA): x and grad_y must be CUDA tensors");
   // The kernels dereference grad_y / mean / rstd raw pointers on x's device: a CPU (or other-GPU) mean/rstd from a
   // direct op call would otherwise be read as a device address (illegal access or silent garbage).
@@ -267,18 +200,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_bwd_cuda(
     at::Tensor xk = lc.copy ? x.contiguous() : x;
     at::Tensor gk = lc.cl ? grad_y.contiguous(channels_last_format(x)) : grad_y.contiguous();
     at::Tensor dxk = lc.copy ? at::empty_like(xk) : dx;
-    Plan p = make_plan(xk, lc.cl, kPack, {xk.data_ptr(), gk.data_ptr(), dxk.data_ptr()});
+    Plan p = plan_for<scalar_t>(xk, lc.cl, {xk.data_ptr(), gk.data_ptr(), dxk.data_ptr()});
     if (!p.fits) {
       lc = {false, true};
       xk = x.contiguous();
       gk = grad_y.contiguous();
       dxk = at::empty_like(xk);
-      p = make_plan(xk, false, kPack, {xk.data_ptr(), gk.data_ptr(), dxk.data_ptr()});
+      p = plan_for<scalar_t>(xk, false, {xk.data_ptr(), gk.data_ptr(), dxk.data_ptr()});
     }
     if (p.vec) {
-      launch_bwd<scalar_t, kPack>(gk, xk, dxk, m, r, w, b, dw, db, num_groups, static_cast<int>(activation), p);
+      launch_bwd<scalar_t, kPack>(gk, xk, dxk, m, r, w, b, dw, db, num_groups, act, p);
     } else {
-      launch_bwd<scalar_t, 1>(gk, xk, dxk, m, r, w, b, dw, db, num_groups, static_cast<int>(activation), p);
+      launch_bwd<scalar_t, 1>(gk, xk, dxk, m, r, w, b, dw, db, num_groups, act, p);
     }
     if (lc.copy) dx.copy_(dxk);
   });

@@ -1,4 +1,4 @@
-// Backward kernels of the CUDA GroupNorm. Included only by group_norm_cuda.cu.
+// Backward kernels of the CUDA GroupNorm. Included by group_norm_cuda_launch.h.
 #pragma once
 
 #include "group_norm_cuda_utils.h"
@@ -20,8 +20,8 @@ __global__ void __launch_bounds__(kBlock) gnk_bwd_reduce_nchw(
     int64_t D, int64_t S, int64_t nchunks, int act, Pair<acc_t<T>>* __restrict__ part) {
   using A = acc_t<T>;
   __shared__ Pair<A> smem[kWarp];
-  const int64_t plane = blockIdx.x / nchunks, chunk = blockIdx.x % nchunks;
-  const int64_t n = plane / C, c = plane % C, ng = n * (C / D) + c / D;
+  const int64_t plane = div31(blockIdx.x, nchunks), chunk = mod31(blockIdx.x, nchunks);
+  const int64_t n = div31(plane, C), c = mod31(plane, C), ng = n * div31(C, D) + div31(c, D);
   const A mu = mean[ng], rs = rstd[ng];
   const A wc = w != nullptr ? w[c] : A(1);
   const A bc = b != nullptr ? b[c] : A(0);
@@ -47,21 +47,21 @@ __global__ void __launch_bounds__(kBlock) gnk_bwd_reduce_nchw(
   if (threadIdx.x == 0) part[blockIdx.x] = acc;
 }
 
-template <typename T, int V>
-__global__ void __launch_bounds__(kMaxClLanes) gnk_bwd_reduce_cl(
+template <typename T, int V, int kThreads>
+__global__ void __launch_bounds__(kThreads) gnk_bwd_reduce_cl(
     const T* __restrict__ dy, const T* __restrict__ x, const acc_t<T>* __restrict__ mean,
     const acc_t<T>* __restrict__ rstd, const acc_t<T>* __restrict__ w, const acc_t<T>* __restrict__ b, int64_t C,
     int64_t D, int64_t S, int64_t nchunks, int act, Pair<acc_t<T>>* __restrict__ part) {
   using A = acc_t<T>;
   __shared__ Pair<A> smem[kBlock * V];  // only used when rows > 1, which implies blockDim.x == kBlock
-  const int64_t n = blockIdx.x / nchunks, chunk = blockIdx.x % nchunks;
+  const int64_t n = div31(blockIdx.x, nchunks), chunk = mod31(blockIdx.x, nchunks);
   const int L = static_cast<int>(C / V);
   const int rows = blockDim.x / L;
   const int lane = threadIdx.x % L, row = threadIdx.x / L;
   const bool active = row < rows;
-  const int64_t per = (S + nchunks - 1) / nchunks;
+  const int64_t per = div31(S + nchunks - 1, nchunks);
   const int64_t s0 = imin(S, chunk * per), s1 = imin(S, s0 + per);
-  const int64_t G = C / D;
+  const int64_t G = div31(C, D);
   A sa[V], sb[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) sa[v] = sb[v] = A(0);
@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(kMaxClLanes) gnk_bwd_reduce_cl(
     A mu[V], rs[V], wc[V], bc[V];
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      const int64_t c = static_cast<int64_t>(lane) * V + v, ng = n * G + c / D;
+      const int64_t c = static_cast<int64_t>(lane) * V + v, ng = n * G + div31(c, D);
       mu[v] = mean[ng];
       rs[v] = rstd[ng];
       wc[v] = w != nullptr ? w[c] : A(1);
@@ -153,8 +153,8 @@ __global__ void __launch_bounds__(kBlock) gnk_bwd_apply_nchw(
     const acc_t<T>* __restrict__ rstd, const acc_t<T>* __restrict__ w, const acc_t<T>* __restrict__ b,
     const Pair<acc_t<T>>* __restrict__ coef, int64_t C, int64_t D, int64_t S, int64_t nchunks, int act) {
   using A = acc_t<T>;
-  const int64_t plane = blockIdx.x / nchunks, chunk = blockIdx.x % nchunks;
-  const int64_t n = plane / C, c = plane % C, ng = n * (C / D) + c / D;
+  const int64_t plane = div31(blockIdx.x, nchunks), chunk = mod31(blockIdx.x, nchunks);
+  const int64_t n = div31(plane, C), c = mod31(plane, C), ng = n * div31(C, D) + div31(c, D);
   const A mu = mean[ng], rs = rstd[ng], k1 = coef[ng].a, k2 = coef[ng].b;
   const A wc = w != nullptr ? w[c] : A(1);
   const A bc = b != nullptr ? b[c] : A(0);
@@ -180,24 +180,24 @@ __global__ void __launch_bounds__(kBlock) gnk_bwd_apply_nchw(
               [&](int64_t e) { dx[e] = static_cast<T>(grad(static_cast<A>(x[e]), static_cast<A>(dy[e]))); });
 }
 
-template <typename T, int V>
-__global__ void __launch_bounds__(kMaxClLanes) gnk_bwd_apply_cl(
+template <typename T, int V, int kThreads>
+__global__ void __launch_bounds__(kThreads) gnk_bwd_apply_cl(
     const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx, const acc_t<T>* __restrict__ mean,
     const acc_t<T>* __restrict__ rstd, const acc_t<T>* __restrict__ w, const acc_t<T>* __restrict__ b,
     const Pair<acc_t<T>>* __restrict__ coef, int64_t C, int64_t D, int64_t S, int64_t nchunks, int act) {
   using A = acc_t<T>;
-  const int64_t n = blockIdx.x / nchunks, chunk = blockIdx.x % nchunks;
+  const int64_t n = div31(blockIdx.x, nchunks), chunk = mod31(blockIdx.x, nchunks);
   const int L = static_cast<int>(C / V);
   const int rows = blockDim.x / L;
   const int lane = threadIdx.x % L, row = threadIdx.x / L;
   if (row >= rows) return;  // no block-level synchronization in this kernel
-  const int64_t per = (S + nchunks - 1) / nchunks;
+  const int64_t per = div31(S + nchunks - 1, nchunks);
   const int64_t s0 = imin(S, chunk * per), s1 = imin(S, s0 + per);
-  const int64_t G = C / D;
+  const int64_t G = div31(C, D);
   A mu[V], rs[V], wc[V], bc[V], k1[V], k2[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) {
-    const int64_t c = static_cast<int64_t>(lane) * V + v, ng = n * G + c / D;
+    const int64_t c = static_cast<int64_t>(lane) * V + v, ng = n * G + div31(c, D);
     mu[v] = mean[ng];
     rs[v] = rstd[ng];
     wc[v] = w != nullptr ? w[c] : A(1);

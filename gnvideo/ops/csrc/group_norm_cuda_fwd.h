@@ -1,5 +1,5 @@
-// Forward kernels of the CUDA GroupNorm (see group_norm_cuda.cu for the overall scheme). Included only by
-// group_norm_cuda.cu.
+// Forward kernels of the CUDA GroupNorm (see group_norm_cuda.cu for the overall scheme). Included by
+// group_norm_cuda_launch.h.
 #pragma once
 
 #include "group_norm_cuda_utils.h"
@@ -13,7 +13,7 @@ __global__ void __launch_bounds__(kBlock) gnk_stats_nchw(const T* __restrict__ x
                                                           Welford<acc_t<T>>* __restrict__ part) {
   using A = acc_t<T>;
   __shared__ Welford<A> smem[kWarp];
-  const int64_t plane = blockIdx.x / nchunks, chunk = blockIdx.x % nchunks;
+  const int64_t plane = div31(blockIdx.x, nchunks), chunk = mod31(blockIdx.x, nchunks);
   const int64_t p0 = plane * S, p1 = p0 + S;
   const PlaneRange r = plane_range<V>(p0, p1, chunk, nchunks);
   const Pack<T, V>* xp = reinterpret_cast<const Pack<T, V>*>(x + r.a0);
@@ -27,17 +27,17 @@ __global__ void __launch_bounds__(kBlock) gnk_stats_nchw(const T* __restrict__ x
 }
 
 // grid: N * nchunks blocks of blockDim.x = rows * L (+ idle) threads, L = C / V; part[(n * nchunks + chunk) * C + c].
-template <typename T, int V>
-__global__ void __launch_bounds__(kMaxClLanes) gnk_stats_cl(const T* __restrict__ x, int64_t S, int64_t C,
+template <typename T, int V, int kThreads>
+__global__ void __launch_bounds__(kThreads) gnk_stats_cl(const T* __restrict__ x, int64_t S, int64_t C,
                                                              int64_t nchunks, Welford<acc_t<T>>* __restrict__ part) {
   using A = acc_t<T>;
   __shared__ Welford<A> smem[kBlock * V];  // only used when rows > 1, which implies blockDim.x == kBlock
-  const int64_t n = blockIdx.x / nchunks, chunk = blockIdx.x % nchunks;
+  const int64_t n = div31(blockIdx.x, nchunks), chunk = mod31(blockIdx.x, nchunks);
   const int L = static_cast<int>(C / V);
   const int rows = blockDim.x / L;
   const int lane = threadIdx.x % L, row = threadIdx.x / L;
   const bool active = row < rows;
-  const int64_t per = (S + nchunks - 1) / nchunks;
+  const int64_t per = div31(S + nchunks - 1, nchunks);
   const int64_t s0 = imin(S, chunk * per), s1 = imin(S, s0 + per);
   A cnt = A(0);
   A mean[V], m2[V];
@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kMaxClLanes) gnk_stats_cl(const T* __restrict_
         s0 + row, s1, rows, [&](int64_t s) { return xp[s * L]; },
         [&](int64_t, const Pack<T, V>& p) {
           cnt += A(1);
-          const A inv = A(1) / cnt;
+          const A inv = div_acc(A(1), cnt);
 #pragma unroll
           for (int v = 0; v < V; ++v) {
             const A xv = static_cast<A>(p.v[v]);
@@ -113,8 +113,8 @@ __global__ void __launch_bounds__(kBlock) gnk_apply_nchw(const T* __restrict__ x
                                                           const acc_t<T>* __restrict__ b, int64_t C, int64_t D,
                                                           int64_t S, int64_t nchunks, int act) {
   using A = acc_t<T>;
-  const int64_t plane = blockIdx.x / nchunks, chunk = blockIdx.x % nchunks;
-  const int64_t n = plane / C, c = plane % C, ng = n * (C / D) + c / D;
+  const int64_t plane = div31(blockIdx.x, nchunks), chunk = mod31(blockIdx.x, nchunks);
+  const int64_t n = div31(plane, C), c = mod31(plane, C), ng = n * div31(C, D) + div31(c, D);
   const A mu = mean[ng];
   const A a = rstd[ng] * (w != nullptr ? w[c] : A(1));
   const A bb = b != nullptr ? b[c] : A(0);
@@ -136,26 +136,26 @@ __global__ void __launch_bounds__(kBlock) gnk_apply_nchw(const T* __restrict__ x
 }
 
 // grid: N * nchunks blocks (as gnk_stats_cl).
-template <typename T, int V>
-__global__ void __launch_bounds__(kMaxClLanes) gnk_apply_cl(const T* __restrict__ x, T* __restrict__ y,
+template <typename T, int V, int kThreads>
+__global__ void __launch_bounds__(kThreads) gnk_apply_cl(const T* __restrict__ x, T* __restrict__ y,
                                                              const acc_t<T>* __restrict__ mean,
                                                              const acc_t<T>* __restrict__ rstd,
                                                              const acc_t<T>* __restrict__ w,
                                                              const acc_t<T>* __restrict__ b, int64_t C, int64_t D,
                                                              int64_t S, int64_t nchunks, int act) {
   using A = acc_t<T>;
-  const int64_t n = blockIdx.x / nchunks, chunk = blockIdx.x % nchunks;
+  const int64_t n = div31(blockIdx.x, nchunks), chunk = mod31(blockIdx.x, nchunks);
   const int L = static_cast<int>(C / V);
   const int rows = blockDim.x / L;
   const int lane = threadIdx.x % L, row = threadIdx.x / L;
   if (row >= rows) return;  // no block-level synchronization in this kernel
-  const int64_t per = (S + nchunks - 1) / nchunks;
+  const int64_t per = div31(S + nchunks - 1, nchunks);
   const int64_t s0 = imin(S, chunk * per), s1 = imin(S, s0 + per);
-  const int64_t G = C / D;
+  const int64_t G = div31(C, D);
   A mu[V], a[V], bb[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) {
-    const int64_t c = static_cast<int64_t>(lane) * V + v, ng = n * G + c / D;
+    const int64_t c = static_cast<int64_t>(lane) * V + v, ng = n * G + div31(c, D);
     mu[v] = mean[ng];
     a[v] = rstd[ng] * (w != nullptr ? w[c] : A(1));
     bb[v] = b != nullptr ? b[c] : A(0);

@@ -1,10 +1,11 @@
 // Device helpers of the CUDA GroupNorm: accumulation types, 16-byte packs, activations, Welford/sum reductions,
-// the unrolled strided loop and the NCHW plane partition. Included only by group_norm_cuda.cu.
+// the unrolled strided loop and the NCHW plane partition. Included by group_norm_cuda_launch.h (and so by
+// group_norm_cuda.cu and by the CPU emulation in tests/ops/emu); no ATen, no CUDA runtime API.
 #pragma once
 
 #include <cstdint>
 
-#include "group_norm.h"
+#include "group_norm_common.h"
 
 namespace gnvideo {
 namespace cuda_detail {
@@ -21,8 +22,7 @@ template <typename T>
 using acc_t = typename AccType<T>::type;
 
 constexpr int kWarp = 32;
-constexpr int kBlock = 256;         // threads of the streaming kernels (channels-last: up to kMaxClLanes)
-constexpr int kMaxClLanes = 512;    // channels-last: C / V lanes must fit in one block
+constexpr int kBlock = 256;         // threads of the streaming kernels (channels-last: up to max_cl_lanes(V))
 constexpr int kUnroll = 4;          // loads in flight per thread
 constexpr int kBlocksPerSm = 8;
 
@@ -51,15 +51,33 @@ struct Pair {
 };
 
 __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+// Quotient and remainder of 0 <= a, b < 2^31 (block, plane, channel and chunk indices and the spatial size S, which
+// the launch plan checks) in 32-bit arithmetic: a 64-bit division is a called subroutine on the GPU.
+__device__ __forceinline__ int64_t div31(int64_t a, int64_t b) {
+  return static_cast<int64_t>(static_cast<uint32_t>(a) / static_cast<uint32_t>(b));
+}
+__device__ __forceinline__ int64_t mod31(int64_t a, int64_t b) {
+  return static_cast<int64_t>(static_cast<uint32_t>(a) % static_cast<uint32_t>(b));
+}
 __device__ __forceinline__ float exp_acc(float v) { return expf(v); }
 __device__ __forceinline__ double exp_acc(double v) { return ::exp(v); }
 __device__ __forceinline__ float sqrt_acc(float v) { return sqrtf(v); }
 __device__ __forceinline__ double sqrt_acc(double v) { return ::sqrt(v); }
+// a / b without the IEEE division, whose slow path is a called subroutine: its ABI register saves are what ptxas
+// reports as spills in the streaming kernels. float: __fdividef (<= 2 ulp; 0 once |b| > 2^126, as for 1 + exp(-z)
+// of a very negative z). double: a float reciprocal refined by two Newton steps (about 1 ulp).
+__device__ __forceinline__ float div_acc(float a, float b) { return __fdividef(a, b); }
+__device__ __forceinline__ double div_acc(double a, double b) {
+  double r = static_cast<double>(__fdividef(1.0f, static_cast<float>(b)));
+  r = ::fma(r, ::fma(-b, r, 1.0), r);
+  r = ::fma(r, ::fma(-b, r, 1.0), r);
+  return a * r;
+}
 
 template <typename A>
 __device__ __forceinline__ A act_forward(A z, int act) {
   if (act == kActRelu) return z < A(0) ? A(0) : z;
-  if (act == kActSilu) return z / (A(1) + exp_acc(-z));
+  if (act == kActSilu) return div_acc(z, A(1) + exp_acc(-z));
   return z;
 }
 
@@ -68,7 +86,7 @@ template <typename A>
 __device__ __forceinline__ A act_backward(A z, A g, int act) {
   if (act == kActRelu) return z > A(0) ? g : A(0);
   if (act == kActSilu) {
-    const A s = A(1) / (A(1) + exp_acc(-z));
+    const A s = div_acc(A(1), A(1) + exp_acc(-z));
     return g * s * (A(1) + z * (A(1) - s));
   }
   return g;
@@ -79,7 +97,7 @@ template <typename A>
 __device__ __forceinline__ Welford<A> combine(const Welford<A>& a, const Welford<A>& b) {
   const A n = a.n + b.n;
   if (n == A(0)) return a;
-  const A f = b.n / n;
+  const A f = div_acc(b.n, n);
   const A d = b.mean - a.mean;
   return {n, a.mean + d * f, a.m2 + b.m2 + d * d * a.n * f};
 }
@@ -179,7 +197,7 @@ __device__ __forceinline__ PlaneRange plane_range(int64_t p0, int64_t p1, int64_
   int64_t a1 = p1 / V * V;
   if (a1 < a0) a1 = a0;
   const int64_t npacks = (a1 - a0) / V;
-  const int64_t per = (npacks + nchunks - 1) / nchunks;
+  const int64_t per = div31(npacks + nchunks - 1, nchunks);
   const int64_t k0 = imin(npacks, chunk * per);
   return {a0, a1, k0, imin(npacks, k0 + per)};
 }

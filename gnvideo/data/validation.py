@@ -1,0 +1,108 @@
+"""The one definition of a broken video, shared by the readers, the datasets, ``check_videos`` and
+``prepare_kinetics``.
+
+A video is broken when it is missing or empty, cannot be opened, has no decodable frame, a frame fails to decode
+(FFmpeg reports an error on a packet), or it decodes to clearly fewer frames than its container announces
+(truncated: short by more than ``max(2, 5 %)`` of the announced count; a frame or two less is a rounding of the
+count, not damage). Every tool reports the same reason text, from :class:`VideoDecodeError`'s ``reason``.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: a read shorter than the announced count by at most this many frames (or this fraction) is not damage
+TRUNCATION_FRAMES = 2
+TRUNCATION_FRACTION = 0.05
+
+
+class VideoDecodeError(ValueError):
+    """A video file exists but cannot be opened or decoded.
+
+    Attributes:
+        reason: one line saying what is wrong, without the path (what check_videos writes after the TAB).
+        path: the file, or None.
+    """
+
+    def __init__(self, reason: str, path: str | os.PathLike | None = None) -> None:
+        self.reason = " ".join(str(reason).split())
+        self.path = os.fspath(path) if path is not None else None
+        super().__init__(f"{self.path}: {self.reason}" if self.path else self.reason)
+
+    def __reduce__(self):  # picklable across DataLoader workers and process pools
+        return type(self), (self.reason, self.path)
+
+
+def check_file(path: str | os.PathLike) -> None:
+    """Raise :class:`FileNotFoundError` (missing) or :class:`VideoDecodeError` (a folder, or 0 bytes) for ``path``."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"video file not found: {path}")
+    if os.path.isdir(path):
+        raise VideoDecodeError("is a directory, not a video file", path)
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError("empty file (0 bytes)", path)
+
+
+def truncation_reason(decoded: int, announced: int) -> str | None:
+    """The reason when ``decoded`` frames are clearly fewer than the ``announced`` count, else None.
+
+    Args:
+        decoded: frames that decode (or packets present).
+        announced: the container's count (0 or less = unknown: never truncated).
+    """
+    if announced <= 0 or decoded >= announced:
+        return None
+    if announced - decoded > max(TRUNCATION_FRAMES, TRUNCATION_FRACTION * announced):
+        return f"truncated: {decoded} of {announced} frames decodable"
+    return None
+
+
+def ffmpeg_message(err: BaseException) -> str:
+    """An FFmpeg error's text without the file name PyAV appends (the path is reported once, beside the reason)."""
+    text = getattr(err, "strerror", None) or str(err)
+    filename = getattr(err, "filename", None)
+    if filename:
+        text = text.replace(f": {filename!r}", "").replace(str(filename), "<file>")
+    return " ".join(str(text).split())[:300]
+
+
+def decode_error_reason(frame_index: int, err: BaseException) -> str:
+    """The reason for an FFmpeg error on the packet that should give frame ``frame_index``."""
+    return f"decode error at frame {frame_index}: {ffmpeg_message(err)}"
+
+
+def problem_reason(err: BaseException) -> str:
+    """One-line reason for any failure to read a video (the ``reason`` of a :class:`VideoDecodeError`)."""
+    if isinstance(err, VideoDecodeError):
+        return err.reason
+    if isinstance(err, FileNotFoundError):
+        return "file not found"
+    return " ".join(f"{type(err).__name__}: {err}".split())[:500]
+
+
+def video_problem(path: str | os.PathLike, backend: str = "auto", chunk: int = 256) -> str | None:
+    """Decode every frame of a video with the readers the datasets use; None when it is fine, else the reason.
+
+    Args:
+        path: the file.
+        backend: "auto", "decord" or "pyav" (see :func:`gnvideo.data.readers.open_video`).
+        chunk: frames decoded per read (bounds memory).
+    """
+    from .readers import open_video
+
+    try:
+        with open_video(path, backend=backend) as reader:
+            start = 0
+            while start < reader.num_frames:
+                stop = min(start + chunk, reader.num_frames)
+                frames = reader.frames(range(start, stop))
+                if frames.ndim != 4 or frames.shape[0] != stop - start or frames.shape[-1] != 3:
+                    return f"unexpected frame batch shape {tuple(frames.shape)}"
+                start = stop
+    except Exception as err:  # noqa: BLE001 - every failure is a verdict on this file
+        return problem_reason(err)
+    return None
+
+
+__all__ = ["VideoDecodeError", "check_file", "decode_error_reason", "ffmpeg_message", "problem_reason",
+           "truncation_reason", "video_problem"]

@@ -1,0 +1,114 @@
+"""The reader interface shared by the decord and PyAV readers: :class:`VideoReader`, sizes, rotation, resizing and
+the frame-count check. See :mod:`gnvideo.data.readers` for what the readers guarantee."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .validation import VideoDecodeError, truncation_reason
+
+
+def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """(height, width) after scaling so the short side is ``short_side`` (unchanged for None); even-rounded."""
+    if short_side is None:
+        return height, width
+    if height <= width:
+        return short_side, max(1, round(width * short_side / height))
+    return max(1, round(height * short_side / width)), short_side
+
+
+class VideoReader:
+    """Common interface; use :func:`open_video` to get one.
+
+    Attributes:
+        path: the file.
+        backend: "decord" or "pyav" (the one actually used; "pyav" after a decord failure).
+        num_frames: decodable frames (the container's count until a read proves it wrong).
+        fps: average frames per second.
+        rotation: display rotation applied, degrees counter-clockwise (0, 90, 180 or 270).
+        num_repeated: total frames returned as repeats of the last frame because an index was past the end.
+        last_num_repeated: the same for the latest ``frames`` call only.
+    """
+
+    backend = "none"
+
+    def __init__(self, path: str, short_side: int | None = None) -> None:
+        self.path = path
+        self.short_side = short_side
+        self.num_frames = 0
+        self.fps = 0.0
+        self.rotation = 0
+        self.num_repeated = 0
+        self.last_num_repeated = 0
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds (num_frames / fps)."""
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+    def _clamp(self, indices: Sequence[int]) -> list[int]:
+        idx = [int(i) for i in indices]
+        if any(i < 0 for i in idx):
+            raise ValueError(f"negative frame index in {idx} for {self.path}")
+        if self.num_frames <= 0:
+            raise VideoDecodeError("no decodable frames", self.path)
+        last = self.num_frames - 1
+        self.last_num_repeated = sum(i > last for i in idx)
+        self.num_repeated += self.last_num_repeated
+        return [min(i, last) for i in idx]
+
+    def frames(self, indices: Sequence[int]) -> torch.Tensor:
+        """Decode the given frame indices.
+
+        Args:
+            indices: frame numbers (any order, repeats allowed); indices past the end give the last frame.
+
+        Returns:
+            uint8 tensor (T, H, W, 3), RGB, T = len(indices), upright, short side scaled if requested.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the file."""
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.path!r}, num_frames={self.num_frames}, fps={self.fps:.3f}, "
+                f"rotation={self.rotation})")
+
+
+def _rotate(frames: torch.Tensor, rotation: int) -> torch.Tensor:
+    """Rotate (T, H, W, 3) counter-clockwise by ``rotation`` degrees (rounded to a multiple of 90)."""
+    k = round(rotation / 90) % 4
+    return torch.rot90(frames, k, dims=(1, 2)).contiguous() if k else frames
+
+
+def _resize(frames: torch.Tensor, short_side: int | None) -> torch.Tensor:
+    """Scale uint8 (T, H, W, 3) so the short side is ``short_side`` (bilinear, antialiased)."""
+    if short_side is None:
+        return frames
+    h, w = frames.shape[1:3]
+    size = scaled_size(h, w, short_side)
+    if size == (h, w):
+        return frames
+    from torchvision.transforms.v2 import functional as F
+
+    out = F.resize(frames.permute(0, 3, 1, 2), list(size), antialias=True)
+    return out.permute(0, 2, 3, 1).contiguous()
+
+
+def _check_count(reader: VideoReader, decoded: int, announced: int) -> None:
+    """Raise when ``decoded`` frames are clearly fewer than announced (the rule of :mod:`.validation`)."""
+    reason = truncation_reason(decoded, announced)
+    if reason is not None:
+        raise VideoDecodeError(reason, reader.path)
+
+
+__all__ = ["VideoReader", "scaled_size"]

@@ -1,0 +1,352 @@
+"""Weight loading for 3D ResNets: ImageNet initialization by name, and fine-tuning from checkpoints.
+
+ImageNet sources (``IMAGENET_SOURCES``), each loaded through its library's own weight API (downloaded once into that
+library's cache, then read from there without the network), or from a local copy of the same file:
+
+=====================  ==========  ======================================================  ===========================
+name                   norm        weights                                                 local file
+=====================  ==========  ======================================================  ===========================
+torchvision_resnet50   BatchNorm   torchvision ``ResNet50_Weights.IMAGENET1K_V1``          ``resnet50-0676ba61.pth``
+torchvision_resnet101  BatchNorm   torchvision ``ResNet101_Weights.IMAGENET1K_V1``         ``resnet101-63fe2227.pth``
+timm_resnet50_gn       GroupNorm   timm ``resnet50_gn.a1h_in1k`` (32 groups)               ``pytorch_model.bin`` or
+                                                                                           ``model.safetensors``
+=====================  ==========  ======================================================  ===========================
+
+``imagenet_state_dict(name)`` returns the 2D state dict; ``inflate_2d_state_dict`` (``gnvideo.models.inflate``) puts it
+into the 3D model. A BN source initializes models of the "bn" norm family, a GN source the "gn" family.
+
+Fine-tuning: ``load_matching(model, path)`` reads a gnvideo Lightning ``.ckpt``, a plain state dict, or a
+pytorchvideo / PySlowFast checkpoint (``model_state``, ``blocks.*`` names), loads every tensor whose name and shape
+match the model, leaves the others as initialized (the classifier when the class count differs), and says what it
+skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gnvideo.models.norms import NORMS
+
+
+class WeightsError(ValueError):
+    """Initial weights could not be loaded (the message starts with the config key)."""
+
+
+class WeightsUnavailable(WeightsError):
+    """ImageNet weights could not be had from the library (no network, no cache) nor from a local file."""
+
+
+@dataclass(frozen=True)
+class ImageNetSource:
+    """A named 2D ImageNet checkpoint.
+
+    Attributes:
+        name: the name used in configs (``model.pretrained_2d``).
+        family: norm family of its layers ("bn" or "gn", as in ``gnvideo.models.norms``).
+        library: "torchvision" or "timm".
+        weights: the library's name of the weights.
+        build: ``build(pretrained) -> nn.Module``: the library's 2D model, with ImageNet weights when ``pretrained``.
+        file_hint: name of the file the library downloads (what to copy for offline use).
+    """
+
+    name: str
+    family: str
+    library: str
+    weights: str
+    build: Callable[[bool], nn.Module]
+    file_hint: str
+
+
+def _torchvision(arch: str, weights: str) -> Callable[[bool], nn.Module]:
+    def build(pretrained: bool) -> nn.Module:
+        import torchvision
+
+        return torchvision.models.get_model(arch, weights=weights if pretrained else None)
+
+    return build
+
+
+def _timm(arch: str, tag: str) -> Callable[[bool], nn.Module]:
+    def build(pretrained: bool) -> nn.Module:
+        try:
+            import timm
+        except ImportError as e:
+            raise WeightsUnavailable(f"{arch}: timm is not installed (pip install timm)") from e
+        return timm.create_model(f"{arch}.{tag}" if pretrained else arch, pretrained=pretrained)
+
+    return build
+
+
+IMAGENET_SOURCES: dict[str, ImageNetSource] = {
+    s.name: s
+    for s in (
+        ImageNetSource("torchvision_resnet50", "bn", "torchvision", "ResNet50_Weights.IMAGENET1K_V1",
+                       _torchvision("resnet50", "ResNet50_Weights.IMAGENET1K_V1"), "resnet50-0676ba61.pth"),
+        ImageNetSource("torchvision_resnet101", "bn", "torchvision", "ResNet101_Weights.IMAGENET1K_V1",
+                       _torchvision("resnet101", "ResNet101_Weights.IMAGENET1K_V1"), "resnet101-63fe2227.pth"),
+        ImageNetSource("timm_resnet50_gn", "gn", "timm", "resnet50_gn.a1h_in1k", _timm("resnet50_gn", "a1h_in1k"),
+                       "model.safetensors (hub timm/resnet50_gn.a1h_in1k)"),
+    )
+}
+
+
+def read_state_file(path: str | os.PathLike, key: str = "weights") -> Any:
+    """Load a ``.pth`` / ``.pt`` / ``.ckpt`` / ``.pyth`` / ``.bin`` / ``.safetensors`` file on the CPU.
+
+    Raises:
+        FileNotFoundError: no such file (message starts with ``key``).
+        ValueError: the file is not a torch or safetensors checkpoint.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{key}: file {p} does not exist")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(p))
+        # Lightning checkpoints hold hyperparameters and loop state next to the tensors: a full unpickle
+        return torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any reader error means "not a checkpoint"; the message keeps the cause
+        raise ValueError(f"{key}: {p} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+
+
+def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
+    """The model tensors of a checkpoint object.
+
+    Accepts a plain state dict, a Lightning checkpoint (``state_dict`` with ``model.`` prefixes, as gnvideo's
+    ``VideoClassifier`` saves), a PySlowFast / pytorchvideo model-zoo dict (``model_state``), ``{"model": ...}``, and
+    removes a DDP ``module.`` prefix.
+    """
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
+    for key in ("state_dict", "model_state", "model"):
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    sd = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise ValueError("the checkpoint holds no tensors")
+    for prefix in ("module.", "model."):
+        if all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+        elif prefix == "model." and any(k.startswith(prefix) for k in sd):  # Lightning: model.* plus metric states
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return sd
+
+
+def imagenet_state_dict(name: str, file: str | os.PathLike | None = None, pretrained: bool = True) -> dict:
+    """2D state dict of the ImageNet source ``name``.
+
+    Args:
+        name: a key of ``IMAGENET_SOURCES``.
+        file: a local copy of the source's weights; read instead of asking the library.
+        pretrained: False builds the library's model with random weights (same code path, for tests).
+
+    Returns:
+        The 2D state dict (torchvision / timm ResNet names: ``conv1``, ``bn1``, ``layerX.Y.*``, ``fc``).
+
+    Raises:
+        ValueError: unknown name.
+        WeightsUnavailable: neither the library (network or cache) nor ``file`` gave the weights; names the source.
+    """
+    if name not in IMAGENET_SOURCES:
+        raise ValueError(f"unknown ImageNet source {name!r}; available: {sorted(IMAGENET_SOURCES)}")
+    src = IMAGENET_SOURCES[name]
+    if file is not None:
+        return unwrap_state_dict(read_state_file(file, f"{name} local file"))
+    try:
+        return src.build(pretrained).state_dict()
+    except WeightsUnavailable:
+        raise
+    except Exception as e:  # noqa: BLE001 - download/cache errors differ per library and version
+        raise WeightsUnavailable(
+            f"ImageNet weights {name!r} ({src.library} {src.weights}) are not available: {type(e).__name__}: {e}. "
+            f"Without network access, copy the file ({src.file_hint}) here and give it with "
+            f"--model.pretrained_2d_file PATH (checkpoints/README.md)"
+        ) from e
+
+
+def check_source_family(name: str, norm: str) -> None:
+    """Raise ``ValueError`` when ImageNet source ``name`` has another norm family than model norm ``norm``."""
+    src = IMAGENET_SOURCES[name]
+    fam = NORMS[norm].family if norm in NORMS else None
+    if fam != src.family:
+        fitting = [s.name for s in IMAGENET_SOURCES.values() if s.family == fam]
+        hint = f"use {' or '.join(fitting)}" if fitting else "no ImageNet source has this norm family"
+        raise ValueError(f"{name} holds {src.family.upper()} weights but norm {norm!r} is of the {fam} family: {hint}")
+
+
+@dataclass
+class LoadReport:
+    """What ``load_matching`` did: loaded names, skipped names with the reason, model names left as initialized."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.source}: loaded {len(self.loaded)} tensors, skipped {len(self.skipped)}, "
+                 f"left as initialized {len(self.missing)}"]
+        lines += [f"  skipped {k}: {why}" for k, why in self.skipped.items()]
+        lines += [f"  initialized {k}" for k in self.missing]
+        return "\n".join(lines)
+
+
+def _is_pytorchvideo(sd: Mapping[str, Any]) -> bool:
+    return any(k.startswith("blocks.") and ".res_blocks." in k for k in sd)
+
+
+def load_matching(model: nn.Module, checkpoint: str | os.PathLike | Mapping[str, Any], key: str = "init_from",
+                  verbose: bool = True) -> LoadReport:
+    """Load every tensor of ``checkpoint`` whose name and shape match ``model``; leave the rest as initialized.
+
+    Args:
+        model: a ``ResNet3d``.
+        checkpoint: a path (gnvideo ``.ckpt``, state dict, pytorchvideo ``.pyth``) or an object as ``torch.load``
+            returns it.
+        key: config key for messages.
+        verbose: print the report (one summary line plus one line per skipped / re-initialized tensor).
+
+    Returns:
+        A ``LoadReport``. A classifier with another class count is skipped, so it keeps its fresh initialization.
+
+    Raises:
+        FileNotFoundError, ValueError: unreadable file, or no tensor matches (another architecture); names ``key``.
+    """
+    label = f"{key} ({checkpoint})" if isinstance(checkpoint, (str, os.PathLike)) else key
+    obj = read_state_file(checkpoint, key) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    try:
+        sd = unwrap_state_dict(obj)
+        if _is_pytorchvideo(sd):
+            from gnvideo.models.pytorchvideo_import import convert_pytorchvideo_state_dict
+
+            sd = convert_pytorchvideo_state_dict(sd)
+            label += " [pytorchvideo]"
+    except ValueError as e:
+        raise ValueError(f"{label}: {e}") from e
+    target = model.state_dict()
+    report = LoadReport(label)
+    new: dict[str, torch.Tensor] = {}
+    for name, value in sd.items():
+        if name not in target:
+            if not name.endswith("num_batches_tracked"):  # BN step counter; frozen_bn has none
+                report.skipped[name] = "not in the model"
+        elif target[name].shape != value.shape:
+            what = "class count differs" if name.startswith("fc.") else "shape differs"
+            report.skipped[name] = f"{what}: checkpoint {tuple(value.shape)}, model {tuple(target[name].shape)}"
+        else:
+            new[name] = value.to(target[name].dtype)
+            report.loaded.append(name)
+    if not new:
+        raise ValueError(f"{label}: no tensor matches the model by name and shape (another architecture?); "
+                         f"first checkpoint names: {list(sd)[:3]}")
+    model.load_state_dict(new, strict=False)
+    report.missing = [k for k in target if k not in new and not k.endswith("num_batches_tracked")]
+    if verbose:
+        print(report)
+    return report
+
+
+def check_init_options(norm: str, pretrained_2d: str | None = None, pretrained_2d_file: str | None = None,
+                       init_from: str | None = None) -> None:
+    """Check the weight options without loading anything (names, norm family, files exist).
+
+    Raises:
+        ValueError, FileNotFoundError: message starts with the config key.
+    """
+    if pretrained_2d_file and not pretrained_2d:
+        raise ValueError("model.pretrained_2d_file: set model.pretrained_2d to the source the file holds "
+                         f"({sorted(IMAGENET_SOURCES)})")
+    if pretrained_2d in IMAGENET_SOURCES:
+        try:
+            check_source_family(pretrained_2d, norm)
+        except ValueError as e:
+            raise ValueError(f"model.pretrained_2d: {e}") from e
+    elif pretrained_2d and not (Path(pretrained_2d).suffix or os.sep in pretrained_2d):
+        raise ValueError(f"model.pretrained_2d: {pretrained_2d!r} is neither an ImageNet source "
+                         f"({sorted(IMAGENET_SOURCES)}) nor a file path")
+    elif pretrained_2d and not Path(pretrained_2d).is_file():
+        raise FileNotFoundError(f"model.pretrained_2d: file {pretrained_2d} does not exist")
+    for key, path in (("model.pretrained_2d_file", pretrained_2d_file), ("model.init_from", init_from)):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"{key}: file {path} does not exist")
+
+
+def initialize(model: nn.Module, norm: str, pretrained_2d: str | None = None, pretrained_2d_file: str | None = None,
+               inflate_mode: str = "mean", init_from: str | None = None, verbose: bool = True) -> None:
+    """Load the initial weights of ``model`` as ``VideoClassifier`` configures them.
+
+    Args:
+        model: a ``ResNet3d`` built with norm kind ``norm``.
+        norm: its norm kind (to check the ImageNet source's family).
+        pretrained_2d: an ``IMAGENET_SOURCES`` name, or the path of a 2D ResNet state dict; inflated over time.
+        pretrained_2d_file: a local copy of the named source's weights (used instead of the library's download).
+        inflate_mode: "mean" or "center" (``inflate_2d_state_dict``).
+        init_from: a checkpoint to fine-tune from, applied after the ImageNet weights (``load_matching``).
+        verbose: print what was loaded and skipped.
+
+    Raises:
+        FileNotFoundError: a named file is missing (``check_init_options``).
+        WeightsError: anything else; the message starts with ``model.pretrained_2d``, ``model.pretrained_2d_file``
+            or ``model.init_from`` (``WeightsUnavailable``: ImageNet weights neither downloadable nor in a file).
+    """
+    check_init_options(norm, pretrained_2d, pretrained_2d_file, init_from)
+    try:
+        if pretrained_2d:
+            _inflate_imagenet(model, pretrained_2d, pretrained_2d_file, inflate_mode, verbose)
+        if init_from:
+            load_matching(model, init_from, key="model.init_from", verbose=verbose)
+    except WeightsError:
+        raise
+    except ValueError as e:
+        raise WeightsError(str(e)) from e
+
+
+def _inflate_imagenet(model: nn.Module, pretrained_2d: str, file: str | None, mode: str, verbose: bool) -> None:
+    from gnvideo.models.inflate import inflate_2d_state_dict
+
+    key = "model.pretrained_2d_file" if file else "model.pretrained_2d"
+    if pretrained_2d in IMAGENET_SOURCES and not file:
+        try:
+            sd = imagenet_state_dict(pretrained_2d)
+        except WeightsUnavailable as e:
+            raise WeightsUnavailable(f"{key}: {e}") from e
+    else:
+        path = file or pretrained_2d
+        try:
+            sd = unwrap_state_dict(read_state_file(path, key))
+        except ValueError as e:
+            raise ValueError(str(e) if str(e).startswith(key) else f"{key} ({path}): {e}") from e
+    source = pretrained_2d + (f" (file {file})" if file else "")
+    try:
+        report = inflate_2d_state_dict(model, sd, mode=mode)
+    except ValueError as e:
+        raise ValueError(f"{key} ({source}): {e}") from e
+    if verbose:
+        print(f"{key}: inflated {len(report.loaded)} tensors from {source} ({len(report.skipped)} skipped: "
+              f"{', '.join(report.skipped) or 'none'}; {len(report.missing)} left as initialized)")
+
+
+__all__ = [
+    "IMAGENET_SOURCES",
+    "ImageNetSource",
+    "LoadReport",
+    "WeightsError",
+    "WeightsUnavailable",
+    "check_init_options",
+    "check_source_family",
+    "imagenet_state_dict",
+    "initialize",
+    "load_matching",
+    "read_state_file",
+    "unwrap_state_dict",
+]
