@@ -93,3 +93,31 @@ def test_kill_mid_epoch_and_resume_is_bit_identical(synthetic_root, tmp_path, wo
     _assert_same_state(final["optimizer_states"], ref["optimizer_states"], "optimizer_states")
     _assert_same_state(final["lr_schedulers"], ref["lr_schedulers"], "lr_schedulers")
     assert all(losses[s] == v for s, v in before.items())  # rows written before the kill are still there
+
+
+def _gnvideo(*args: str, ok: bool = True) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]))
+    proc = subprocess.run([sys.executable, "-m", "gnvideo", *args], env=env, cwd=str(REPO), capture_output=True,
+                          text=True, timeout=600)
+    assert (proc.returncode == 0) == ok, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_ddp_kill_mid_epoch_and_resume_is_bit_identical(synthetic_root, tmp_path):
+    """2 CPU processes: 24 videos / (2 ranks x 4 clips) = 3 steps per epoch, 4 epochs; killed after step 9, the
+    newest checkpoint is step 8 (epoch 2, 2 of 3 batches done on each rank)."""
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    common = [*COMMON, "--trainer.max_epochs", "4", *ddp]
+    ref_runs, runs = tmp_path / "ref", tmp_path / "runs"
+    _gnvideo("fit", *cli_args(synthetic_root, ref_runs, *common))
+    _gnvideo("fit", *cli_args(synthetic_root, runs, *common, *KILL), ok=False)
+    run = runs / "tiny_r3d_bn" / "version_0"
+    killed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert killed["global_step"] == 8 and "rng_states_rank1" in killed
+    _gnvideo("fit", *cli_args(synthetic_root, runs, *common), "--ckpt_path", "last")
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    ref = torch.load(ref_runs / "tiny_r3d_bn" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == ref["global_step"] == 12
+    _assert_same_state(final["state_dict"], ref["state_dict"], "state_dict")
+    _assert_same_state(final["optimizer_states"], ref["optimizer_states"], "optimizer_states")
+    assert _losses(run) == _losses(ref_runs / "tiny_r3d_bn" / "version_0")
