@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor
 from torch import nn
 
 from gnvideo.models.norm_layers import BatchGroupNorm3d
 
-__all__ = ["ExactResume", "GroupNormKernelSetup", "LRMonitor", "PredictionWriter", "PreciseBN", "RunRecorder",
-           "batch_norm_layers", "update_bn_stats"]
+__all__ = ["GroupNormKernelSetup", "LRMonitor", "PredictionWriter", "PreciseBN", "RunRecorder", "batch_norm_layers",
+           "update_bn_stats"]
 
 
 class LRMonitor(LearningRateMonitor):
@@ -315,65 +313,3 @@ class GroupNormKernelSetup(pl.Callback):
                 error = e
         if error is not None:
             print(f"gnvideo: warning: GroupNorm CUDA kernel unavailable, using F.group_norm: {error}")
-
-
-class ExactResume(pl.Callback):
-    """Exact resume: saves the RNG states of this process (python, numpy, torch CPU, every CUDA device) in each
-    checkpoint and restores them when a fit resumes from it, so the resumed run draws the same random numbers (dropout)
-    as an uninterrupted one; and makes Lightning apply the saved position of the train loader (see ``on_train_start``).
-    The states are put back just before the first training batch after the resume, so the
-    sanity check and the loader iterators created in between do not shift them. Loggers are flushed at every save, so a
-    killed run's metrics.csv holds every row up to its last checkpoint.
-
-    Under DDP every rank stores its own states (``rng_states_rank{r}``); a checkpoint is written by rank zero, so the
-    other ranks' states are gathered to it first.
-    """
-
-    @staticmethod
-    def _states() -> dict:
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        # plain types and tensors only, so the checkpoint loads with torch.load(weights_only=True)
-        states = {"python": random.getstate(), "torch": torch.get_rng_state(),
-                  "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]}
-        if torch.cuda.is_available():
-            states["cuda"] = torch.cuda.get_rng_state_all()
-        return states
-
-    def __init__(self) -> None:
-        self._pending: dict | None = None
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        for logger in trainer.loggers:
-            logger.save()
-        states = self._states()
-        if trainer.world_size > 1:
-            gathered = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, states)
-        else:
-            gathered = [states]
-        for r, s in enumerate(gathered):
-            checkpoint[f"rng_states_rank{r}"] = s
-
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        self._pending = checkpoint.get(f"rng_states_rank{trainer.global_rank}")
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        # Lightning loads the train loader's state (ResumableDataLoader: epoch and batches done) only when it builds
-        # the loader after the loop state is restored; configure_optimizers' trainer.estimated_stepping_batches builds
-        # it earlier, so the saved state would be ignored and the epoch restarted. Load it here and make the iterator
-        # again, before the first batch is fetched.
-        loop = trainer.fit_loop
-        if loop.restarting and loop._combined_loader_states_to_load and loop._combined_loader is not None:
-            loop._load_combined_loader_states()
-            iter(loop._data_fetcher)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        states, self._pending = self._pending, None
-        if states is None:
-            return
-        random.setstate(states["python"])
-        kind, keys, pos, has_gauss, gauss = states["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        torch.set_rng_state(states["torch"])
-        if "cuda" in states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])

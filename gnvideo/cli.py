@@ -16,28 +16,30 @@ defaults to the stem of the last ``--config`` file. Each run folder holds ``conf
 ``metrics.csv``, TensorBoard events and ``checkpoints/``: the best by ``val/top1`` (option group ``--checkpoint``) and
 ``last.ckpt``, written after each validation and every ``--last_checkpoint.every_n_train_steps`` (1000) steps.
 ``--ckpt_path last`` and ``--ckpt_path best`` resolve to the newest run of ``run_name`` that has such a checkpoint;
-``fit --ckpt_path last`` resumes there (exact step, optimizer and LR-scheduler state) and keeps logging in that folder.
-``test`` writes a new result file in its own run folder (``test_N/results.json``; see :mod:`gnvideo.results`);
-``predict`` prints the top-5 classes per video and writes ``predict_N/predictions.json``.
+``fit --ckpt_path last`` resumes there and keeps logging in that folder: the exact step, optimizer and LR-scheduler
+state, the train loader's position in the epoch (``ResumableDataLoader``) and every rank's RNG states
+(``resume.ExactResume``), so a run resumed mid-epoch ends bit-identical on the CPU to an uninterrupted one.
+``metrics.csv`` is appended to (``run_logs.AppendingCSVLogger``) and each resumed attempt writes
+``config.attempt-N.yaml``. ``test`` writes a new result file in its own run folder (``test_N/results.json``; see
+:mod:`gnvideo.results`); ``predict`` prints the top-5 classes per video and writes ``predict_N/predictions.json``.
 Config mistakes stop before training with the key named.
 """
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from gnvideo.callbacks import ExactResume, GroupNormKernelSetup, LRMonitor, PreciseBN, PredictionWriter, RunRecorder
+from gnvideo.callbacks import GroupNormKernelSetup, LRMonitor, PreciseBN, PredictionWriter, RunRecorder
 from gnvideo.errors import ConfigError
 from gnvideo.module import VideoClassifier
+from gnvideo.resume import ExactResume
+from gnvideo.run_logs import AppendingCSVLogger, AttemptConfigCallback
 
 __all__ = ["GNVideoCLI", "build_cli", "main"]
 
@@ -55,43 +57,6 @@ def _find_checkpoint(exp_dir: Path, which: str) -> Path | None:
         if found:
             return found[-1]
     return None
-
-
-class _AppendingWriter(ExperimentWriter):
-    """CSV writer that keeps an existing ``metrics.csv`` (a resumed attempt appends to the rows of the earlier ones)."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = sorted(next(csv.reader(f), []))
-
-
-class AppendingCSVLogger(CSVLogger):
-    """``CSVLogger`` whose ``metrics.csv`` survives a resume: rows logged before a kill are kept, new rows appended
-    (Lightning's own writer deletes the file when the run folder exists)."""
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
-
-
-class KeepingSaveConfigCallback(SaveConfigCallback):
-    """Saves the resolved config of every attempt in the run folder: ``config.yaml`` for the first, then
-    ``config_1.yaml``, ``config_2.yaml``, ... for resumed attempts (never overwritten)."""
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        if self.already_saved:
-            return
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
-        name, i = Path(self.config_filename), 0
-        while (folder / self.config_filename).exists():
-            i += 1
-            self.config_filename = f"{name.stem}_{i}{name.suffix}"
-        super().setup(trainer, pl_module, stage)
 
 
 class GNVideoCLI(LightningCLI):
@@ -198,6 +163,9 @@ class GNVideoCLI(LightningCLI):
         if logger is None or logger is True:
             common = {"save_dir": str(self._root), "name": self._run_name, "version": self._version}
             kwargs["logger"] = [AppendingCSVLogger(**common), TensorBoardLogger(default_hp_metric=False, **common)]
+        if self.subcommand in ("fit", None):  # RNG states and loader position, restored on resume
+            callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+            kwargs["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), ExactResume()]
         return super().instantiate_trainer(**kwargs)
 
 
@@ -223,11 +191,10 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> GNVideoCLI
             run=run,
             seed_everything_default=0,
             auto_configure_optimizers=False,
-            # each attempt's config is kept: config.yaml, then config_1.yaml, ... for resumed attempts
-            save_config_callback=KeepingSaveConfigCallback,
+            save_config_callback=AttemptConfigCallback,
+            save_config_kwargs={"overwrite": True},
             trainer_defaults={"default_root_dir": "runs",
-                              "callbacks": [RunRecorder(), PredictionWriter(), GroupNormKernelSetup(),
-                                            ExactResume()]},
+                              "callbacks": [RunRecorder(), PredictionWriter(), GroupNormKernelSetup()]},
         )
 
 

@@ -8,6 +8,7 @@ from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset
 from .readers import VideoReader, open_video
 from .sampling import (
     EpochDistributedSampler,
+    ResumableDataLoader,
     UnpaddedDistributedSampler,
     eval_clip_indices,
     sample_generator,
@@ -33,6 +34,7 @@ __all__ = [
     "EvalTransform",
     "KineticsDataModule",
     "KineticsDataset",
+    "ResumableDataLoader",
     "TrainTransform",
     "UnpaddedDistributedSampler",
     "VideoDecodeError",

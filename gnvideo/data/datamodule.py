@@ -3,7 +3,8 @@
 Samplers: train uses :class:`EpochDistributedSampler` (shuffled, sharded over ranks, padded like torch's
 ``DistributedSampler``; its ``set_epoch``, called by Lightning each epoch, also reseeds clip sampling). val/test/predict
 use :class:`UnpaddedDistributedSampler`, so in DDP every view is evaluated exactly once across ranks. Lightning keeps
-both because they already are ``DistributedSampler`` instances.
+both because they already are ``DistributedSampler`` instances. The train loader is a :class:`ResumableDataLoader`:
+Lightning saves its position in the epoch with each checkpoint, so ``fit --ckpt_path`` continues mid-epoch exactly.
 """
 
 from __future__ import annotations
@@ -261,22 +262,13 @@ class KineticsDataModule(pl.LightningDataModule):
         else:
             sampler = UnpaddedDistributedSampler(dataset, replicas, rank)
         workers = int(h.num_workers)
-        # an own generator for the workers' base seed, so creating an iterator never draws from the global RNG (which
-        # dropout uses; a resumed run creates its iterators at other points than an uninterrupted one)
-        kwargs = {"batch_size": batch_size or h.clips_per_device, "sampler": sampler, "num_workers": workers,
-                  "pin_memory": h.pin_memory, "drop_last": train,
-                  "persistent_workers": bool(h.persistent_workers and workers > 0),
-                  "generator": torch.Generator().manual_seed(int(h.seed))}
-        if train:  # resumable mid-epoch: Lightning saves/loads its state (epoch, batches done) with the loop
-            return ResumableDataLoader(dataset, batches_done=self._batches_done, **kwargs)
-        return DataLoader(dataset, **kwargs)
-
-    def _batches_done(self) -> int:
-        """Train batches of the current epoch whose step has run (0 without a trainer)."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        if train:  # Lightning saves its position: exact mid-epoch resume
+            cls, extra = ResumableDataLoader, {"seed": h.seed}
+        else:
+            cls, extra = DataLoader, {}
+        return cls(dataset, batch_size=batch_size or h.clips_per_device, sampler=sampler, num_workers=workers,
+                          pin_memory=h.pin_memory, drop_last=train,
+                          persistent_workers=bool(h.persistent_workers and workers > 0), **extra)
 
     def train_dataloader(self) -> DataLoader:
         self._check_batches(self._replicas()[0])

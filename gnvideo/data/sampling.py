@@ -9,7 +9,7 @@ DataLoader worker draws it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -85,12 +85,18 @@ class EpochDistributedSampler(DistributedSampler):
     Being a ``DistributedSampler``, Lightning keeps it instead of inserting its own, and calls ``set_epoch`` at the
     start of every epoch; the dataset's ``set_epoch`` (if any) then reseeds clip sampling. With ``num_replicas=1``
     it is an ordinary seeded shuffle.
+
+    Resumable: ``state_dict(consumed)`` records the epoch and how many of this rank's samples the training loop has
+    consumed; after ``load_state_dict`` the next ``__iter__`` (only that one) yields the same epoch's order from that
+    position on. The sampler does not count by itself: with DataLoader workers it is iterated ahead of the loop, so
+    the consumed count comes from :class:`ResumableDataLoader`, which counts the batches handed to the loop.
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
                          drop_last=drop_last)
+        self._start = 0
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -98,47 +104,68 @@ class EpochDistributedSampler(DistributedSampler):
         if callable(getattr(self.dataset, "set_epoch", None)):
             self.dataset.set_epoch(epoch)
 
-    def skip_next(self, items: int) -> None:
-        """The next ``__iter__`` (only that one) starts at item ``items`` of this rank's order for the epoch."""
-        self._start = int(items)
-
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
-        start, self._start = getattr(self, "_start", 0), 0
+        start, self._start = self._start, 0
         return iter(indices[start:])
+
+    def state_dict(self, consumed: int = 0) -> dict:
+        """``{"epoch", "consumed", "num_samples"}``: the position after ``consumed`` samples of this rank's epoch."""
+        return {"epoch": int(self.epoch), "consumed": int(consumed), "num_samples": int(self.num_samples)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue at ``state``: sets the epoch (and the dataset's) and skips the consumed samples once."""
+        consumed = int(state.get("consumed", 0))
+        if consumed and state.get("num_samples", self.num_samples) != self.num_samples:
+            raise ValueError(f"train sampler state is for {state['num_samples']} samples per rank, this run has "
+                             f"{self.num_samples} (dataset or world size changed): cannot resume mid-epoch")
+        self.set_epoch(int(state["epoch"]))
+        self._start = consumed
 
 
 class ResumableDataLoader(DataLoader):
-    """A train ``DataLoader`` that Lightning can resume mid-epoch (it has ``state_dict``/``load_state_dict``, which
-    Lightning's fit loop saves in every checkpoint and loads before it creates the resumed epoch's iterator).
+    """A ``DataLoader`` over an :class:`EpochDistributedSampler` whose position Lightning saves and restores.
 
-    The state is the sampler's epoch and the number of batches the training loop has consumed in it, read from
-    ``batches_done`` (a callable: the trainer's count, because Lightning fetches batches ahead of the step). Loading
-    it sets the epoch (and so the clip-sampling seeds) and makes the sampler skip those batches without decoding them.
+    Lightning stores ``state_dict()`` of a stateful train loader in its loop state (``loops.fit_loop.state_dict.
+    combined_loader`` of the checkpoint) and calls ``load_state_dict`` on resume. The position is the number of
+    batches this loader handed to the loop in the current epoch (counted here, in the main process, so worker
+    prefetching does not advance it; Lightning fetches no batch ahead for a sized loader). A finished epoch is saved
+    as the start of the next one.
 
-    Args:
-        sampler: an :class:`EpochDistributedSampler`.
-        batches_done: returns the batches of the current epoch whose training step has run.
+    Iterators start lazily, at their first ``next``: Lightning may create the train iterator before it restores the
+    checkpoint (``trainer.estimated_stepping_batches`` in ``configure_optimizers`` sets up the data early), and a
+    position loaded after that must still apply. Worker base seeds come from the loader's own generator (``seed``),
+    so starting an iterator never draws from the global RNG that dropout uses.
     """
 
-    def __init__(self, *args, batches_done: Callable[[], int], **kwargs) -> None:
+    def __init__(self, *args, seed: int = 0, **kwargs) -> None:
+        kwargs.setdefault("generator", torch.Generator().manual_seed(int(seed)))
         super().__init__(*args, **kwargs)
         if not isinstance(self.sampler, EpochDistributedSampler):
             raise TypeError("ResumableDataLoader needs an EpochDistributedSampler")
-        self._batches_done = batches_done
+        self._batches = 0
+        self._resume_batches = 0
+
+    def __iter__(self):
+        return self._counted()
+
+    def _counted(self):
+        self._batches, self._resume_batches = self._resume_batches, 0
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
 
     def state_dict(self) -> dict:
-        epoch, done = int(self.sampler.epoch), int(self._batches_done())
-        if done >= len(self):  # saved at the end of the epoch: resume at the start of the next one
-            epoch, done = epoch + 1, 0
-        return {"epoch": epoch, "batches_done": done, "batch_size": self.batch_size}
+        consumed = self._batches * int(self.batch_size)
+        state = self.sampler.state_dict(consumed)
+        if self._batches >= len(self):
+            state.update(epoch=state["epoch"] + 1, consumed=0)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("batch_size") not in (None, self.batch_size):
-            raise ValueError(f"resume: the checkpoint was saved with data.clips_per_device={state['batch_size']}, "
-                             f"this run has {self.batch_size}; a mid-epoch resume needs the same batch")
-        self.sampler.set_epoch(int(state["epoch"]))
-        self.sampler.skip_next(int(state["batches_done"]) * int(self.batch_size))
+        batches = int(state.get("consumed", 0)) // int(self.batch_size)
+        self.sampler.load_state_dict({**state, "consumed": batches * int(self.batch_size)})
+        self._resume_batches = batches
 
 
 class UnpaddedDistributedSampler(DistributedSampler):

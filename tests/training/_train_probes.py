@@ -11,8 +11,8 @@ import torch
 
 
 class KillAtStep(pl.Callback):
-    """Simulates a crash after optimizer step ``step``: raises, or with ``sigkill`` kills its own process (no cleanup,
-    no log flush), like a preempted job."""
+    """Simulates a crash after optimizer step ``step`` (after the step's checkpoint was written): raises, or with
+    ``sigkill`` kills its own process (no cleanup, no log flush), like a preempted job."""
 
     def __init__(self, step: int, sigkill: bool = False) -> None:
         self.step, self.sigkill = step, sigkill

@@ -1,5 +1,4 @@
-"""End-to-end CLI runs on the tiny synthetic dataset: fit, validate, multi-view test, predict, fast_dev_run
-(exact resume: test_resume.py)."""
+"""End-to-end CLI runs on the tiny synthetic dataset: fit, validate, multi-view test, predict, resume, fast_dev_run."""
 
 from __future__ import annotations
 

@@ -113,3 +113,12 @@ def test_result_files_are_never_overwritten(tmp_path):
     paths = [write_result(result, tmp_path) for _ in range(3)]
     assert [p.name for p in paths] == ["results.json", "results-1.json", "results-2.json"]
     assert json.loads(paths[0].read_text())["top1"] is None  # NaN is written as null
+
+
+def test_read_metrics_later_row_of_a_step_wins(tmp_path):
+    from gnvideo.run_logs import read_metrics
+
+    (tmp_path / "metrics.csv").write_text("epoch,step,train/loss,val/top1\n0,0,2.5,\n0,1,2.25,\n0,1,,0.5\n"
+                                          "0,2,2.0,\n0,1,2.125,\n")  # a resumed attempt re-logged step 1
+    assert read_metrics(tmp_path, "train/loss") == {0: 2.5, 1: 2.125, 2: 2.0}
+    assert read_metrics(tmp_path, "val/top1") == {1: 0.5}
