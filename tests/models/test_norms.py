@@ -247,11 +247,17 @@ def test_derived_lists_follow_the_table():
 
 
 def test_demo_and_report_take_their_choices_from_the_registry():
+    import typing
+
+    import pytest
+
     from gnvideo import demo, report
     from gnvideo.models.norms import DEMO_KINDS, REPORT_ORDER
 
-    action = next(a for a in demo._parser()._actions if a.dest == "norms")
-    assert tuple(action.choices) == DEMO_KINDS
+    assert typing.get_args(demo.DemoNorm) == tuple(DEMO_KINDS)  # the type of the demo's --norms option
+    assert demo.parser().parse_args(["--norms", f"[{DEMO_KINDS[-1]}]"]).norms == [DEMO_KINDS[-1]]
+    with pytest.raises(SystemExit):
+        demo.parser().parse_args(["--norms", "[frozen_bn]"])  # not a demo kind
     assert report._row_order(["bgn", "gn", "bn", "in"]) == [k for k in REPORT_ORDER if k in {"bgn", "gn", "bn", "in"}]
 
 

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
 import lightning.pytorch as pl
 import torch
 
 
 class KillAtStep(pl.Callback):
-    """Simulates a crash: raises after optimizer step ``step`` (after the step's checkpoint was written)."""
+    """Simulates a crash after optimizer step ``step`` (after the step's checkpoint was written): raises, or with
+    ``sigkill`` kills its own process (no cleanup, no log flush), like a preempted job."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, sigkill: bool = False) -> None:
+        self.step, self.sigkill = step, sigkill
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
+            if self.sigkill:
+                os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"simulated kill at step {trainer.global_step}")
 
 

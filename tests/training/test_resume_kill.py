@@ -1,0 +1,87 @@
+"""Exact resume after a real SIGKILL (no cleanup, no log flush) and under DDP on 2 CPU processes: the resumed fit ends
+bit-identical to an uninterrupted one (weights, optimizer state, logged train losses). Complements test_resume_exact.py,
+whose kill is an exception in the training process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gnvideo.cli import main
+from gnvideo.run_logs import read_metrics
+
+from .conftest import HERE, REPO, cli_args
+
+# 24 training videos / 4 clips per rank; last.ckpt every 2 steps; the kill comes after step 9, so the newest
+# checkpoint is step 8: mid-epoch. Dropout on, cosine LR with warm-up.
+COMMON = ["--data.clips_per_device", "4", "--trainer.limit_val_batches", "0", "--model.dropout", "0.5",
+          "--model.schedule", "cosine", "--model.warmup_fraction", "0.2", "--last_checkpoint.every_n_train_steps", "2",
+          "--trainer.num_sanity_val_steps", "0"]
+KILL = ["--trainer.callbacks+=_train_probes.KillAtStep", "--trainer.callbacks.step", "9"]
+
+
+def _gnvideo(*args: str, rc: int = 0) -> None:
+    # the thread count of this process: another one changes float sums, and some runs below run in this process
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()),
+               PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]))
+    proc = subprocess.run([sys.executable, "-m", "gnvideo", *args], env=env, cwd=str(REPO), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == rc, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def _same(a, b, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def _compare(run, ref_run, steps: int) -> None:
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    ref = torch.load(ref_run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == ref["global_step"] == steps
+    _same(final["state_dict"], ref["state_dict"], "state_dict")
+    _same(final["optimizer_states"], ref["optimizer_states"], "optimizer_states")
+    _same(final["lr_schedulers"], ref["lr_schedulers"], "lr_schedulers")
+    loss, ref_loss = read_metrics(run, "train/loss"), read_metrics(ref_run, "train/loss")
+    assert sorted(ref_loss) == list(range(steps)) and loss == ref_loss
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(synthetic_root, tmp_path):
+    common = [*COMMON, "--trainer.max_epochs", "2", "--data.num_workers", "2"]  # 6 steps per epoch
+    ref_runs, runs = tmp_path / "ref", tmp_path / "runs"
+    assert main(["fit", *cli_args(synthetic_root, ref_runs, *common)]) == 0
+    _gnvideo("fit", *cli_args(synthetic_root, runs, *common, *KILL), "--trainer.callbacks.sigkill", "true", rc=-9)
+    run = runs / "tiny_r3d_bn" / "version_0"
+    killed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert killed["global_step"] == 8 and killed["epoch"] == 1  # 2 of epoch 1's 6 batches done
+    assert set(range(8)) <= set(read_metrics(run, "train/loss"))  # rows up to the checkpoint survived the SIGKILL
+    assert main(["fit", *cli_args(synthetic_root, runs, *common), "--ckpt_path", "last"]) == 0
+    _compare(run, ref_runs / "tiny_r3d_bn" / "version_0", 12)
+
+
+@pytest.mark.slow
+def test_ddp_kill_mid_epoch_then_resume_is_bit_identical(synthetic_root, tmp_path):
+    """24 videos / (2 ranks x 4 clips) = 3 steps per epoch, 4 epochs; the step-8 checkpoint is 2 of 3 batches into
+    epoch 2 on each rank."""
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    common = [*COMMON, "--trainer.max_epochs", "4", "--data.num_workers", "0", *ddp]
+    ref_runs, runs = tmp_path / "ref", tmp_path / "runs"
+    _gnvideo("fit", *cli_args(synthetic_root, ref_runs, *common))
+    _gnvideo("fit", *cli_args(synthetic_root, runs, *common, *KILL), rc=1)
+    run = runs / "tiny_r3d_bn" / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
+    _gnvideo("fit", *cli_args(synthetic_root, runs, *common), "--ckpt_path", "last")
+    _compare(run, ref_runs / "tiny_r3d_bn" / "version_0", 12)
