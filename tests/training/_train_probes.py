@@ -60,16 +60,3 @@ class BNProbe(pl.Callback):
         os.makedirs(self.out_dir, exist_ok=True)
         with open(os.path.join(self.out_dir, f"bn_rank{trainer.global_rank}.json"), "w") as f:
             json.dump({"world_size": trainer.world_size, "records": self.records}, f)
-
-
-class SigkillAtStep(pl.Callback):
-    """Kills its own process with SIGKILL (no cleanup, no flush) once ``global_step`` reaches ``step``."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step >= self.step:
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
