@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader, Dataset
 from gnvideo.errors import ConfigError
 
 from .annotations import load_label_names
-from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset
+from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset, collate_views
 from .sampling import EpochDistributedSampler, UnpaddedDistributedSampler
-from .transforms import resolve_mean_std
+from .transforms import BatchTransform, resolve_mean_std
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ class KineticsDataModule(pl.LightningDataModule):
         val_annotation: val CSV or list; default ``{root}/annotations/val.csv``.
         test_annotation: test CSV or list; default = the val annotation (videos under ``root/val``).
         labels: class-name file; default ``{root}/labels.txt`` if it exists, else the packaged Kinetics-400 list.
-        clips_per_device: batch size per device (clips, or views in test).
+        clips_per_device: batch size per device in clips; in test / predict, whole videos are loaded (all views of a
+            video from one decoder) and a batch holds ``max(1, clips_per_device // views)`` videos, whose views the
+            model runs ``clips_per_device`` at a time.
         num_workers: DataLoader worker processes per device.
         num_frames: frames per clip (T).
         sampling_rate: stride between clip frames, in video frames.
@@ -115,6 +117,8 @@ class KineticsDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.hparams.mean, self.hparams.std = resolve_mean_std(mean_std, mean, std)  # recorded as run settings
+        #: uint8 batches -> normalised float32 on the device; ``VideoClassifier.on_after_batch_transfer`` calls it
+        self.batch_transform = BatchTransform(self.hparams.mean, self.hparams.std)
         if test_view not in ("crops", "full_frame"):
             raise ValueError(f"data.test_view: must be 'crops' or 'full_frame', got {test_view!r}")
         if not 0.0 <= holdout_fraction < 1.0:
@@ -144,7 +148,7 @@ class KineticsDataModule(pl.LightningDataModule):
         h = self.hparams
         return dict(num_frames=h.num_frames, sampling_rate=h.sampling_rate, backend=h.decode_backend, seed=h.seed,
                     short_side_range=tuple(h.train_short_side), crop_size=h.crop_size,
-                    eval_short_side=h.test_short_side, hflip_prob=h.hflip_prob, mean=h.mean, std=h.std)
+                    eval_short_side=h.test_short_side, hflip_prob=h.hflip_prob)
 
     def _dataset(self, annotation: str, split: str, mode: str) -> KineticsDataset:
         h = self.hparams
@@ -250,8 +254,8 @@ class KineticsDataModule(pl.LightningDataModule):
             return dist.get_world_size(), dist.get_rank()
         return 1, 0
 
-    def _loader(self, dataset: Dataset | None, name: str, train: bool = False, batch_size: int | None = None
-                ) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, name: str, train: bool = False, batch_size: int | None = None,
+                collate_fn=None) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{name} dataset is not set up: call setup() with the matching stage first")
         h = self.hparams
@@ -262,7 +266,7 @@ class KineticsDataModule(pl.LightningDataModule):
             sampler = UnpaddedDistributedSampler(dataset, replicas, rank)
         workers = int(h.num_workers)
         return DataLoader(dataset, batch_size=batch_size or h.clips_per_device, sampler=sampler, num_workers=workers,
-                          pin_memory=h.pin_memory, drop_last=train,
+                          pin_memory=h.pin_memory, drop_last=train, collate_fn=collate_fn,
                           persistent_workers=bool(h.persistent_workers and workers > 0))
 
     def train_dataloader(self) -> DataLoader:
@@ -272,12 +276,20 @@ class KineticsDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, "val")
 
+    def _videos_per_batch(self, dataset: ClipDataset | None) -> int:
+        views = dataset.views_per_video if dataset is not None else 1
+        return max(1, int(self.hparams.clips_per_device) // views)
+
     def test_dataloader(self) -> DataLoader:
-        full_frame = self.hparams.test_view == "full_frame"  # whole frames: widths differ between videos
-        return self._loader(self.test_dataset, "test", batch_size=1 if full_frame else None)
+        """Batches of whole videos, views flattened (:func:`collate_views`); full frames: one video per batch (frame
+        widths differ between videos)."""
+        full_frame = self.hparams.test_view == "full_frame"
+        batch = 1 if full_frame else self._videos_per_batch(self.test_dataset)
+        return self._loader(self.test_dataset, "test", batch_size=batch, collate_fn=collate_views)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_dataset, "predict")
+        return self._loader(self.predict_dataset, "predict", batch_size=self._videos_per_batch(self.predict_dataset),
+                            collate_fn=collate_views)
 
 
 __all__ = ["KineticsDataModule", "labels_from_checkpoint"]

@@ -94,7 +94,8 @@ def test_train_samples_reproducible_per_epoch(dataset_root):
     batch = next(iter(DataLoader(ds, batch_size=4, num_workers=2)))
     single = next(iter(DataLoader(ds, batch_size=4, num_workers=0)))
     assert torch.equal(batch["video"], single["video"])  # independent of which worker loads an item
-    assert set(batch) == {"video", "label", "video_index", "view_index", "valid"} and batch["video"].shape[0] == 4
+    assert set(batch) == {"video", "label", "video_index", "view_index", "valid", "flip"}
+    assert batch["video"].shape[0] == 4 and batch["video"].dtype == torch.uint8
 
 
 def test_broken_videos(dataset_root, video_dir, tmp_path, caplog):
@@ -130,7 +131,8 @@ def test_exclude_list(dataset_root, tmp_path):
 def test_short_video_counts_repeats(video_dir):
     ds = VideoFilesDataset([video_dir / "short.mp4"], mode="val", num_frames=4, sampling_rate=2, eval_short_side=48,
                            eval_crop_size=40)
-    assert ds[0]["valid"] and ds[0]["label"] == -1 and ds.num_repeated_frames == 1  # indices 0,2,4,6 of 5 frames
+    s = ds[0]
+    assert s["valid"] and s["label"] == -1 and ds.num_repeated_frames == 1  # indices 0,2,4,6 of 5 frames
 
 
 def test_test_mode_views_and_two_ranks(dataset_root):
@@ -140,7 +142,7 @@ def test_test_mode_views_and_two_ranks(dataset_root):
     assert dm.num_classes == 4
     dm.setup("test")
     ds = dm.test_dataset
-    assert len(ds) == 4 * 6
+    assert len(ds) == 4 and ds.views_per_video == 6  # one item per video, holding its 6 views
     seen = []
     for rank in range(2):
         dm._replicas = lambda rank=rank: (2, rank)
@@ -181,10 +183,13 @@ def test_datamodule_hflip_prob_reaches_training_clips(dataset_root, hflip_prob):
     dm.setup("fit")
     assert dm.train_dataset.train_transform.flip_prob == hflip_prob
     frames = torch.randint(0, 256, (4, 48, 64, 3), dtype=torch.uint8)
-    crop = dm.train_dataset.train_transform(frames, generator=torch.Generator().manual_seed(0))
-    unflipped = dm.train_dataset.train_transform.__class__((48, 48), 48, flip_prob=0.0)(
+    crop, flip = dm.train_dataset.train_transform(frames, generator=torch.Generator().manual_seed(0))
+    unflipped, never = dm.train_dataset.train_transform.__class__((48, 48), 48, flip_prob=0.0)(
         frames, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(crop, unflipped if hflip_prob == 0.0 else unflipped.flip(-1))
+    assert torch.equal(crop, unflipped) and flip == (hflip_prob == 1.0) and not never
+    flipped = dm.batch_transform(crop.unsqueeze(0), torch.tensor([flip]))
+    want = dm.batch_transform(unflipped.unsqueeze(0))
+    assert torch.equal(flipped, want if hflip_prob == 0.0 else want.flip(-1))
 
 
 def test_epoch_reaches_persistent_workers(dataset_root):
@@ -214,7 +219,7 @@ def test_lightning_keeps_our_samplers_and_advances_the_epoch(dataset_root):
 
         def training_step(self, batch, batch_idx):
             epochs_seen.append(self.trainer.datamodule.train_dataset.epoch)
-            return self.layer(batch["video"].mean((2, 3, 4))).sum()
+            return self.layer(batch["video"].float().mean((2, 3, 4))).sum()
 
         def validation_step(self, batch, batch_idx):
             assert batch["valid"].all()
