@@ -4,11 +4,12 @@ The optimizer recipe (LR scaling with the total batch, parameter groups, schedul
 weight loading (ImageNet inflation, fine-tuning from checkpoints) in :mod:`gnvideo.models.weights`; this module passes
 its hyperparameters to them.
 
-Batches are dicts from ``gnvideo.data``: ``video`` uint8 (B, 3, T, H, W) as the workers return it (or float, already
-normalised), ``label`` int64 (B,), ``video_index`` (B,), ``view_index`` (B,), ``valid`` bool (B,), ``flip`` bool (B,).
-:meth:`VideoClassifier.on_after_batch_transfer` turns uint8 video into normalised float32 on the device (flipping the
-``flip`` rows) with the data module's ``batch_transform`` (:class:`gnvideo.data.transforms.BatchTransform`), so every
-loop (fit, validate, test, predict, and PreciseBN's passes, which go through the same hook) sees float input.
+Batches are dicts from ``gnvideo.data``: ``video`` uint8 (B, T, H, W, 3) as the workers return it (or float
+(B, 3, T, H, W), already normalised), ``label`` int64 (B,), ``video_index`` (B,), ``view_index`` (B,), ``valid``
+bool (B,), ``flip`` bool (B,). :meth:`VideoClassifier.on_after_batch_transfer` turns uint8 video into normalised
+float32 (B, 3, T, H, W) on the device (flipping the ``flip`` rows) with the data module's ``batch_transform``
+(:class:`gnvideo.data.transforms.BatchTransform`), so every loop (fit, validate, test, predict, and PreciseBN's
+passes, which go through the same hook) sees float input.
 Rows with ``valid=False`` are dropped in validation, test and predict; a video
 with any invalid view is never scored (see :mod:`gnvideo.evaluation`).
 """
@@ -177,8 +178,8 @@ class VideoClassifier(pl.LightningModule):
         return transform
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
-        """uint8 ``video`` (B, 3, T, H, W) on the device -> float32 ``(x / 255 - mean) / std``, ``flip`` rows
-        mirrored along W; float video is left as it is."""
+        """uint8 ``video`` (B, T, H, W, 3) on the device -> float32 (B, 3, T, H, W) ``(x / 255 - mean) / std``,
+        ``flip`` rows mirrored along W; float video is left as it is."""
         if isinstance(batch, dict) and isinstance(batch.get("video"), Tensor) and batch["video"].dtype == torch.uint8:
             batch = dict(batch)
             batch["video"] = self._input_transform()(batch["video"], batch.get("flip"))

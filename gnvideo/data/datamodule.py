@@ -55,14 +55,16 @@ class KineticsDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes per device.
         num_frames: frames per clip (T).
         sampling_rate: stride between clip frames, in video frames.
-        train_short_side: (min, max) random short side for training, pixels.
+        train_short_side: (min, max) random short side for training, pixels (``short_side_range`` of the dataset
+            and ``TrainTransform``).
         crop_size: train crop side; also the val crop side (pixels).
         test_short_side: val/test short side, pixels.
         test_crop_size: test crop side, pixels.
         test_num_clips: clips per video in test.
         test_num_crops: crops per clip in test (1 or 3).
         hflip_prob: probability of a horizontal flip of a training clip (0 for direction-dependent classes, such as
-            the synthetic dataset's moving left/right and rotating clockwise/counter-clockwise).
+            the synthetic dataset's moving left/right and rotating clockwise/counter-clockwise); ``flip_prob`` of the
+            dataset and ``TrainTransform``. Drawn per clip in the worker from the clip's seed, applied on the device.
         pin_memory: DataLoader pin_memory.
         persistent_workers: keep workers between epochs (only used when num_workers > 0).
         decode_backend: "auto", "decord" or "pyav".
@@ -139,6 +141,11 @@ class KineticsDataModule(pl.LightningDataModule):
         self.predict_dataset: VideoFilesDataset | None = None
 
     @property
+    def batch_size(self) -> int:
+        """Clips per device per batch (the public option ``data.clips_per_device``)."""
+        return int(self.hparams.clips_per_device)
+
+    @property
     def num_classes(self) -> int:
         """Number of classes (from the labels list; valid right after construction)."""
         return len(self.label_names)
@@ -148,7 +155,7 @@ class KineticsDataModule(pl.LightningDataModule):
         h = self.hparams
         return dict(num_frames=h.num_frames, sampling_rate=h.sampling_rate, backend=h.decode_backend, seed=h.seed,
                     short_side_range=tuple(h.train_short_side), crop_size=h.crop_size,
-                    eval_short_side=h.test_short_side, hflip_prob=h.hflip_prob)
+                    eval_short_side=h.test_short_side, flip_prob=h.hflip_prob)
 
     def _dataset(self, annotation: str, split: str, mode: str) -> KineticsDataset:
         h = self.hparams
@@ -177,7 +184,7 @@ class KineticsDataModule(pl.LightningDataModule):
         if ds is None:
             return
         usable = ds.num_videos - getattr(ds, "num_missing", 0)
-        batch, replicas = int(self.hparams.clips_per_device), max(int(replicas), 1)
+        batch, replicas = self.batch_size, max(int(replicas), 1)
         per_device = -(-ds.num_videos // replicas)  # the train sampler pads to equal shares, batches drop the rest
         where = f"{ds.num_videos} listed in {ds.annotation}, {ds.num_videos - usable} of them missing"
         if per_device < batch:
@@ -265,7 +272,7 @@ class KineticsDataModule(pl.LightningDataModule):
         else:
             sampler = UnpaddedDistributedSampler(dataset, replicas, rank)
         workers = int(h.num_workers)
-        return DataLoader(dataset, batch_size=batch_size or h.clips_per_device, sampler=sampler, num_workers=workers,
+        return DataLoader(dataset, batch_size=batch_size or self.batch_size, sampler=sampler, num_workers=workers,
                           pin_memory=h.pin_memory, drop_last=train, collate_fn=collate_fn,
                           persistent_workers=bool(h.persistent_workers and workers > 0))
 
@@ -278,7 +285,7 @@ class KineticsDataModule(pl.LightningDataModule):
 
     def _videos_per_batch(self, dataset: ClipDataset | None) -> int:
         views = dataset.views_per_video if dataset is not None else 1
-        return max(1, int(self.hparams.clips_per_device) // views)
+        return max(1, self.batch_size // views)
 
     def test_dataloader(self) -> DataLoader:
         """Batches of whole videos, views flattened (:func:`collate_views`); full frames: one video per batch (frame

@@ -4,11 +4,12 @@ Modes: ``"train"`` one random clip per video (len = videos); ``"val"`` the centr
 videos); ``"test"`` one item per video holding all its views, ``num_clips`` uniformly spaced clips x ``num_crops``
 crops (len = videos), read with one open decoder and one frame read of the union of the clips' frame indices.
 
-Samples are dicts: ``video`` uint8 (3, T, crop, crop) (RGB, 0-255; not normalised: the device does that, see
+Samples are dicts: ``video`` uint8 (T, crop, crop, 3) (RGB, 0-255, channels last, so batches are (B, T, H, W, 3);
+not normalised: the device does that and permutes to (B, 3, T, H, W), see
 :class:`gnvideo.data.transforms.BatchTransform`), ``label`` int, ``video_index`` int, ``view_index`` int, ``valid``
 bool, ``flip`` bool (train: mirror this clip on the device; else False). Test items stack their V = num_clips x
-num_crops views: ``video`` uint8 (V, 3, T, crop, crop), ``view_index`` int64 (V,) (view = clip x num_crops + crop), the
-rest per video; :func:`collate_views` flattens them into a batch of views (B x V, 3, T, crop, crop) in which every row
+num_crops views: ``video`` uint8 (V, T, crop, crop, 3), ``view_index`` int64 (V,) (view = clip x num_crops + crop), the
+rest per video; :func:`collate_views` flattens them into a batch of views (B x V, T, crop, crop, 3) in which every row
 has its video's ``label``, ``video_index``, ``valid`` and ``flip``.
 
 Broken videos (the definition is in :mod:`gnvideo.data.validation`: missing, empty, undecodable, a
@@ -75,7 +76,8 @@ class ClipDataset(Dataset):
         decode_short_side: scale frames at decode time to this short side (saves memory on large videos).
         seed: base seed for train sampling.
         max_retries: train mode, other videos tried after a failure before giving up with RuntimeError.
-        hflip_prob: train mode, probability of a horizontal flip (0 when classes depend on left/right direction).
+        flip_prob: train mode, probability of a horizontal flip (0 when classes depend on left/right direction);
+            ``data.hflip_prob`` of the DataModule.
         eval_full_frame: test views are whole frames scaled to ``eval_short_side`` (no crop; needs num_crops 1).
     """
 
@@ -96,7 +98,7 @@ class ClipDataset(Dataset):
         decode_short_side: int | None = None,
         seed: int = 0,
         max_retries: int = 10,
-        hflip_prob: float = 0.5,
+        flip_prob: float = 0.5,
         eval_full_frame: bool = False,
     ) -> None:
         if mode not in MODES:
@@ -112,7 +114,7 @@ class ClipDataset(Dataset):
         self.backend, self.decode_short_side = backend, decode_short_side
         self.seed, self.max_retries = int(seed), int(max_retries)
         eval_crop = int(eval_crop_size or crop_size)
-        self.train_transform = TrainTransform(short_side_range, crop_size, flip_prob=hflip_prob)
+        self.train_transform = TrainTransform(short_side_range, crop_size, flip_prob=flip_prob)
         self.eval_transform = EvalTransform(eval_short_side, eval_crop, self.num_crops,
                                             full_frame=eval_full_frame and mode == "test")
         self.crop_size = int(crop_size) if mode == "train" else eval_crop
@@ -180,7 +182,7 @@ class ClipDataset(Dataset):
                 "flip": flip}
 
     def _eval_views(self, video_index: int) -> torch.Tensor:
-        """All views of one video, uint8 (num_clips x num_crops, 3, T, h, w): one open, one read of the union."""
+        """All views of one video, uint8 (num_clips x num_crops, T, h, w, 3): one open, one read of the union."""
         with self._open(video_index) as reader:
             clips = eval_clip_indices(reader.num_frames, self.num_frames, self.sampling_rate, self.num_clips)
             union = sorted({i for clip in clips for i in clip})
@@ -189,7 +191,7 @@ class ClipDataset(Dataset):
         where = {frame: k for k, frame in enumerate(union)}
         rows = [torch.tensor([where[i] for i in clip]) for clip in clips]
         crops = self.eval_transform.crops(frames)  # per crop (U, 3, h, w): overlapping clips are scaled once
-        views = [crop[r].permute(1, 0, 2, 3) for r in rows for crop in crops]  # view = clip x num_crops + crop
+        views = [crop[r].permute(0, 2, 3, 1) for r in rows for crop in crops]  # view = clip x num_crops + crop
         return torch.stack(views)
 
     def __getitem__(self, index: int) -> dict:
@@ -204,7 +206,7 @@ class ClipDataset(Dataset):
             valid = True
         except LOAD_ERRORS as err:
             self._record_failure(video_index, err)
-            video = torch.zeros(views, 3, self.num_frames, self.crop_size, self.crop_size, dtype=torch.uint8)
+            video = torch.zeros(views, self.num_frames, self.crop_size, self.crop_size, 3, dtype=torch.uint8)
             valid = False
         label = self.entries[video_index].label
         if self.mode == "val":
@@ -319,7 +321,7 @@ class VideoFilesDataset(ClipDataset):
 def collate_views(items: Sequence[dict]) -> dict:
     """Collate test items (each one video with V views) into a batch of views.
 
-    ``video`` uint8 (V_i, 3, T, h, w) per item -> (sum V_i, 3, T, h, w); ``view_index`` (V_i,) -> (sum V_i,);
+    ``video`` uint8 (V_i, T, h, w, 3) per item -> (sum V_i, T, h, w, 3); ``view_index`` (V_i,) -> (sum V_i,);
     ``label`` / ``video_index`` (int64), ``valid`` / ``flip`` (bool) repeated once per view of their video.
     """
     counts = torch.tensor([int(it["video"].shape[0]) for it in items])

@@ -1,5 +1,10 @@
-"""Clip transforms. On the CPU (DataLoader workers): uint8 frames (T, H, W, 3) -> uint8 clip (3, T, h, w), only a
-scale and a crop. On the device: :class:`BatchTransform`, uint8 (N, 3, T, h, w) -> normalised float32, batched.
+"""Clip transforms. On the CPU (DataLoader workers): uint8 frames (T, H, W, 3) -> uint8 clip (T, h, w, 3), only a
+scale and a crop. On the device: :class:`BatchTransform`, uint8 (N, T, h, w, 3) -> normalised float32
+(N, 3, T, h, w), batched.
+
+Layout: clips stay channels-last, (T, h, w, 3), the decoder's own layout and the memory layout of torchvision's uint8
+resize output, so the worker never transposes a clip (a strided uint8 (3, T, h, w) copy costs as much as the resize);
+the device does the permute to (N, 3, T, h, w) together with the float conversion.
 
 Scaling and cropping are fused: the crop box is chosen in the coordinates of the scaled video and mapped back, and
 ``torchvision.transforms.v2.functional.resized_crop`` resizes only the cropped region (uint8, bilinear,
@@ -53,8 +58,8 @@ def _check_video(video: torch.Tensor) -> None:
 
 
 def _to_clip(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (T, 3, h, w) -> uint8 (3, T, h, w), a view: the batch collate's stack makes it contiguous."""
-    return frames.permute(1, 0, 2, 3)
+    """uint8 (T, 3, h, w) (channels-last in memory, as resize returns it) -> uint8 (T, h, w, 3), a view."""
+    return frames.permute(0, 2, 3, 1)
 
 
 def _scaled(height: int, width: int, short_side: float) -> tuple[float, float]:
@@ -68,9 +73,9 @@ class BatchTransform(nn.Module):
     Args:
         mean, std: per-channel RGB statistics in [0, 1] units (``data.mean`` / ``data.std``).
 
-    Call: ``transform(video uint8 (N, 3, T, H, W), flip bool (N,) or None) -> float32 (N, 3, T, H, W)`` with
-    ``(x / 255 - mean) / std`` per channel, clips with ``flip[i]`` mirrored along W. Float input is returned as it is
-    (already normalised). Runs on the device of ``video`` (the buffers follow it).
+    Call: ``transform(video uint8 (N, T, H, W, 3), flip bool (N,) or None) -> float32 (N, 3, T, H, W)``, contiguous,
+    ``(x / 255 - mean) / std`` per channel, clips with ``flip[i]`` mirrored along W. Float input (N, 3, T, H, W) is
+    returned as it is (already normalised). Runs on the device of ``video`` (the buffers follow it).
     """
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
@@ -88,15 +93,18 @@ class BatchTransform(nn.Module):
     def forward(self, video: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
         if video.dtype != torch.uint8:
             return video
-        if video.ndim != 5 or video.shape[1] != 3:
-            raise ValueError(f"expected uint8 clips (N, 3, T, H, W), got {tuple(video.shape)}")
+        if video.ndim != 5 or video.shape[-1] != 3:
+            raise ValueError(f"expected uint8 clips (N, T, H, W, 3), got {tuple(video.shape)}")
         if flip is not None:
             flip = torch.as_tensor(flip, dtype=torch.bool, device=video.device)
             if bool(flip.any()):
-                video = torch.where(flip.view(-1, 1, 1, 1, 1), video.flip(-1), video)
+                video = torch.where(flip.view(-1, 1, 1, 1, 1), video.flip(-2), video)
         if self.scale.device != video.device:
             self.to(video.device)
-        return video.to(torch.float32).mul_(self.scale).add_(self.shift)
+        n, t, h, w, _ = video.shape
+        x = torch.empty((n, 3, t, h, w), dtype=torch.float32, device=video.device)
+        x.copy_(video.permute(0, 4, 1, 2, 3))
+        return x.mul_(self.scale).add_(self.shift)
 
     def extra_repr(self) -> str:
         return f"mean={self.mean}, std={self.std}"
@@ -110,7 +118,7 @@ class TrainTransform:
         crop_size: side of the square crop in pixels (<= short_side_range[0]).
         flip_prob: probability of a horizontal flip.
 
-    Call: ``transform(frames uint8 (T, H, W, 3), generator=None) -> (clip uint8 (3, T, crop, crop), flip bool)``;
+    Call: ``transform(frames uint8 (T, H, W, 3), generator=None) -> (clip uint8 (T, crop, crop, 3), flip bool)``;
     the clip is not flipped, ``flip`` says whether :class:`BatchTransform` mirrors it.
     """
 
@@ -162,8 +170,8 @@ class EvalTransform:
             Non-local paper's fully convolutional test view; needs ``num_crops=1``.
 
     Call: ``transform(frames uint8 (T, H, W, 3), crop_index=None)`` -> a list of ``num_crops`` uint8 clips
-    (3, T, crop, crop), or the single clip for ``crop_index`` in [0, num_crops). :meth:`crops` does the same for any
-    stack of frames (e.g. the union of several clips' frames), in (N, 3, crop, crop) frame layout.
+    (T, crop, crop, 3), or the single clip for ``crop_index`` in [0, num_crops). :meth:`crops` does the same for any
+    stack of frames (e.g. the union of several clips' frames), as (N, 3, crop, crop) channels-last tensors.
     """
 
     def __init__(

@@ -86,7 +86,7 @@ def test_missing_root_and_annotation(dataset_root, tmp_path):
 def test_train_samples_reproducible_per_epoch(dataset_root):
     ds = KineticsDataset(dataset_root / "annotations/train.csv", dataset_root, "train", "train", LABELS, **SMALL)
     a = ds[1]
-    assert a["video"].shape == (3, 4, 40, 40) and a["valid"] and a["label"] == 1 and a["video_index"] == 1
+    assert a["video"].shape == (4, 40, 40, 3) and a["valid"] and a["label"] == 1 and a["video_index"] == 1
     assert torch.equal(a["video"], ds[1]["video"])
     ds.set_epoch(1)
     assert not torch.equal(a["video"], ds[1]["video"])
@@ -116,7 +116,7 @@ def test_broken_videos(dataset_root, video_dir, tmp_path, caplog):
     assert caplog.text.count("vid000_000000_000010.mp4 (") == 1  # logged once
     val = KineticsDataset(root / "annotations/val.csv", root, "val", "val", LABELS, **SMALL)
     s = val[0]
-    assert not s["valid"] and s["video"].shape == (3, 4, 40, 40) and s["video"].abs().sum() == 0
+    assert not s["valid"] and s["video"].shape == (4, 40, 40, 3) and s["video"].sum().sum() == 0
     assert val[1]["valid"] and val.num_skipped == 1
 
 
@@ -147,7 +147,7 @@ def test_test_mode_views_and_two_ranks(dataset_root):
     for rank in range(2):
         dm._replicas = lambda rank=rank: (2, rank)
         for batch in dm.test_dataloader():
-            assert batch["video"].shape[1:] == (3, 4, 48, 48) and batch["valid"].all()
+            assert batch["video"].shape[1:] == (4, 48, 48, 3) and batch["valid"].all()
             seen += list(zip(batch["video_index"].tolist(), batch["view_index"].tolist()))
     assert sorted(seen) == [(v, w) for v in range(4) for w in range(6)]  # every view exactly once
 
@@ -219,7 +219,7 @@ def test_lightning_keeps_our_samplers_and_advances_the_epoch(dataset_root):
 
         def training_step(self, batch, batch_idx):
             epochs_seen.append(self.trainer.datamodule.train_dataset.epoch)
-            return self.layer(batch["video"].float().mean((2, 3, 4))).sum()
+            return self.layer(batch["video"].float().mean((1, 2, 3))).sum()
 
         def validation_step(self, batch, batch_idx):
             assert batch["valid"].all()
@@ -247,7 +247,7 @@ def test_predict_files_folder_and_list(dataset_root, tmp_path):
     dm.setup("predict")
     batches = list(dm.predict_dataloader())
     assert [b["valid"].tolist() for b in batches] == [[True] * 3, [False] * 3]
-    assert batches[0]["label"].tolist() == [-1] * 3 and batches[0]["video"].shape == (3, 3, 4, 40, 40)
+    assert batches[0]["label"].tolist() == [-1] * 3 and batches[0]["video"].shape == (3, 4, 40, 40, 3)
     folder = VideoFilesDataset(dataset_root / "val", mode="val", num_frames=4, eval_short_side=48, eval_crop_size=40)
     assert folder.num_videos == 4 and folder.paths == sorted(folder.paths)
     with pytest.raises(ValueError, match="predict_files"):

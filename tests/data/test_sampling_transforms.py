@@ -50,7 +50,7 @@ def test_train_transform_shapes_and_values():
     video = torch.randint(0, 256, (6, 48, 80, 3), dtype=torch.uint8)
     tf = TrainTransform((64, 72), 56)
     out, flip = tf(video, torch.Generator().manual_seed(0))
-    assert out.shape == (3, 6, 56, 56) and out.dtype == torch.uint8 and isinstance(flip, bool)
+    assert out.shape == (6, 56, 56, 3) and out.dtype == torch.uint8 and isinstance(flip, bool)
     again, flip_again = tf(video, torch.Generator().manual_seed(0))
     assert torch.equal(out, again) and flip == flip_again
     white, _ = tf(torch.full((2, 48, 80, 3), 255, dtype=torch.uint8))
@@ -79,14 +79,14 @@ def test_eval_transform_crops():
     video = torch.arange(120, dtype=torch.uint8).view(1, 1, 120, 1).expand(3, 60, 120, 3).contiguous()
     tf = EvalTransform(short_side=60, crop_size=60, num_crops=3)
     crops = tf(video)
-    assert len(crops) == 3 and all(c.shape == (3, 3, 60, 60) and c.dtype == torch.uint8 for c in crops)
-    lefts = [float(c[0, 0, 0, 0]) for c in crops]
+    assert len(crops) == 3 and all(c.shape == (3, 60, 60, 3) and c.dtype == torch.uint8 for c in crops)
+    lefts = [float(c[0, 0, 0, 0]) for c in crops]  # (T, H, W, 3): frame 0, row 0, column 0
     assert lefts[0] < 2 and abs(lefts[1] - 30) < 2 and abs(lefts[2] - 60) < 2  # left, centre, right
     assert torch.equal(tf(video, crop_index=2), crops[2])
     one = EvalTransform(short_side=30, crop_size=24, num_crops=1)(video)
-    assert len(one) == 1 and one[0].shape == (3, 3, 24, 24)
+    assert len(one) == 1 and one[0].shape == (3, 24, 24, 3)
     portrait = EvalTransform(short_side=32, crop_size=32, num_crops=3)(video.transpose(1, 2).contiguous())
-    assert all(c.shape == (3, 3, 32, 32) for c in portrait)
+    assert all(c.shape == (3, 32, 32, 3) for c in portrait)
 
 
 def test_transform_argument_errors():

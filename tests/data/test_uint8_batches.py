@@ -13,9 +13,10 @@ from gnvideo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform,
 SMALL = dict(num_frames=4, sampling_rate=2, short_side_range=(48, 56), crop_size=40, eval_short_side=48)
 
 
-def _former_cpu_path(frames_tchw: torch.Tensor, flip: bool, mean, std) -> torch.Tensor:
+def _former_cpu_path(clip: torch.Tensor, flip: bool, mean, std) -> torch.Tensor:
     """What the workers did before (the former ``_Normalize.finish``): flip, then float32 (3, T, h, w) normalised
-    with per-channel scalars, x * (1 / (255 std)) + (-mean / std)."""
+    with per-channel scalars, x * (1 / (255 std)) + (-mean / std). ``clip``: uint8 (T, h, w, 3) as now returned."""
+    frames_tchw = clip.permute(0, 3, 1, 2)  # the former transforms' (T, 3, h, w) resize output
     if flip:
         frames_tchw = frames_tchw.flip(-1)
     t, _, h, w = frames_tchw.shape
@@ -35,7 +36,7 @@ def test_device_normalisation_equals_the_former_cpu_path(mean, std):
         clip, flip = tf(video, torch.Generator().manual_seed(seed))
         clips.append(clip)
         flips.append(flip)
-        former.append(_former_cpu_path(clip.permute(1, 0, 2, 3), flip, mean, std))
+        former.append(_former_cpu_path(clip, flip, mean, std))
     assert any(flips) and not all(flips)
     got = BatchTransform(mean, std)(torch.stack(clips), torch.tensor(flips))
     want = torch.stack(former)
@@ -43,7 +44,7 @@ def test_device_normalisation_equals_the_former_cpu_path(mean, std):
     assert (got - want).abs().max() <= 1e-6
     views = EvalTransform(48, 40, num_crops=3)(video)  # eval views: no flip
     got = BatchTransform(mean, std)(torch.stack(views))
-    want = torch.stack([_former_cpu_path(v.permute(1, 0, 2, 3), False, mean, std) for v in views])
+    want = torch.stack([_former_cpu_path(v, False, mean, std) for v in views])
     assert (got - want).abs().max() <= 1e-6
 
 
@@ -58,12 +59,13 @@ def test_flip_probability_is_respected_and_reproducible(prob):
 
 
 def test_batch_transform_flips_only_flagged_rows_and_keeps_float_input():
-    video = torch.arange(5, dtype=torch.uint8).view(1, 1, 1, 1, 5).expand(3, 3, 2, 4, 5).contiguous()
+    video = torch.arange(5, dtype=torch.uint8).view(1, 1, 1, 5, 1).expand(3, 2, 4, 5, 3).contiguous()  # N T H W C
     out = BatchTransform((0, 0, 0), (1 / 255,) * 3)(video, torch.tensor([True, False, True]))
     assert out[0, 0, 0, 0].tolist() == [4, 3, 2, 1, 0] and out[1, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
     assert out[2, 0, 0, 0].tolist() == [4, 3, 2, 1, 0]
     assert BatchTransform()(out) is out  # already float: left alone
-    with pytest.raises(ValueError, match="N, 3, T, H, W"):
+    assert out.shape == (3, 3, 2, 4, 5) and out.is_contiguous()  # (N, 3, T, H, W)
+    with pytest.raises(ValueError, match="N, T, H, W, 3"):
         BatchTransform()(video[0])
 
 
@@ -72,7 +74,7 @@ def test_transfer_size_per_batch_is_four_times_smaller(video_dir):
     ds = ClipDataset(entries, "train", ["a", "b"], **SMALL)
     batch = next(iter(DataLoader(ds, batch_size=4)))
     video = batch["video"]
-    assert video.dtype == torch.uint8 and video.shape == (4, 3, 4, 40, 40) and video.is_contiguous()
+    assert video.dtype == torch.uint8 and video.shape == (4, 4, 40, 40, 3) and video.is_contiguous()
     after = video.numel() * video.element_size()
     before = BatchTransform()(video, batch["flip"])  # what the workers used to send: float32
     assert after == 4 * 3 * 4 * 40 * 40 and before.numel() * before.element_size() == 4 * after
@@ -82,7 +84,7 @@ def test_module_normalises_uint8_batches_in_the_hook():
     from gnvideo.module import VideoClassifier
 
     model = VideoClassifier(backbone="tiny_r3d", num_classes=3)
-    batch = {"video": torch.full((2, 3, 4, 16, 16), 255, dtype=torch.uint8), "flip": torch.tensor([False, True])}
+    batch = {"video": torch.full((2, 4, 16, 16, 3), 255, dtype=torch.uint8), "flip": torch.tensor([False, True])}
     with pytest.raises(RuntimeError, match="BatchTransform"):
         model.on_after_batch_transfer(batch, 0)
     model.batch_transform = BatchTransform((0.5,) * 3, (0.25,) * 3)
@@ -121,8 +123,7 @@ def _per_view_reference(ds: ClipDataset, mean, std) -> list[tuple[int, int, torc
                     idx = eval_clip_indices(reader.num_frames, ds.num_frames, ds.sampling_rate, ds.num_clips)[clip]
                     frames = reader.frames(idx)
                 view = ds.eval_transform(frames, crop_index=crop)
-                out.append((v, clip * ds.num_crops + crop, _former_cpu_path(view.permute(1, 0, 2, 3), False, mean,
-                                                                             std)))
+                out.append((v, clip * ds.num_crops + crop, _former_cpu_path(view, False, mean, std)))
     return out
 
 

@@ -61,8 +61,8 @@ def test_full_frame_test_view(synthetic_root, tmp_path):
     sample = ds[0]
     with open_video(ds.entries[0].path) as reader:
         frame_h, frame_w = reader.frames([0]).shape[1:3]
-    assert sample["video"].shape[:4] == (2, 3, 4, 32)  # (views, 3, T, H, W)
-    assert sample["video"].shape[4] == round(frame_w * 32 / min(frame_h, frame_w))
+    assert sample["video"].shape[:3] == (2, 4, 32) and sample["video"].shape[4] == 3  # (views, T, H, W, 3)
+    assert sample["video"].shape[3] == round(frame_w * 32 / min(frame_h, frame_w))
     batch = next(iter(dm.test_dataloader()))
     assert batch["video"].shape[0] == 2 and batch["video_index"].tolist() == [0, 0]  # one video, its 2 views
     model = VideoClassifier(backbone="tiny_r3d", num_classes=6, head_pool="local").eval()
