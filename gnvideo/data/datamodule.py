@@ -83,7 +83,7 @@ class KineticsDataModule(pl.LightningDataModule):
             on ``val_annotation``, which is also the default test set.
         test_view: "crops" (``test_num_crops`` square crops of ``test_crop_size`` per clip) or "full_frame" (the
             Non-local paper's fully convolutional test: each clip's whole frame at ``test_short_side``, one view per
-            clip; frames of different videos differ in width, so the test loader then takes one view per batch).
+            clip; frames of different videos differ in width, so a test batch is one video (its clips)).
     """
 
     def __init__(
