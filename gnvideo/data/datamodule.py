@@ -228,8 +228,9 @@ class KineticsDataModule(pl.LightningDataModule):
             ds = getattr(self, f"{name}_dataset")
             if ds is not None and ds.num_skipped:
                 verb = "drawn again" if name == "train" else "not scored"
-                logger.warning("%s: %d broken videos, %d samples %s", name, len(ds.failed_videos), ds.num_skipped,
-                               verb)
+                per_item = ds.views_per_video if ds.mode == "test" else 1  # a test item holds all views of a video
+                logger.warning("%s: %d broken videos, %d samples %s", name, len(ds.failed_videos),
+                               ds.num_skipped * per_item, verb)
 
     def _holdout(self) -> ClipDataset:
         """Move a seeded random ``holdout_fraction`` of the training videos into a validation dataset."""
