@@ -1,20 +1,24 @@
-"""Training-clip throughput of the data pipeline vs raw decoding, in one process (= one DataLoader worker).
+"""Training-clip throughput of the data pipeline vs raw decord decoding, and the bytes each batch moves.
 
-Rows (clips per second, median over interleaved rounds):
+In one process (rows, clips per second, median over interleaved rounds):
   raw decord      decord.VideoReader(path).get_batch(indices) for the clip indices the dataset draws
   raw pyav        gnvideo PyAVReader.frames(indices) (the fallback path: keyframe seek + timestamp match)
-  dataset auto    KineticsDataset[i] in train mode: probe + decode + TrainTransform (what training runs)
+  dataset auto    KineticsDataset[i] in train mode: probe + decode + uint8 scale/crop (what the workers run)
   dataset decord  the same with backend="decord" (no PyAV rotation probe)
-Ratios are against raw decord; the target is dataset >= 0.9x raw decord. Methods are interleaved clip by clip
-(same clip indices for all), so machine load changes hit all of them alike; medians over rounds.
+Through a DataLoader with 1 and 2 workers (persistent, batch --batch-size): "raw" is a dataset that only runs
+decord get_batch for the same clips, "dataset" is the training dataset; each round runs both, alternating which goes
+first, and the ratio is the median dataset rate over the median raw rate. Target: dataset >= 1.0x raw with one worker.
+The batch size line gives the bytes of one training batch as the workers now send it (uint8) and as they did before
+(float32, 4x), from the tensor sizes.
 
-Usage: python benchmarks/bench_loader.py [--root DIR_WITH_VIDEOS] [--clips 24] [--rounds 5]
+Usage: python benchmarks/bench_loader.py [--root DIR_WITH_VIDEOS] [--clips 12] [--rounds 5] [--json OUT]
 Without --root it writes 340x256, 10 s, 30 fps h264 videos (B-frames, Kinetics-like) into a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -50,6 +54,47 @@ def make_videos(folder: str, count: int, width: int = 340, height: int = 256, fr
     return paths
 
 
+class _RawDecord(torch.utils.data.Dataset):
+    """decord get_batch of the clip the training dataset draws for item i (no crop, no transform)."""
+
+    def __init__(self, paths: list[str], lengths: list[int], num_frames: int, sampling_rate: int) -> None:
+        self.paths, self.lengths, self.num_frames, self.sampling_rate = paths, lengths, num_frames, sampling_rate
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        import decord
+
+        from gnvideo.data.sampling import sample_generator, train_clip_indices
+
+        idx = train_clip_indices(self.lengths[i], self.num_frames, self.sampling_rate, sample_generator(0, 0, i))
+        return torch.from_numpy(decord.VideoReader(self.paths[i], num_threads=1).get_batch(idx).asnumpy())
+
+
+def _loader_rates(datasets: dict, workers: int, clips: int, rounds: int, batch: int) -> dict[str, list[float]]:
+    """Clips/s of each dataset through its own persistent DataLoader, rounds interleaved."""
+    from torch.utils.data import DataLoader
+
+    n = len(next(iter(datasets.values())))
+    order = [i % n for i in range(clips)]
+    loaders = {name: DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers, persistent_workers=True,
+                                prefetch_factor=2) for name, ds in datasets.items()}
+    for loader in loaders.values():  # start the workers, warm up
+        for _ in loader:
+            pass
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for r in range(rounds):
+        names = list(loaders) if r % 2 == 0 else list(loaders)[::-1]
+        for name in names:
+            t0 = time.perf_counter()
+            for _ in loaders[name]:
+                pass
+            rates[name].append(clips / (time.perf_counter() - t0))
+    del loaders
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", help="folder with videos (searched recursively); default: generate")
@@ -60,6 +105,9 @@ def main() -> None:
     parser.add_argument("--sampling-rate", type=int, default=2)
     parser.add_argument("--short-side", type=int, nargs=2, default=(256, 320))
     parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=4, help="DataLoader batch (clips)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts")
+    parser.add_argument("--json", metavar="OUT", help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -69,6 +117,7 @@ def main() -> None:
     from gnvideo.data.kinetics import ClipDataset, _collect_paths
     from gnvideo.data.readers import PyAVReader
     from gnvideo.data.sampling import sample_generator, train_clip_indices
+    from gnvideo.data.transforms import BatchTransform
 
     tmp = None
     if args.root:
@@ -118,12 +167,41 @@ def main() -> None:
         for name in methods:
             rates[name].append(args.clips / spent[name])
     base = statistics.median(rates["raw decord"])
+    result: dict = {"config": {**vars(args), "videos": len(paths), "decord": decord.__version__,
+                               "torch_threads": 1, "cpu_count": os.cpu_count()}, "in_process": {}, "loader": {}}
     print(f"\nclip {args.num_frames}x{args.sampling_rate}, crop {args.crop}, short side {tuple(args.short_side)}, "
-          f"{len(paths)} videos, {args.rounds} rounds, 1 process, torch threads 1, decord {decord.__version__}")
+          f"{len(paths)} videos, {args.rounds} rounds, torch threads 1, decord {decord.__version__}")
+    print("one process:")
     print(f"{'method':<16}{'clips/s':>10}{'ms/clip':>10}{'vs raw decord':>15}")
     for name, r in rates.items():
         med = statistics.median(r)
+        result["in_process"][name] = {"clips_per_s": med, "ratio": med / base, "rounds": r}
         print(f"{name:<16}{med:>10.2f}{1e3 / med:>10.1f}{med / base:>14.2f}x")
+
+    loader_sets = {"raw": _RawDecord(paths, lengths, args.num_frames, args.sampling_rate),
+                   "dataset": datasets["decord"]}
+    print(f"DataLoader (batch {args.batch_size}, persistent workers, {args.clips} clips per round):")
+    print(f"{'workers':<9}{'raw clips/s':>13}{'dataset clips/s':>17}{'ratio':>8}")
+    for workers in args.workers:
+        lr = _loader_rates(loader_sets, workers, args.clips, args.rounds, args.batch_size)
+        raw, ds = statistics.median(lr["raw"]), statistics.median(lr["dataset"])
+        result["loader"][str(workers)] = {"raw_clips_per_s": raw, "dataset_clips_per_s": ds, "ratio": ds / raw,
+                                          "raw_rounds": lr["raw"], "dataset_rounds": lr["dataset"]}
+        print(f"{workers:<9}{raw:>13.2f}{ds:>17.2f}{ds / raw:>7.2f}x")
+
+    items = [datasets["decord"][i % len(paths)] for i in range(args.batch_size)]
+    video = torch.stack([it["video"] for it in items])  # what the default collate builds
+    after = video.numel() * video.element_size()
+    normed = BatchTransform()(video, torch.tensor([it["flip"] for it in items]))
+    before = normed.numel() * normed.element_size()
+    result["bytes_per_batch"] = {"batch_size": args.batch_size, "shape": list(video.shape),
+                                 "before_float32": before, "after_uint8": after}
+    print(f"bytes per batch {tuple(video.shape)}: before (float32) {before / 2**20:.1f} MiB, "
+          f"after (uint8) {after / 2**20:.1f} MiB ({before / after:.0f}x fewer)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}")
     if tmp is not None:
         tmp.cleanup()
 

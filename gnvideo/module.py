@@ -4,8 +4,13 @@ The optimizer recipe (LR scaling with the total batch, parameter groups, schedul
 weight loading (ImageNet inflation, fine-tuning from checkpoints) in :mod:`gnvideo.models.weights`; this module passes
 its hyperparameters to them.
 
-Batches are dicts from ``gnvideo.data``: ``video`` float (B, 3, T, H, W), ``label`` int64 (B,), ``video_index`` (B,),
-``view_index`` (B,), ``valid`` bool (B,). Rows with ``valid=False`` are dropped in validation, test and predict; a video
+Batches are dicts from ``gnvideo.data``: ``video`` uint8 (B, T, H, W, 3) as the workers return it (or float
+(B, 3, T, H, W), already normalised), ``label`` int64 (B,), ``video_index`` (B,), ``view_index`` (B,), ``valid``
+bool (B,), ``flip`` bool (B,). :meth:`VideoClassifier.on_after_batch_transfer` turns uint8 video into normalised
+float32 (B, 3, T, H, W) on the device (flipping the ``flip`` rows) with the data module's ``batch_transform``
+(:class:`gnvideo.data.transforms.BatchTransform`), so every loop (fit, validate, test, predict, and PreciseBN's
+passes, which go through the same hook) sees float input.
+Rows with ``valid=False`` are dropped in validation, test and predict; a video
 with any invalid view is never scored (see :mod:`gnvideo.evaluation`).
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -21,9 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
+from gnvideo.data.transforms import BatchTransform
 from gnvideo.evaluation import MultiViewAggregator, video_metrics
 
 __all__ = ["VideoClassifier"]
+
+# Lightning warns whenever the module (and not the data module) defines this hook; here that is the design
+warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `LightningModule` but")
 
 
 def _config_key(message: str, norm_options: dict) -> str:
@@ -146,6 +156,8 @@ class VideoClassifier(pl.LightningModule):
         self.predict_views = MultiViewAggregator(num_classes)
         self.test_metrics: dict | None = None  # set by each test epoch; written by gnvideo.callbacks.RunRecorder
         self._last_time: float | None = None
+        #: uint8 -> float transform of the input; None = the attached data module's ``batch_transform``
+        self.batch_transform: BatchTransform | None = None
 
     # ------------------------------------------------------------------ forward
     def forward(self, video: Tensor) -> Tensor:
@@ -153,6 +165,25 @@ class VideoClassifier(pl.LightningModule):
         if self.hparams.channels_last:
             video = video.contiguous(memory_format=torch.channels_last_3d)
         return self.model(video)
+
+    # ------------------------------------------------------------------ input
+    def _input_transform(self) -> BatchTransform:
+        if self.batch_transform is not None:
+            return self.batch_transform
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        transform = getattr(dm, "batch_transform", None)
+        if transform is None:
+            raise RuntimeError("uint8 video batch but no BatchTransform: use KineticsDataModule or set "
+                               "module.batch_transform = gnvideo.data.transforms.BatchTransform(mean, std)")
+        return transform
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        """uint8 ``video`` (B, T, H, W, 3) on the device -> float32 (B, 3, T, H, W) ``(x / 255 - mean) / std``,
+        ``flip`` rows mirrored along W; float video is left as it is."""
+        if isinstance(batch, dict) and isinstance(batch.get("video"), Tensor) and batch["video"].dtype == torch.uint8:
+            batch = dict(batch)
+            batch["video"] = self._input_transform()(batch["video"], batch.get("flip"))
+        return batch
 
     @staticmethod
     def _valid_rows(batch: dict) -> Tensor:
@@ -206,7 +237,8 @@ class VideoClassifier(pl.LightningModule):
         agg.update_invalid(vi[~valid])
         probs = torch.zeros(0, self.hparams.num_classes)
         if bool(valid.any()):
-            probs = self(batch["video"][valid]).float().softmax(dim=1)
+            x, step = batch["video"][valid], max(int(self.hparams.clips_per_device), 1)  # a batch of whole videos
+            probs = torch.cat([self(x[i:i + step]).float().softmax(dim=1) for i in range(0, x.shape[0], step)])
             agg.update(probs, vi[valid], batch["label"][valid])
         return {"video_index": vi[valid].cpu(), "probs": probs.detach().cpu()}
 

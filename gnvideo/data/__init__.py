@@ -4,7 +4,7 @@ Importing ``gnvideo.data`` does not import Lightning; ``KineticsDataModule`` is 
 """
 
 from .annotations import VideoEntry, load_label_names, read_annotations, read_exclude_list
-from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset
+from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset, collate_views
 from .readers import VideoReader, open_video
 from .sampling import (
     EpochDistributedSampler,
@@ -14,7 +14,7 @@ from .sampling import (
     sample_generator,
     train_clip_indices,
 )
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, EvalTransform, TrainTransform
 from .validation import VideoDecodeError, video_problem
 
 
@@ -29,6 +29,7 @@ def __getattr__(name: str):
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "BatchTransform",
     "ClipDataset",
     "EpochDistributedSampler",
     "EvalTransform",
@@ -48,5 +49,6 @@ __all__ = [
     "read_exclude_list",
     "sample_generator",
     "train_clip_indices",
+    "collate_views",
     "video_problem",
 ]

@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 from gnvideo.errors import ConfigError
 
 from .annotations import load_label_names
-from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset
+from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset, collate_views
 from .sampling import EpochDistributedSampler, ResumableDataLoader, UnpaddedDistributedSampler
-from .transforms import resolve_mean_std
+from .transforms import BatchTransform, resolve_mean_std
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +50,22 @@ class KineticsDataModule(pl.LightningDataModule):
         val_annotation: val CSV or list; default ``{root}/annotations/val.csv``.
         test_annotation: test CSV or list; default = the val annotation (videos under ``root/val``).
         labels: class-name file; default ``{root}/labels.txt`` if it exists, else the packaged Kinetics-400 list.
-        clips_per_device: batch size per device (clips, or views in test).
+        clips_per_device: batch size per device in clips; in test / predict, whole videos are loaded (all views of a
+            video from one decoder) and a batch holds ``max(1, clips_per_device // views)`` videos, whose views the
+            model runs ``clips_per_device`` at a time.
         num_workers: DataLoader worker processes per device.
         num_frames: frames per clip (T).
         sampling_rate: stride between clip frames, in video frames.
-        train_short_side: (min, max) random short side for training, pixels.
+        train_short_side: (min, max) random short side for training, pixels (``short_side_range`` of the dataset
+            and ``TrainTransform``).
         crop_size: train crop side; also the val crop side (pixels).
         test_short_side: val/test short side, pixels.
         test_crop_size: test crop side, pixels.
         test_num_clips: clips per video in test.
         test_num_crops: crops per clip in test (1 or 3).
         hflip_prob: probability of a horizontal flip of a training clip (0 for direction-dependent classes, such as
-            the synthetic dataset's moving left/right and rotating clockwise/counter-clockwise).
+            the synthetic dataset's moving left/right and rotating clockwise/counter-clockwise); ``flip_prob`` of the
+            dataset and ``TrainTransform``. Drawn per clip in the worker from the clip's seed, applied on the device.
         pin_memory: DataLoader pin_memory.
         persistent_workers: keep workers between epochs (only used when num_workers > 0).
         decode_backend: "auto", "decord" or "pyav".
@@ -80,7 +84,7 @@ class KineticsDataModule(pl.LightningDataModule):
             on ``val_annotation``, which is also the default test set.
         test_view: "crops" (``test_num_crops`` square crops of ``test_crop_size`` per clip) or "full_frame" (the
             Non-local paper's fully convolutional test: each clip's whole frame at ``test_short_side``, one view per
-            clip; frames of different videos differ in width, so the test loader then takes one view per batch).
+            clip; frames of different videos differ in width, so a test batch is one video (its clips)).
     """
 
     def __init__(
@@ -116,6 +120,8 @@ class KineticsDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.hparams.mean, self.hparams.std = resolve_mean_std(mean_std, mean, std)  # recorded as run settings
+        #: uint8 batches -> normalised float32 on the device; ``VideoClassifier.on_after_batch_transfer`` calls it
+        self.batch_transform = BatchTransform(self.hparams.mean, self.hparams.std)
         if test_view not in ("crops", "full_frame"):
             raise ValueError(f"data.test_view: must be 'crops' or 'full_frame', got {test_view!r}")
         if not 0.0 <= holdout_fraction < 1.0:
@@ -136,6 +142,11 @@ class KineticsDataModule(pl.LightningDataModule):
         self.predict_dataset: VideoFilesDataset | None = None
 
     @property
+    def batch_size(self) -> int:
+        """Clips per device per batch (the public option ``data.clips_per_device``)."""
+        return int(self.hparams.clips_per_device)
+
+    @property
     def num_classes(self) -> int:
         """Number of classes (from the labels list; valid right after construction)."""
         return len(self.label_names)
@@ -145,7 +156,7 @@ class KineticsDataModule(pl.LightningDataModule):
         h = self.hparams
         return dict(num_frames=h.num_frames, sampling_rate=h.sampling_rate, backend=h.decode_backend, seed=h.seed,
                     short_side_range=tuple(h.train_short_side), crop_size=h.crop_size,
-                    eval_short_side=h.test_short_side, hflip_prob=h.hflip_prob, mean=h.mean, std=h.std)
+                    eval_short_side=h.test_short_side, flip_prob=h.hflip_prob)
 
     def _dataset(self, annotation: str, split: str, mode: str) -> KineticsDataset:
         h = self.hparams
@@ -174,7 +185,7 @@ class KineticsDataModule(pl.LightningDataModule):
         if ds is None:
             return
         usable = ds.num_videos - getattr(ds, "num_missing", 0)
-        batch, replicas = int(self.hparams.clips_per_device), max(int(replicas), 1)
+        batch, replicas = self.batch_size, max(int(replicas), 1)
         per_device = -(-ds.num_videos // replicas)  # the train sampler pads to equal shares, batches drop the rest
         where = f"{ds.num_videos} listed in {ds.annotation}, {ds.num_videos - usable} of them missing"
         if per_device < batch:
@@ -218,8 +229,9 @@ class KineticsDataModule(pl.LightningDataModule):
             ds = getattr(self, f"{name}_dataset")
             if ds is not None and ds.num_skipped:
                 verb = "drawn again" if name == "train" else "not scored"
-                logger.warning("%s: %d broken videos, %d samples %s", name, len(ds.failed_videos), ds.num_skipped,
-                               verb)
+                per_item = ds.views_per_video if ds.mode == "test" else 1  # a test item holds all views of a video
+                logger.warning("%s: %d broken videos, %d samples %s", name, len(ds.failed_videos),
+                               ds.num_skipped * per_item, verb)
 
     def _holdout(self) -> ClipDataset:
         """Move a seeded random ``holdout_fraction`` of the training videos into a validation dataset."""
@@ -251,8 +263,8 @@ class KineticsDataModule(pl.LightningDataModule):
             return dist.get_world_size(), dist.get_rank()
         return 1, 0
 
-    def _loader(self, dataset: Dataset | None, name: str, train: bool = False, batch_size: int | None = None
-                ) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, name: str, train: bool = False, batch_size: int | None = None,
+                collate_fn=None) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{name} dataset is not set up: call setup() with the matching stage first")
         h = self.hparams
@@ -266,9 +278,9 @@ class KineticsDataModule(pl.LightningDataModule):
             cls, extra = ResumableDataLoader, {"seed": h.seed}
         else:
             cls, extra = DataLoader, {}
-        return cls(dataset, batch_size=batch_size or h.clips_per_device, sampler=sampler, num_workers=workers,
-                          pin_memory=h.pin_memory, drop_last=train,
-                          persistent_workers=bool(h.persistent_workers and workers > 0), **extra)
+        return cls(dataset, batch_size=batch_size or self.batch_size, sampler=sampler, num_workers=workers,
+                   pin_memory=h.pin_memory, drop_last=train, collate_fn=collate_fn,
+                   persistent_workers=bool(h.persistent_workers and workers > 0), **extra)
 
     def train_dataloader(self) -> DataLoader:
         self._check_batches(self._replicas()[0])
@@ -277,12 +289,20 @@ class KineticsDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, "val")
 
+    def _videos_per_batch(self, dataset: ClipDataset | None) -> int:
+        views = dataset.views_per_video if dataset is not None else 1
+        return max(1, self.batch_size // views)
+
     def test_dataloader(self) -> DataLoader:
-        full_frame = self.hparams.test_view == "full_frame"  # whole frames: widths differ between videos
-        return self._loader(self.test_dataset, "test", batch_size=1 if full_frame else None)
+        """Batches of whole videos, views flattened (:func:`collate_views`); full frames: one video per batch (frame
+        widths differ between videos)."""
+        full_frame = self.hparams.test_view == "full_frame"
+        batch = 1 if full_frame else self._videos_per_batch(self.test_dataset)
+        return self._loader(self.test_dataset, "test", batch_size=batch, collate_fn=collate_views)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_dataset, "predict")
+        return self._loader(self.predict_dataset, "predict", batch_size=self._videos_per_batch(self.predict_dataset),
+                            collate_fn=collate_views)
 
 
 __all__ = ["KineticsDataModule", "labels_from_checkpoint"]

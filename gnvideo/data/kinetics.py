@@ -1,11 +1,18 @@
 """Map-style Kinetics datasets.
 
 Modes: ``"train"`` one random clip per video (len = videos); ``"val"`` the centre clip with a centre crop (len =
-videos); ``"test"`` one item per view, ``num_clips`` uniformly spaced clips x ``num_crops`` crops (len = videos x views,
-item i is video i // views, view i % views, views of one video are consecutive).
+videos); ``"test"`` one item per video holding all its views, ``num_clips`` uniformly spaced clips x ``num_crops``
+crops (len = videos), read with one open decoder and one frame read of the union of the clips' frame indices.
 
-Samples are dicts: ``video`` float32 (3, T, crop, crop), ``label`` int, ``video_index`` int, ``view_index`` int,
-``valid`` bool. Broken videos (the definition is in :mod:`gnvideo.data.validation`: missing, empty, undecodable, a
+Samples are dicts: ``video`` uint8 (T, crop, crop, 3) (RGB, 0-255, channels last, so batches are (B, T, H, W, 3);
+not normalised: the device does that and permutes to (B, 3, T, H, W), see
+:class:`gnvideo.data.transforms.BatchTransform`), ``label`` int, ``video_index`` int, ``view_index`` int, ``valid``
+bool, ``flip`` bool (train: mirror this clip on the device; else False). Test items stack their V = num_clips x
+num_crops views: ``video`` uint8 (V, T, crop, crop, 3), ``view_index`` int64 (V,) (view = clip x num_crops + crop), the
+rest per video; :func:`collate_views` flattens them into a batch of views (B x V, T, crop, crop, 3) in which every row
+has its video's ``label``, ``video_index``, ``valid`` and ``flip``.
+
+Broken videos (the definition is in :mod:`gnvideo.data.validation`: missing, empty, undecodable, a
 decode error in any frame read, truncated): in train mode another video is drawn instead (up to ``max_retries`` times);
 in val/test mode the sample has ``valid=False`` and a zero video, so its video is never scored. A video that failed
 once is broken for the rest of the dataset's life (never read again, never half-used). Failures are recorded in
@@ -37,7 +44,7 @@ from .annotations import (
 )
 from .readers import BACKENDS, open_video
 from .sampling import eval_clip_indices, sample_generator, train_clip_indices
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+from .transforms import EvalTransform, TrainTransform
 from .validation import VideoDecodeError, problem_reason
 
 logger = logging.getLogger(__name__)
@@ -65,12 +72,12 @@ class ClipDataset(Dataset):
         crop_size: train / val crop side (pixels).
         eval_short_side: val/test short side (pixels).
         eval_crop_size: val/test crop side (pixels); None = crop_size.
-        mean, std: normalisation (RGB, [0, 1] units).
         backend: reader backend ("auto", "decord", "pyav").
         decode_short_side: scale frames at decode time to this short side (saves memory on large videos).
         seed: base seed for train sampling.
         max_retries: train mode, other videos tried after a failure before giving up with RuntimeError.
-        hflip_prob: train mode, probability of a horizontal flip (0 when classes depend on left/right direction).
+        flip_prob: train mode, probability of a horizontal flip (0 when classes depend on left/right direction);
+            ``data.hflip_prob`` of the DataModule.
         eval_full_frame: test views are whole frames scaled to ``eval_short_side`` (no crop; needs num_crops 1).
     """
 
@@ -87,13 +94,11 @@ class ClipDataset(Dataset):
         crop_size: int = 224,
         eval_short_side: int = 256,
         eval_crop_size: int | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
         backend: str = "auto",
         decode_short_side: int | None = None,
         seed: int = 0,
         max_retries: int = 10,
-        hflip_prob: float = 0.5,
+        flip_prob: float = 0.5,
         eval_full_frame: bool = False,
     ) -> None:
         if mode not in MODES:
@@ -109,15 +114,14 @@ class ClipDataset(Dataset):
         self.backend, self.decode_short_side = backend, decode_short_side
         self.seed, self.max_retries = int(seed), int(max_retries)
         eval_crop = int(eval_crop_size or crop_size)
-        self.train_transform = TrainTransform(short_side_range, crop_size, mean, std, flip_prob=hflip_prob)
-        self.eval_transform = EvalTransform(eval_short_side, eval_crop, self.num_crops, mean, std,
+        self.train_transform = TrainTransform(short_side_range, crop_size, flip_prob=flip_prob)
+        self.eval_transform = EvalTransform(eval_short_side, eval_crop, self.num_crops,
                                             full_frame=eval_full_frame and mode == "test")
         self.crop_size = int(crop_size) if mode == "train" else eval_crop
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._failures = torch.zeros(len(self.entries), dtype=torch.int32).share_memory_()  # per video, all workers
         self.failed_files: dict[str, str] = {}  # path -> reason, for the failures seen in this process
         self.num_repeated_frames = 0
-        self._cache: tuple[tuple[int, int], torch.Tensor] | None = None
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
     @property
@@ -141,7 +145,7 @@ class ClipDataset(Dataset):
         self._epoch[0] = int(epoch)
 
     def __len__(self) -> int:
-        return self.num_videos * self.views_per_video
+        return self.num_videos
 
     @property
     def num_skipped(self) -> int:
@@ -173,36 +177,43 @@ class ClipDataset(Dataset):
             indices = train_clip_indices(reader.num_frames, self.num_frames, self.sampling_rate, generator)
             frames = reader.frames(indices)
             self.num_repeated_frames += reader.last_num_repeated
-        video = self.train_transform(frames, generator)
-        return {"video": video, "label": label, "video_index": video_index, "view_index": 0, "valid": True}
+        video, flip = self.train_transform(frames, generator)
+        return {"video": video, "label": label, "video_index": video_index, "view_index": 0, "valid": True,
+                "flip": flip}
 
-    def _eval_frames(self, video_index: int, clip: int) -> torch.Tensor:
-        key = (video_index, clip)
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
+    def _eval_views(self, video_index: int) -> torch.Tensor:
+        """All views of one video, uint8 (num_clips x num_crops, T, h, w, 3): one open, one read of the union."""
         with self._open(video_index) as reader:
             clips = eval_clip_indices(reader.num_frames, self.num_frames, self.sampling_rate, self.num_clips)
-            frames = reader.frames(clips[clip])
+            union = sorted({i for clip in clips for i in clip})
+            frames = reader.frames(union)  # (U, H, W, 3)
             self.num_repeated_frames += reader.last_num_repeated
-        self._cache = (key, frames)
-        return frames
+        where = {frame: k for k, frame in enumerate(union)}
+        rows = [torch.tensor([where[i] for i in clip]) for clip in clips]
+        crops = self.eval_transform.crops(frames)  # per crop (U, 3, h, w): overlapping clips are scaled once
+        views = [crop[r].permute(0, 2, 3, 1) for r in rows for crop in crops]  # view = clip x num_crops + crop
+        return torch.stack(views)
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
         if self.mode == "train":
             return self._get_train(index)
-        video_index, view = divmod(index, self.views_per_video)
-        clip, crop = divmod(view, self.num_crops)
+        video_index = index
+        views = self.views_per_video
         try:
-            video = self.eval_transform(self._eval_frames(video_index, clip), crop_index=crop)
+            video = self._eval_views(video_index)
             valid = True
         except LOAD_ERRORS as err:
             self._record_failure(video_index, err)
-            video = torch.zeros(3, self.num_frames, self.crop_size, self.crop_size)
+            video = torch.zeros(views, self.num_frames, self.crop_size, self.crop_size, 3, dtype=torch.uint8)
             valid = False
         label = self.entries[video_index].label
-        return {"video": video, "label": label, "video_index": video_index, "view_index": view, "valid": valid}
+        if self.mode == "val":
+            return {"video": video[0], "label": label, "video_index": video_index, "view_index": 0, "valid": valid,
+                    "flip": False}
+        return {"video": video, "label": label, "video_index": video_index, "view_index": torch.arange(views),
+                "valid": valid, "flip": False}
 
     def _get_train(self, index: int) -> dict:
         epoch = self.epoch
@@ -307,4 +318,19 @@ class VideoFilesDataset(ClipDataset):
         return [e.path for e in self.entries]
 
 
-__all__ = ["MODES", "ClipDataset", "KineticsDataset", "VideoFilesDataset"]
+def collate_views(items: Sequence[dict]) -> dict:
+    """Collate test items (each one video with V views) into a batch of views.
+
+    ``video`` uint8 (V_i, T, h, w, 3) per item -> (sum V_i, T, h, w, 3); ``view_index`` (V_i,) -> (sum V_i,);
+    ``label`` / ``video_index`` (int64), ``valid`` / ``flip`` (bool) repeated once per view of their video.
+    """
+    counts = torch.tensor([int(it["video"].shape[0]) for it in items])
+    out = {"video": torch.cat([it["video"] for it in items]),
+           "view_index": torch.cat([torch.as_tensor(it["view_index"], dtype=torch.int64) for it in items])}
+    for key, dtype in (("label", torch.int64), ("video_index", torch.int64), ("valid", torch.bool),
+                       ("flip", torch.bool)):
+        out[key] = torch.repeat_interleave(torch.tensor([it[key] for it in items], dtype=dtype), counts)
+    return out
+
+
+__all__ = ["MODES", "ClipDataset", "KineticsDataset", "VideoFilesDataset", "collate_views"]

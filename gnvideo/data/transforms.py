@@ -1,9 +1,21 @@
-"""Clip transforms: uint8 frames (T, H, W, 3) -> normalised float clip (3, T, H, W).
+"""Clip transforms. On the CPU (DataLoader workers): uint8 frames (T, H, W, 3) -> uint8 clip (T, h, w, 3), only a
+scale and a crop. On the device: :class:`BatchTransform`, uint8 (N, T, h, w, 3) -> normalised float32
+(N, 3, T, h, w), batched.
+
+Layout: clips stay channels-last, (T, h, w, 3), the decoder's own layout and the memory layout of torchvision's uint8
+resize output, so the worker never transposes a clip (a strided uint8 (3, T, h, w) copy costs as much as the resize);
+the device does the permute to (N, 3, T, h, w) together with the float conversion.
 
 Scaling and cropping are fused: the crop box is chosen in the coordinates of the scaled video and mapped back, and
 ``torchvision.transforms.v2.functional.resized_crop`` resizes only the cropped region (uint8, bilinear,
 antialiased). The result equals scale-then-crop up to sub-pixel rounding of the box and costs a fraction of it.
-Train randomness comes from an explicit ``torch.Generator`` so a sample can be reproduced from its seed.
+Train randomness comes from an explicit ``torch.Generator`` so a sample can be reproduced from its seed: the
+horizontal flip is drawn there too (a bool per clip, the sample's ``flip``) and applied on the device by
+:class:`BatchTransform`, so a flipped clip is the same whichever worker loads it and whatever device flips it.
+
+Workers return uint8 clips (1 byte per value instead of 4 for float32: 4x fewer bytes through worker IPC, pinned
+memory and the host-to-device copy); float conversion and mean/std normalisation run batched where the model runs,
+in ``VideoClassifier.on_after_batch_transfer``.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 from torchvision.transforms.v2 import functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,24 +57,9 @@ def _check_video(video: torch.Tensor) -> None:
         raise ValueError(f"expected uint8 frames (T, H, W, 3), got {tuple(video.shape)} {video.dtype}")
 
 
-class _Normalize:
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"mean and std need 3 values each and std > 0, got mean={mean}, std={std}")
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        # x_uint8 * scale + shift == (x / 255 - mean) / std; per-channel Python scalars keep it to one fast pass
-        self._scale = [1.0 / (255.0 * s) for s in self.std]
-        self._shift = [-m / s for m, s in zip(self.mean, self.std)]
-
-    def finish(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 (T, 3, h, w) -> float32 (3, T, h, w), normalised."""
-        t, _, h, w = frames.shape
-        x = torch.empty((3, t, h, w), dtype=torch.float32)  # contiguous output: cheap in-place passes and collate
-        x.copy_(frames.permute(1, 0, 2, 3))
-        for c in range(3):
-            x[c].mul_(self._scale[c]).add_(self._shift[c])
-        return x
+def _to_clip(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (T, 3, h, w) (channels-last in memory, as resize returns it) -> uint8 (T, h, w, 3), a view."""
+    return frames.permute(0, 2, 3, 1)
 
 
 def _scaled(height: int, width: int, short_side: float) -> tuple[float, float]:
@@ -69,35 +67,77 @@ def _scaled(height: int, width: int, short_side: float) -> tuple[float, float]:
     return height * f, width * f
 
 
-class TrainTransform(_Normalize):
-    """Random short-side scale, random square crop, horizontal flip, normalise.
+class BatchTransform(nn.Module):
+    """Device-side batch transform: optional horizontal flip per clip, float conversion, mean/std normalisation.
+
+    Args:
+        mean, std: per-channel RGB statistics in [0, 1] units (``data.mean`` / ``data.std``).
+
+    Call: ``transform(video uint8 (N, T, H, W, 3), flip bool (N,) or None) -> float32 (N, 3, T, H, W)``, contiguous,
+    ``(x / 255 - mean) / std`` per channel, clips with ``flip[i]`` mirrored along W. Float input (N, 3, T, H, W) is
+    returned as it is (already normalised). Runs on the device of ``video`` (the buffers follow it).
+    """
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__()
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each and std > 0, got mean={mean}, std={std}")
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        # x_uint8 * scale + shift == (x / 255 - mean) / std, in float32
+        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], dtype=torch.float32).view(1, 3, 1, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=torch.float32).view(1, 3, 1, 1, 1)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
+
+    def forward(self, video: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
+        if video.dtype != torch.uint8:
+            return video
+        if video.ndim != 5 or video.shape[-1] != 3:
+            raise ValueError(f"expected uint8 clips (N, T, H, W, 3), got {tuple(video.shape)}")
+        if flip is not None:
+            flip = torch.as_tensor(flip, dtype=torch.bool, device=video.device)
+            if bool(flip.any()):
+                video = torch.where(flip.view(-1, 1, 1, 1, 1), video.flip(-2), video)
+        if self.scale.device != video.device:
+            self.to(video.device)
+        n, t, h, w, _ = video.shape
+        x = torch.empty((n, 3, t, h, w), dtype=torch.float32, device=video.device)
+        x.copy_(video.permute(0, 4, 1, 2, 3))
+        return x.mul_(self.scale).add_(self.shift)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean}, std={self.std}"
+
+
+class TrainTransform:
+    """Random short-side scale and random square crop on uint8; draws the horizontal flip (applied on the device).
 
     Args:
         short_side_range: (min, max) short side in pixels, drawn uniformly (integers, inclusive).
         crop_size: side of the square crop in pixels (<= short_side_range[0]).
-        mean, std: per-channel RGB statistics in [0, 1] units.
         flip_prob: probability of a horizontal flip.
 
-    Call: ``transform(frames uint8 (T, H, W, 3), generator=None) -> float32 (3, T, crop, crop)``.
+    Call: ``transform(frames uint8 (T, H, W, 3), generator=None) -> (clip uint8 (T, crop, crop, 3), flip bool)``;
+    the clip is not flipped, ``flip`` says whether :class:`BatchTransform` mirrors it.
     """
 
     def __init__(
         self,
         short_side_range: tuple[int, int] = (256, 320),
         crop_size: int = 224,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
         flip_prob: float = 0.5,
     ) -> None:
-        super().__init__(mean, std)
         lo, hi = (int(v) for v in short_side_range)
         if not 0 < lo <= hi:
             raise ValueError(f"short_side_range must be (min, max) with 0 < min <= max, got {short_side_range}")
         if not 0 < crop_size <= lo:
             raise ValueError(f"crop_size ({crop_size}) must be positive and <= short_side_range[0] ({lo})")
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
         self.short_side_range, self.crop_size, self.flip_prob = (lo, hi), int(crop_size), float(flip_prob)
 
-    def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, bool]:
         _check_video(video)
         t, h, w, _ = video.shape
         lo, hi = self.short_side_range
@@ -112,15 +152,14 @@ class TrainTransform(_Normalize):
         left0 = min(round(left * f), w - box)
         frames = video.permute(0, 3, 1, 2)
         out = F.resized_crop(frames, top0, left0, box, box, [self.crop_size, self.crop_size], antialias=True)
-        if flip:
-            out = out.flip(-1)
-        return self.finish(out)
+        return _to_clip(out), flip
 
     def __repr__(self) -> str:
-        return f"TrainTransform(short_side_range={self.short_side_range}, crop_size={self.crop_size})"
+        return (f"TrainTransform(short_side_range={self.short_side_range}, crop_size={self.crop_size}, "
+                f"flip_prob={self.flip_prob})")
 
 
-class EvalTransform(_Normalize):
+class EvalTransform:
     """Scale the short side to ``short_side`` and take 1 centre crop or 3 crops along the long side, or the full frame.
 
     Args:
@@ -130,8 +169,9 @@ class EvalTransform(_Normalize):
         full_frame: no crop: the whole scaled frame (short side ``short_side``, the long side in proportion), the
             Non-local paper's fully convolutional test view; needs ``num_crops=1``.
 
-    Call: ``transform(frames uint8 (T, H, W, 3), crop_index=None)`` -> a list of ``num_crops`` float32 clips
-    (3, T, crop, crop), or the single clip for ``crop_index`` in [0, num_crops).
+    Call: ``transform(frames uint8 (T, H, W, 3), crop_index=None)`` -> a list of ``num_crops`` uint8 clips
+    (T, crop, crop, 3), or the single clip for ``crop_index`` in [0, num_crops). :meth:`crops` does the same for any
+    stack of frames (e.g. the union of several clips' frames), as (N, 3, crop, crop) channels-last tensors.
     """
 
     def __init__(
@@ -139,11 +179,8 @@ class EvalTransform(_Normalize):
         short_side: int = 256,
         crop_size: int = 224,
         num_crops: int = 1,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
         full_frame: bool = False,
     ) -> None:
-        super().__init__(mean, std)
         if num_crops not in (1, 3):
             raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
         if full_frame and num_crops != 1:
@@ -167,19 +204,22 @@ class EvalTransform(_Normalize):
             spots = [(0.0, cx), (cy, cx), (sh - self.crop_size, cx)]
         return [(min(round(y * f), height - box), min(round(x * f), width - box), box) for y, x in spots]
 
-    def __call__(self, video: torch.Tensor, crop_index: int | None = None) -> torch.Tensor | list[torch.Tensor]:
+    def crops(self, video: torch.Tensor, crop_index: int | None = None) -> list[torch.Tensor]:
+        """uint8 frames (N, H, W, 3) -> the ``num_crops`` views (or the one of ``crop_index``), uint8 (N, 3, h, w)."""
         _check_video(video)
-        boxes = self.boxes(video.shape[1], video.shape[2])
         if crop_index is not None and not 0 <= crop_index < self.num_crops:
             raise ValueError(f"crop_index must be in [0, {self.num_crops}), got {crop_index}")
         frames = video.permute(0, 3, 1, 2)
         if self.full_frame:
             sh, sw = _scaled(video.shape[1], video.shape[2], self.short_side)
-            clip = self.finish(F.resize(frames, [round(sh), round(sw)], antialias=True))
-            return [clip] if crop_index is None else clip
+            return [F.resize(frames, [round(sh), round(sw)], antialias=True)]
+        boxes = self.boxes(video.shape[1], video.shape[2])
         size = [self.crop_size, self.crop_size]
         picked = boxes if crop_index is None else [boxes[crop_index]]
-        clips = [self.finish(F.resized_crop(frames, y, x, s, s, size, antialias=True)) for y, x, s in picked]
+        return [F.resized_crop(frames, y, x, s, s, size, antialias=True) for y, x, s in picked]
+
+    def __call__(self, video: torch.Tensor, crop_index: int | None = None) -> torch.Tensor | list[torch.Tensor]:
+        clips = [_to_clip(c) for c in self.crops(video, crop_index)]
         return clips if crop_index is None else clips[0]
 
     def __repr__(self) -> str:
@@ -187,4 +227,5 @@ class EvalTransform(_Normalize):
         return f"EvalTransform(short_side={self.short_side}, {view})"
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MEAN_STD_PRESETS", "EvalTransform", "TrainTransform", "resolve_mean_std"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MEAN_STD_PRESETS", "BatchTransform", "EvalTransform", "TrainTransform",
+           "resolve_mean_std"]

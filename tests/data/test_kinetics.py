@@ -86,7 +86,7 @@ def test_missing_root_and_annotation(dataset_root, tmp_path):
 def test_train_samples_reproducible_per_epoch(dataset_root):
     ds = KineticsDataset(dataset_root / "annotations/train.csv", dataset_root, "train", "train", LABELS, **SMALL)
     a = ds[1]
-    assert a["video"].shape == (3, 4, 40, 40) and a["valid"] and a["label"] == 1 and a["video_index"] == 1
+    assert a["video"].shape == (4, 40, 40, 3) and a["valid"] and a["label"] == 1 and a["video_index"] == 1
     assert torch.equal(a["video"], ds[1]["video"])
     ds.set_epoch(1)
     assert not torch.equal(a["video"], ds[1]["video"])
@@ -94,7 +94,8 @@ def test_train_samples_reproducible_per_epoch(dataset_root):
     batch = next(iter(DataLoader(ds, batch_size=4, num_workers=2)))
     single = next(iter(DataLoader(ds, batch_size=4, num_workers=0)))
     assert torch.equal(batch["video"], single["video"])  # independent of which worker loads an item
-    assert set(batch) == {"video", "label", "video_index", "view_index", "valid"} and batch["video"].shape[0] == 4
+    assert set(batch) == {"video", "label", "video_index", "view_index", "valid", "flip"}
+    assert batch["video"].shape[0] == 4 and batch["video"].dtype == torch.uint8
 
 
 def test_broken_videos(dataset_root, video_dir, tmp_path, caplog):
@@ -115,7 +116,7 @@ def test_broken_videos(dataset_root, video_dir, tmp_path, caplog):
     assert caplog.text.count("vid000_000000_000010.mp4 (") == 1  # logged once
     val = KineticsDataset(root / "annotations/val.csv", root, "val", "val", LABELS, **SMALL)
     s = val[0]
-    assert not s["valid"] and s["video"].shape == (3, 4, 40, 40) and s["video"].abs().sum() == 0
+    assert not s["valid"] and s["video"].shape == (4, 40, 40, 3) and s["video"].sum().sum() == 0
     assert val[1]["valid"] and val.num_skipped == 1
 
 
@@ -130,7 +131,8 @@ def test_exclude_list(dataset_root, tmp_path):
 def test_short_video_counts_repeats(video_dir):
     ds = VideoFilesDataset([video_dir / "short.mp4"], mode="val", num_frames=4, sampling_rate=2, eval_short_side=48,
                            eval_crop_size=40)
-    assert ds[0]["valid"] and ds[0]["label"] == -1 and ds.num_repeated_frames == 1  # indices 0,2,4,6 of 5 frames
+    s = ds[0]
+    assert s["valid"] and s["label"] == -1 and ds.num_repeated_frames == 1  # indices 0,2,4,6 of 5 frames
 
 
 def test_test_mode_views_and_two_ranks(dataset_root):
@@ -140,12 +142,12 @@ def test_test_mode_views_and_two_ranks(dataset_root):
     assert dm.num_classes == 4
     dm.setup("test")
     ds = dm.test_dataset
-    assert len(ds) == 4 * 6
+    assert len(ds) == 4 and ds.views_per_video == 6  # one item per video, holding its 6 views
     seen = []
     for rank in range(2):
         dm._replicas = lambda rank=rank: (2, rank)
         for batch in dm.test_dataloader():
-            assert batch["video"].shape[1:] == (3, 4, 48, 48) and batch["valid"].all()
+            assert batch["video"].shape[1:] == (4, 48, 48, 3) and batch["valid"].all()
             seen += list(zip(batch["video_index"].tolist(), batch["view_index"].tolist()))
     assert sorted(seen) == [(v, w) for v in range(4) for w in range(6)]  # every view exactly once
 
@@ -181,10 +183,13 @@ def test_datamodule_hflip_prob_reaches_training_clips(dataset_root, hflip_prob):
     dm.setup("fit")
     assert dm.train_dataset.train_transform.flip_prob == hflip_prob
     frames = torch.randint(0, 256, (4, 48, 64, 3), dtype=torch.uint8)
-    crop = dm.train_dataset.train_transform(frames, generator=torch.Generator().manual_seed(0))
-    unflipped = dm.train_dataset.train_transform.__class__((48, 48), 48, flip_prob=0.0)(
+    crop, flip = dm.train_dataset.train_transform(frames, generator=torch.Generator().manual_seed(0))
+    unflipped, never = dm.train_dataset.train_transform.__class__((48, 48), 48, flip_prob=0.0)(
         frames, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(crop, unflipped if hflip_prob == 0.0 else unflipped.flip(-1))
+    assert torch.equal(crop, unflipped) and flip == (hflip_prob == 1.0) and not never
+    flipped = dm.batch_transform(crop.unsqueeze(0), torch.tensor([flip]))
+    want = dm.batch_transform(unflipped.unsqueeze(0))
+    assert torch.equal(flipped, want if hflip_prob == 0.0 else want.flip(-1))
 
 
 def test_epoch_reaches_persistent_workers(dataset_root):
@@ -214,7 +219,7 @@ def test_lightning_keeps_our_samplers_and_advances_the_epoch(dataset_root):
 
         def training_step(self, batch, batch_idx):
             epochs_seen.append(self.trainer.datamodule.train_dataset.epoch)
-            return self.layer(batch["video"].mean((2, 3, 4))).sum()
+            return self.layer(batch["video"].float().mean((1, 2, 3))).sum()
 
         def validation_step(self, batch, batch_idx):
             assert batch["valid"].all()
@@ -242,7 +247,7 @@ def test_predict_files_folder_and_list(dataset_root, tmp_path):
     dm.setup("predict")
     batches = list(dm.predict_dataloader())
     assert [b["valid"].tolist() for b in batches] == [[True] * 3, [False] * 3]
-    assert batches[0]["label"].tolist() == [-1] * 3 and batches[0]["video"].shape == (3, 3, 4, 40, 40)
+    assert batches[0]["label"].tolist() == [-1] * 3 and batches[0]["video"].shape == (3, 4, 40, 40, 3)
     folder = VideoFilesDataset(dataset_root / "val", mode="val", num_frames=4, eval_short_side=48, eval_crop_size=40)
     assert folder.num_videos == 4 and folder.paths == sorted(folder.paths)
     with pytest.raises(ValueError, match="predict_files"):

@@ -9,7 +9,7 @@ from gnvideo.data.sampling import (
     sample_generator,
     train_clip_indices,
 )
-from gnvideo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+from gnvideo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, EvalTransform, TrainTransform
 
 
 @pytest.mark.parametrize("t,rate", [(32, 2), (64, 1), (8, 8), (16, 4)])
@@ -49,38 +49,44 @@ def test_eval_clip_indices_uniform():
 def test_train_transform_shapes_and_values():
     video = torch.randint(0, 256, (6, 48, 80, 3), dtype=torch.uint8)
     tf = TrainTransform((64, 72), 56)
-    out = tf(video, torch.Generator().manual_seed(0))
-    assert out.shape == (3, 6, 56, 56) and out.dtype == torch.float32
-    lo = (0 - max(IMAGENET_MEAN)) / min(IMAGENET_STD)
-    hi = (1 - min(IMAGENET_MEAN)) / min(IMAGENET_STD)
-    assert lo - 1e-4 <= out.min() and out.max() <= hi + 1e-4
-    assert torch.equal(out, tf(video, torch.Generator().manual_seed(0)))
-    white = tf(torch.full((2, 48, 80, 3), 255, dtype=torch.uint8))
+    out, flip = tf(video, torch.Generator().manual_seed(0))
+    assert out.shape == (6, 56, 56, 3) and out.dtype == torch.uint8 and isinstance(flip, bool)
+    again, flip_again = tf(video, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again) and flip == flip_again
+    white, _ = tf(torch.full((2, 48, 80, 3), 255, dtype=torch.uint8))
+    assert bool((white == 255).all())  # uint8 values pass through the crop unchanged
+    normed = BatchTransform(IMAGENET_MEAN, IMAGENET_STD)(white.unsqueeze(0))
     expected = torch.tensor([(1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
-    assert torch.allclose(white[:, :, 10, 10], expected[:, None].expand(3, 2), atol=1e-4)
+    assert normed.dtype == torch.float32
+    assert torch.allclose(normed[0, :, :, 10, 10], expected[:, None].expand(3, 2), atol=1e-5)
 
 
 def test_train_transform_flips_and_crops_randomly():
     video = torch.arange(80, dtype=torch.uint8).view(1, 1, 80, 1).expand(2, 64, 80, 3).contiguous()
-    tf = TrainTransform((64, 64), 64, mean=(0, 0, 0), std=(1 / 255,) * 3)
-    rows = [tf(video, torch.Generator().manual_seed(s))[0, 0, 0] for s in range(20)]
+    tf = TrainTransform((64, 64), 64)
+    device = BatchTransform((0, 0, 0), (1 / 255,) * 3)  # identity scale: values stay 0..255
+    draws = [tf(video, torch.Generator().manual_seed(s)) for s in range(20)]
+    batch = torch.stack([clip for clip, _ in draws])
+    flips = torch.tensor([flip for _, flip in draws])
+    rows = device(batch, flips)[:, 0, 0, 0]
     increasing = [bool(r[-1] > r[0]) for r in rows]
     assert any(increasing) and not all(increasing)  # flipped sometimes
+    assert increasing == [not f for f in flips.tolist()]  # exactly the clips drawn to flip
     assert len({float(r.min()) for r in rows}) > 3  # different horizontal offsets
 
 
 def test_eval_transform_crops():
     video = torch.arange(120, dtype=torch.uint8).view(1, 1, 120, 1).expand(3, 60, 120, 3).contiguous()
-    tf = EvalTransform(short_side=60, crop_size=60, num_crops=3, mean=(0, 0, 0), std=(1 / 255,) * 3)
+    tf = EvalTransform(short_side=60, crop_size=60, num_crops=3)
     crops = tf(video)
-    assert len(crops) == 3 and all(c.shape == (3, 3, 60, 60) for c in crops)
-    lefts = [float(c[0, 0, 0, 0]) for c in crops]
+    assert len(crops) == 3 and all(c.shape == (3, 60, 60, 3) and c.dtype == torch.uint8 for c in crops)
+    lefts = [float(c[0, 0, 0, 0]) for c in crops]  # (T, H, W, 3): frame 0, row 0, column 0
     assert lefts[0] < 2 and abs(lefts[1] - 30) < 2 and abs(lefts[2] - 60) < 2  # left, centre, right
     assert torch.equal(tf(video, crop_index=2), crops[2])
     one = EvalTransform(short_side=30, crop_size=24, num_crops=1)(video)
-    assert len(one) == 1 and one[0].shape == (3, 3, 24, 24)
+    assert len(one) == 1 and one[0].shape == (3, 24, 24, 3)
     portrait = EvalTransform(short_side=32, crop_size=32, num_crops=3)(video.transpose(1, 2).contiguous())
-    assert all(c.shape == (3, 3, 32, 32) for c in portrait)
+    assert all(c.shape == (3, 32, 32, 3) for c in portrait)
 
 
 def test_transform_argument_errors():

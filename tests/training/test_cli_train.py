@@ -73,7 +73,8 @@ def _hand_scores(ckpt: Path, root: Path) -> dict:
             if not s["valid"]:
                 broken.add(s["video_index"])
                 continue
-            sums[s["video_index"]] = sums[s["video_index"]] + model(s["video"][None]).softmax(1)[0].double()
+            views = dm.batch_transform(s["video"])  # test items are whole videos: (views, 3, T, H, W) uint8
+            sums[s["video_index"]] = sums[s["video_index"]] + model(views).softmax(1).double().sum(0)
             labels[s["video_index"]] = s["label"]
     scored = [v for v in sums if v not in broken]
     top1 = [int(sums[v].argmax()) == labels[v] for v in scored]

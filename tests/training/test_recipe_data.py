@@ -21,7 +21,9 @@ def test_mean_std_presets_are_applied_and_recorded(synthetic_root):
     assert (b.hparams.mean, b.hparams.std) == ((0.45,) * 3, (0.225,) * 3)
     a.setup("validate")
     b.setup("validate")
-    xa, xb = a.val_dataset[0]["video"], b.val_dataset[0]["video"]
+    ua, ub = a.val_dataset[0]["video"], b.val_dataset[0]["video"]
+    assert ua.dtype == torch.uint8 and torch.equal(ua, ub)  # workers do not normalise
+    xa, xb = a.batch_transform(ua.unsqueeze(0))[0], b.batch_transform(ub.unsqueeze(0))[0]  # the device does
     mean, std = MEAN_STD_PRESETS["imagenet"]
     for c in range(3):  # the same pixels under both normalizations
         torch.testing.assert_close(xa[c] * std[c] + mean[c], xb[c] * 0.225 + 0.45, atol=1e-5, rtol=0)
@@ -48,7 +50,8 @@ def test_holdout_split_comes_from_train_and_leaves_the_scored_set(synthetic_root
 
 
 def test_full_frame_test_view(synthetic_root, tmp_path):
-    """The whole frame at the test short side, one view per clip, one view per batch; the model takes any size."""
+    """The whole frame at the test short side, one view per clip, one video per batch; the model takes any size."""
+    from gnvideo.data import open_video
     from gnvideo.module import VideoClassifier
 
     dm = _dm(synthetic_root, test_view="full_frame", test_num_clips=2, test_num_crops=3)
@@ -56,12 +59,14 @@ def test_full_frame_test_view(synthetic_root, tmp_path):
     ds = dm.test_dataset
     assert ds.views_per_video == 2  # crops are ignored
     sample = ds[0]
-    frame_h, frame_w = ds._eval_frames(0, 0).shape[1:3]
-    assert sample["video"].shape[2] == 32 and sample["video"].shape[3] == round(frame_w * 32 / min(frame_h, frame_w))
+    with open_video(ds.entries[0].path) as reader:
+        frame_h, frame_w = reader.frames([0]).shape[1:3]
+    assert sample["video"].shape[:3] == (2, 4, 32) and sample["video"].shape[4] == 3  # (views, T, H, W, 3)
+    assert sample["video"].shape[3] == round(frame_w * 32 / min(frame_h, frame_w))
     batch = next(iter(dm.test_dataloader()))
-    assert batch["video"].shape[0] == 1
+    assert batch["video"].shape[0] == 2 and batch["video_index"].tolist() == [0, 0]  # one video, its 2 views
     model = VideoClassifier(backbone="tiny_r3d", num_classes=6, head_pool="local").eval()
     with torch.no_grad():
-        assert model(batch["video"]).shape == (1, 6)
+        assert model(dm.batch_transform(batch["video"])).shape == (2, 6)
     with pytest.raises(ValueError, match="data.test_view"):
         _dm(synthetic_root, test_view="ten_crop")
