@@ -117,7 +117,7 @@ def main() -> None:
     from gnvideo.data.kinetics import ClipDataset, _collect_paths
     from gnvideo.data.readers import PyAVReader
     from gnvideo.data.sampling import sample_generator, train_clip_indices
-    from gnvideo.data.transforms import BatchTransform
+    from gnvideo.data.transforms import BatchTransform, TrainTransform
 
     tmp = None
     if args.root:
@@ -129,7 +129,7 @@ def main() -> None:
     if not paths:
         raise SystemExit(f"no videos found under {args.root}")
     common = dict(num_frames=args.num_frames, sampling_rate=args.sampling_rate,
-                  short_side_range=tuple(args.short_side), crop_size=args.crop)
+                  transform=TrainTransform(short_side_range=tuple(args.short_side), crop_size=args.crop))
     entries = [VideoEntry(p, 0) for p in paths]
     datasets = {b: ClipDataset(entries, "train", ["x"], backend=b, **common) for b in ("auto", "decord")}
     lengths = [len(decord.VideoReader(p, num_threads=1)) for p in paths]

@@ -92,11 +92,13 @@ def _run_args(a: Namespace, norm: str, clips: int, seed: int) -> tuple[str, list
         "--model.schedule", "cosine", "--model.warmup_fraction", "0.1",
         "--data.root", a.root, "--data.clips_per_device", str(per_forward),
         "--data.num_frames", str(a.frames), "--data.sampling_rate", str(a.sampling_rate),
-        "--data.train_short_side", f"[{a.crop_size}, {a.crop_size * 5 // 4}]", "--data.crop_size", str(a.crop_size),
-        "--data.test_short_side", str(a.crop_size), "--data.test_crop_size", str(a.crop_size),
+        "--data.train_short_side_range", f"[{a.crop_size}, {a.crop_size * 5 // 4}]",
+        "--data.train_crop_size", str(a.crop_size), "--data.val_short_side", str(a.crop_size),
+        "--data.val_crop_size", str(a.crop_size), "--data.test_short_side", str(a.crop_size),
+        "--data.test_crop_size", str(a.crop_size),
         "--data.test_num_clips", str(a.test_clips), "--data.test_num_crops", str(a.test_crops),
         "--data.num_workers", str(a.workers), "--data.pin_memory", "false", "--data.persistent_workers", "false",
-        "--data.seed", str(seed), "--data.hflip_prob", "0",  # a mirrored "moving left" clip moves right
+        "--data.seed", str(seed), "--data.train_flip_prob", "0",  # a mirrored "moving left" clip moves right
     ]
     if a.limit_batches:
         args += ["--trainer.limit_train_batches", str(a.limit_batches)]

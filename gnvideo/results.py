@@ -39,7 +39,7 @@ class RunSetting:
         num_classes: classes of the classifier.
         num_frames: frames per clip (T).
         sampling_rate: frame stride of a clip.
-        crop_size: training crop size in pixels.
+        train_crop_size: training crop side in pixels (``data.train_crop_size``).
         clips_per_device: clips per device per forward.
         devices: devices per node.
         num_nodes: nodes.
@@ -60,7 +60,7 @@ class RunSetting:
     num_classes: int | None = None
     num_frames: int | None = None
     sampling_rate: int | None = None
-    crop_size: int | None = None
+    train_crop_size: int | None = None
     clips_per_device: int | None = None
     devices: int = 1
     num_nodes: int = 1
@@ -78,6 +78,8 @@ class RunSetting:
     def from_dict(cls, d: dict) -> RunSetting:
         """Setting from a stored dict; unknown keys are ignored, missing ones keep their defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
+        if "crop_size" in d and "train_crop_size" not in d:  # stored before data.train_crop_size had its name
+            d = {**d, "train_crop_size": d["crop_size"]}
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -132,8 +134,8 @@ def norm_row(setting: dict) -> str:
 
 
 #: Setting fields that separate otherwise equal runs without being the table's rows or columns.
-_CONTEXT_FIELDS = ("backbone", "dataset", "train_annotation", "num_classes", "sampling_rate", "crop_size",
-                   "pretrained_2d", "init_from", "head_pool", "mean", "std", "norm", "norm_options",
+_CONTEXT_FIELDS = ("backbone", "dataset", "train_annotation", "num_classes", "sampling_rate",
+                   "train_crop_size", "pretrained_2d", "init_from", "head_pool", "mean", "std", "norm", "norm_options",
                    "clips_per_device", "devices", "num_nodes", "accumulate_grad_batches")
 
 
@@ -146,6 +148,8 @@ def comparison_key(result: dict) -> dict[str, Any]:
     """
     s = result.get("setting") or {}
     key: dict[str, Any] = {f: s.get(f) for f in _CONTEXT_FIELDS}
+    if key["train_crop_size"] is None:  # results written before the option was named data.train_crop_size
+        key["train_crop_size"] = s.get("crop_size")
     key["num_frames"] = s.get("num_frames")
     key["test_views"] = result.get("test_views") or s.get("test_views")
     key["test_annotation"] = result.get("annotation")
@@ -168,7 +172,8 @@ def setting_from_run(trainer, module, datamodule=None) -> RunSetting:
         backbone=str(hp.get("backbone")), dataset=dh.get("root"),
         train_annotation=getattr(dm, "train_annotation", dh.get("train_annotation")),
         num_classes=hp.get("num_classes"), num_frames=dh.get("num_frames"), sampling_rate=dh.get("sampling_rate"),
-        crop_size=dh.get("crop_size"), clips_per_device=hp.get("clips_per_device", dh.get("clips_per_device")),
+        train_crop_size=dh.get("train_crop_size"),
+        clips_per_device=hp.get("clips_per_device", dh.get("clips_per_device")),
         devices=int(trainer.num_devices), num_nodes=int(trainer.num_nodes),
         accumulate_grad_batches=int(trainer.accumulate_grad_batches), norm=str(hp.get("norm")),
         norm_options=dict(hp.get("norm_options") or {}), pretrained_2d=hp.get("pretrained_2d"),

@@ -22,7 +22,7 @@ from gnvideo.errors import ConfigError
 from .annotations import load_label_names
 from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset, collate_views
 from .sampling import EpochDistributedSampler, ResumableDataLoader, UnpaddedDistributedSampler
-from .transforms import BatchTransform, resolve_mean_std
+from .transforms import BatchTransform, EvalTransform, TrainTransform, resolve_mean_std
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,23 @@ def labels_from_checkpoint(path: str) -> tuple[str | None, int | None]:
     return None, num_classes
 
 
+def _transform(split: str, cls: type, **options):
+    """``cls(**options)``; a bad value raises :class:`ConfigError` naming the option (``data.<split>_<name>``)."""
+    try:
+        return cls(**options)
+    except ValueError as err:
+        text = str(err)
+        named = min(options, key=lambda name: text.find(name) if name in text else len(text))  # first one named
+        raise ConfigError(f"data.{split}_{named}", text) from err
+
+
 class KineticsDataModule(pl.LightningDataModule):
     """Kinetics train/val/test/predict data.
+
+    Option names: a split prefix (``train_``, ``val_``, ``test_``) and the name of the :class:`TrainTransform` or
+    :class:`EvalTransform` argument it sets (``train_crop_size`` -> ``TrainTransform(crop_size=...)``); the DataModule
+    builds one transform per split and hands it to that split's dataset, so each value is passed once. ``predict``
+    uses the ``test_*`` views.
 
     Args:
         root: dataset root (videos under ``root/{train,val}/...``).
@@ -56,16 +71,17 @@ class KineticsDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes per device.
         num_frames: frames per clip (T).
         sampling_rate: stride between clip frames, in video frames.
-        train_short_side: (min, max) random short side for training, pixels (``short_side_range`` of the dataset
-            and ``TrainTransform``).
-        crop_size: train crop side; also the val crop side (pixels).
-        test_short_side: val/test short side, pixels.
-        test_crop_size: test crop side, pixels.
-        test_num_clips: clips per video in test.
-        test_num_crops: crops per clip in test (1 or 3).
-        hflip_prob: probability of a horizontal flip of a training clip (0 for direction-dependent classes, such as
-            the synthetic dataset's moving left/right and rotating clockwise/counter-clockwise); ``flip_prob`` of the
-            dataset and ``TrainTransform``. Drawn per clip in the worker from the clip's seed, applied on the device.
+        train_short_side_range: (min, max) short side of a training clip, drawn uniformly per clip (pixels).
+        train_crop_size: side of the random square training crop (pixels).
+        train_flip_prob: probability of a horizontal flip of a training clip (0 for direction-dependent classes, such
+            as the synthetic dataset's moving left/right and rotating clockwise/counter-clockwise). Drawn per clip in
+            the worker from the clip's seed, applied on the device.
+        val_short_side: validation short side (pixels); validation takes the centre clip and centre crop.
+        val_crop_size: validation crop side (pixels).
+        test_short_side: test / predict short side (pixels).
+        test_crop_size: test / predict crop side (pixels).
+        test_num_clips: clips per video in test / predict.
+        test_num_crops: crops per clip in test / predict (1 or 3).
         pin_memory: DataLoader pin_memory.
         persistent_workers: keep workers between epochs (only used when num_workers > 0).
         decode_backend: "auto", "decord" or "pyav".
@@ -98,13 +114,15 @@ class KineticsDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         num_frames: int = 32,
         sampling_rate: int = 2,
-        train_short_side: tuple[int, int] = (256, 320),
-        crop_size: int = 224,
+        train_short_side_range: tuple[int, int] = (256, 320),
+        train_crop_size: int = 224,
+        train_flip_prob: float = 0.5,
+        val_short_side: int = 256,
+        val_crop_size: int = 224,
         test_short_side: int = 256,
         test_crop_size: int = 224,
         test_num_clips: int = 10,
         test_num_crops: int = 3,
-        hflip_prob: float = 0.5,
         pin_memory: bool = True,
         persistent_workers: bool = True,
         decode_backend: str = "auto",
@@ -123,7 +141,14 @@ class KineticsDataModule(pl.LightningDataModule):
         #: uint8 batches -> normalised float32 on the device; ``VideoClassifier.on_after_batch_transfer`` calls it
         self.batch_transform = BatchTransform(self.hparams.mean, self.hparams.std)
         if test_view not in ("crops", "full_frame"):
-            raise ValueError(f"data.test_view: must be 'crops' or 'full_frame', got {test_view!r}")
+            raise ConfigError("data.test_view", f"must be 'crops' or 'full_frame', got {test_view!r}")
+        #: one transform per split, built from that split's options (and passed to its dataset as they are)
+        self.train_transform = _transform("train", TrainTransform, short_side_range=train_short_side_range,
+                                          crop_size=train_crop_size, flip_prob=train_flip_prob)
+        self.val_transform = _transform("val", EvalTransform, short_side=val_short_side, crop_size=val_crop_size)
+        full_frame = test_view == "full_frame"
+        self.test_transform = _transform("test", EvalTransform, short_side=test_short_side, crop_size=test_crop_size,
+                                         num_crops=1 if full_frame else test_num_crops, full_frame=full_frame)
         if not 0.0 <= holdout_fraction < 1.0:
             raise ValueError(f"data.holdout_fraction: must be in [0, 1), got {holdout_fraction}")
         self.root = os.fspath(root)
@@ -142,8 +167,8 @@ class KineticsDataModule(pl.LightningDataModule):
         self.predict_dataset: VideoFilesDataset | None = None
 
     @property
-    def batch_size(self) -> int:
-        """Clips per device per batch (the public option ``data.clips_per_device``)."""
+    def clips_per_device(self) -> int:
+        """Clips per device per batch (``data.clips_per_device``; the DataLoader's ``batch_size`` in train/val)."""
         return int(self.hparams.clips_per_device)
 
     @property
@@ -153,19 +178,20 @@ class KineticsDataModule(pl.LightningDataModule):
 
     # -- datasets ----------------------------------------------------------------------------------------------
     def _common(self) -> dict:
+        """Dataset options that are the same for every split."""
         h = self.hparams
-        return dict(num_frames=h.num_frames, sampling_rate=h.sampling_rate, backend=h.decode_backend, seed=h.seed,
-                    short_side_range=tuple(h.train_short_side), crop_size=h.crop_size,
-                    eval_short_side=h.test_short_side, flip_prob=h.hflip_prob)
+        return dict(num_frames=h.num_frames, sampling_rate=h.sampling_rate, backend=h.decode_backend, seed=h.seed)
+
+    def _split_options(self, mode: str) -> dict:
+        """The transform (and in test mode the clip count) of the dataset of ``mode``."""
+        if mode == "train":
+            return dict(transform=self.train_transform)
+        if mode == "val":
+            return dict(transform=self.val_transform)
+        return dict(transform=self.test_transform, num_clips=self.hparams.test_num_clips)
 
     def _dataset(self, annotation: str, split: str, mode: str) -> KineticsDataset:
         h = self.hparams
-        if mode == "test" and h.test_view == "full_frame":
-            extra = dict(num_clips=h.test_num_clips, num_crops=1, eval_crop_size=h.test_crop_size, eval_full_frame=True)
-        elif mode == "test":
-            extra = dict(num_clips=h.test_num_clips, num_crops=h.test_num_crops, eval_crop_size=h.test_crop_size)
-        else:
-            extra = dict(eval_crop_size=h.crop_size)
         key = f"data.{'train' if mode == 'train' else 'val' if mode == 'val' else 'test'}_annotation"
         if not os.path.isfile(annotation):
             given = getattr(h, key[5:]) is not None or (key == "data.test_annotation" and h.val_annotation)
@@ -175,7 +201,7 @@ class KineticsDataModule(pl.LightningDataModule):
             raise ConfigError("data.exclude_list", f"file not found: {h.exclude_list}")
         try:
             return KineticsDataset(annotation, self.root, split=split, mode=mode, label_names=self.label_names,
-                                   exclude_list=h.exclude_list, **extra, **self._common())
+                                   exclude_list=h.exclude_list, **self._split_options(mode), **self._common())
         except (ValueError, FileNotFoundError) as err:  # malformed row, unknown label: file:line in the message
             raise ConfigError(key, str(err)) from err
 
@@ -185,7 +211,7 @@ class KineticsDataModule(pl.LightningDataModule):
         if ds is None:
             return
         usable = ds.num_videos - getattr(ds, "num_missing", 0)
-        batch, replicas = self.batch_size, max(int(replicas), 1)
+        batch, replicas = self.clips_per_device, max(int(replicas), 1)
         per_device = -(-ds.num_videos // replicas)  # the train sampler pads to equal shares, batches drop the rest
         where = f"{ds.num_videos} listed in {ds.annotation}, {ds.num_videos - usable} of them missing"
         if per_device < batch:
@@ -215,11 +241,10 @@ class KineticsDataModule(pl.LightningDataModule):
         if stage == "predict" and self.predict_dataset is None:
             if self.hparams.predict_files is None:
                 raise ConfigError("data.predict_files", "not set: give a folder, a video or a list file")
-            h = self.hparams
             try:
                 self.predict_dataset = VideoFilesDataset(
-                    h.predict_files, mode="test", label_names=self.label_names, num_clips=h.test_num_clips,
-                    num_crops=h.test_num_crops, eval_crop_size=h.test_crop_size, **self._common())
+                    self.hparams.predict_files, mode="test", label_names=self.label_names,
+                    **self._split_options("test"), **self._common())
             except (ValueError, FileNotFoundError) as err:
                 raise ConfigError("data.predict_files", str(err)) from err
 
@@ -247,10 +272,8 @@ class KineticsDataModule(pl.LightningDataModule):
         val_entries = [train.entries[i] for i in held]
         train.entries = [e for i, e in enumerate(train.entries) if i not in held_set]
         self.train_dataset = train
-        h = self.hparams
-        return ClipDataset(val_entries, mode="val", label_names=self.label_names, num_frames=h.num_frames,
-                           sampling_rate=h.sampling_rate, eval_crop_size=h.crop_size,
-                           **{o: v for o, v in self._common().items() if o not in ("num_frames", "sampling_rate")})
+        return ClipDataset(val_entries, mode="val", label_names=self.label_names, **self._split_options("val"),
+                           **self._common())
 
     # -- loaders -----------------------------------------------------------------------------------------------
     def _replicas(self) -> tuple[int, int]:
@@ -278,7 +301,7 @@ class KineticsDataModule(pl.LightningDataModule):
             cls, extra = ResumableDataLoader, {"seed": h.seed}
         else:
             cls, extra = DataLoader, {}
-        return cls(dataset, batch_size=batch_size or self.batch_size, sampler=sampler, num_workers=workers,
+        return cls(dataset, batch_size=batch_size or self.clips_per_device, sampler=sampler, num_workers=workers,
                    pin_memory=h.pin_memory, drop_last=train, collate_fn=collate_fn,
                    persistent_workers=bool(h.persistent_workers and workers > 0), **extra)
 
@@ -291,7 +314,7 @@ class KineticsDataModule(pl.LightningDataModule):
 
     def _videos_per_batch(self, dataset: ClipDataset | None) -> int:
         views = dataset.views_per_video if dataset is not None else 1
-        return max(1, self.batch_size // views)
+        return max(1, self.clips_per_device // views)
 
     def test_dataloader(self) -> DataLoader:
         """Batches of whole videos, views flattened (:func:`collate_views`); full frames: one video per batch (frame

@@ -64,21 +64,16 @@ class ClipDataset(Dataset):
         entries: (path, label) per video.
         mode: "train", "val" or "test".
         label_names: class names (for ``num_classes``).
+        transform: the clip transform of the split: a :class:`TrainTransform` in train mode (random scale, crop and
+            flip draw), an :class:`EvalTransform` otherwise (val: one crop; test: its ``num_crops`` crops, or full
+            frames). None = that class with its defaults (test: 3 crops).
         num_frames: T, frames per clip.
         sampling_rate: stride between clip frames, in video frames.
-        num_clips: clips per video in test mode.
-        num_crops: crops per clip in test mode (1 or 3).
-        short_side_range: train scale range (pixels).
-        crop_size: train / val crop side (pixels).
-        eval_short_side: val/test short side (pixels).
-        eval_crop_size: val/test crop side (pixels); None = crop_size.
+        num_clips: clips per video in test mode (uniformly spaced); val and train read one clip.
         backend: reader backend ("auto", "decord", "pyav").
         decode_short_side: scale frames at decode time to this short side (saves memory on large videos).
         seed: base seed for train sampling.
         max_retries: train mode, other videos tried after a failure before giving up with RuntimeError.
-        flip_prob: train mode, probability of a horizontal flip (0 when classes depend on left/right direction);
-            ``data.hflip_prob`` of the DataModule.
-        eval_full_frame: test views are whole frames scaled to ``eval_short_side`` (no crop; needs num_crops 1).
     """
 
     def __init__(
@@ -86,38 +81,39 @@ class ClipDataset(Dataset):
         entries: Sequence[VideoEntry],
         mode: str = "train",
         label_names: Sequence[str] | None = None,
+        transform: TrainTransform | EvalTransform | None = None,
         num_frames: int = 32,
         sampling_rate: int = 2,
         num_clips: int = 10,
-        num_crops: int = 3,
-        short_side_range: tuple[int, int] = (256, 320),
-        crop_size: int = 224,
-        eval_short_side: int = 256,
-        eval_crop_size: int | None = None,
         backend: str = "auto",
         decode_short_side: int | None = None,
         seed: int = 0,
         max_retries: int = 10,
-        flip_prob: float = 0.5,
-        eval_full_frame: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend (decode_backend) must be one of {BACKENDS}, got {backend!r}")
+        if transform is None:
+            transform = TrainTransform() if mode == "train" else EvalTransform(num_crops=3 if mode == "test" else 1)
+        wanted = TrainTransform if mode == "train" else EvalTransform
+        if not isinstance(transform, wanted):
+            raise ValueError(f"{mode} mode needs a {wanted.__name__}, got {type(transform).__name__}")
+        if mode == "val" and transform.num_crops != 1:
+            raise ValueError(f"val mode reads one view per video: the EvalTransform needs num_crops=1, "
+                             f"got {transform.num_crops}")
+        if mode == "val" and transform.full_frame:
+            raise ValueError("full-frame views are a test view: use mode='test'")
         self.entries = list(entries)
         self.mode = mode
+        self.transform = transform
         self.label_names = list(label_names) if label_names is not None else []
         self.num_frames, self.sampling_rate = int(num_frames), int(sampling_rate)
         self.num_clips = int(num_clips) if mode == "test" else 1
-        self.num_crops = int(num_crops) if mode == "test" else 1
+        self.num_crops = transform.num_crops if mode == "test" else 1
         self.backend, self.decode_short_side = backend, decode_short_side
         self.seed, self.max_retries = int(seed), int(max_retries)
-        eval_crop = int(eval_crop_size or crop_size)
-        self.train_transform = TrainTransform(short_side_range, crop_size, flip_prob=flip_prob)
-        self.eval_transform = EvalTransform(eval_short_side, eval_crop, self.num_crops,
-                                            full_frame=eval_full_frame and mode == "test")
-        self.crop_size = int(crop_size) if mode == "train" else eval_crop
+        self.crop_size = transform.crop_size  # side of the zero video of an unreadable item
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._failures = torch.zeros(len(self.entries), dtype=torch.int32).share_memory_()  # per video, all workers
         self.failed_files: dict[str, str] = {}  # path -> reason, for the failures seen in this process
@@ -177,7 +173,7 @@ class ClipDataset(Dataset):
             indices = train_clip_indices(reader.num_frames, self.num_frames, self.sampling_rate, generator)
             frames = reader.frames(indices)
             self.num_repeated_frames += reader.last_num_repeated
-        video, flip = self.train_transform(frames, generator)
+        video, flip = self.transform(frames, generator)
         return {"video": video, "label": label, "video_index": video_index, "view_index": 0, "valid": True,
                 "flip": flip}
 
@@ -190,7 +186,7 @@ class ClipDataset(Dataset):
             self.num_repeated_frames += reader.last_num_repeated
         where = {frame: k for k, frame in enumerate(union)}
         rows = [torch.tensor([where[i] for i in clip]) for clip in clips]
-        crops = self.eval_transform.crops(frames)  # per crop (U, 3, h, w): overlapping clips are scaled once
+        crops = self.transform.crops(frames)  # per crop (U, 3, h, w): overlapping clips are scaled once
         views = [crop[r].permute(0, 2, 3, 1) for r in rows for crop in crops]  # view = clip x num_crops + crop
         return torch.stack(views)
 
@@ -241,7 +237,7 @@ class KineticsDataset(ClipDataset):
         mode: "train", "val" or "test".
         label_names: class names; None = packaged Kinetics-400 list.
         exclude_list: file of paths to leave out (one per line, e.g. the output of data_prep/check_videos.py).
-        **kwargs: :class:`ClipDataset` options (num_frames, sampling_rate, num_clips, num_crops, crop_size, ...).
+        **kwargs: :class:`ClipDataset` options (transform, num_frames, sampling_rate, num_clips, ...).
 
     Videos listed but absent from disk are kept (they fail at load time like any broken file); their number is
     logged once at construction and kept in ``num_missing``.
@@ -256,8 +252,6 @@ class KineticsDataset(ClipDataset):
         label_names: Sequence[str] | None = None,
         num_frames: int = 32,
         sampling_rate: int = 2,
-        num_clips: int = 10,
-        num_crops: int = 3,
         exclude_list: str | os.PathLike | None = None,
         **kwargs,
     ) -> None:
@@ -272,7 +266,8 @@ class KineticsDataset(ClipDataset):
             logger.warning("%s: %d of %d videos are missing under %s (they will be skipped when loaded)",
                            annotation, self.num_missing, len(entries), root)
         self.annotation, self.root, self.split = os.fspath(annotation), os.fspath(root), split
-        super().__init__(entries, mode, names, num_frames, sampling_rate, num_clips, num_crops, **kwargs)
+        super().__init__(entries, mode, label_names=names, num_frames=num_frames, sampling_rate=sampling_rate,
+                         **kwargs)
 
 
 def _collect_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:

@@ -10,9 +10,10 @@ from torch.utils.data import DataLoader
 
 from gnvideo.data import ClipDataset, VideoEntry
 from gnvideo.data.kinetics import logger as kinetics_logger
+from gnvideo.data.transforms import EvalTransform, TrainTransform
 from gnvideo.evaluation import aggregate_views
 
-SMALL = dict(num_frames=8, sampling_rate=3, short_side_range=(48, 56), crop_size=40, eval_short_side=48)
+SMALL = dict(num_frames=8, sampling_rate=3)
 
 
 def _entries(video_dir, tmp_path):
@@ -26,7 +27,7 @@ def _entries(video_dir, tmp_path):
 
 def test_eval_skips_partly_decodable_video(video_dir, tmp_path):
     entries = _entries(video_dir, tmp_path)
-    ds = ClipDataset(entries, "test", ["a", "b"], num_clips=4, num_crops=1, **SMALL)
+    ds = ClipDataset(entries, "test", ["a", "b"], EvalTransform(48, 40), num_clips=4, **SMALL)
     items = [ds[i] for i in range(len(ds))]
     valid = torch.tensor([it["valid"] for it in items])
     video_index = torch.tensor([it["video_index"] for it in items])
@@ -40,7 +41,8 @@ def test_eval_skips_partly_decodable_video(video_dir, tmp_path):
 
 def test_train_draws_another_video_and_logs_once_across_workers(video_dir, tmp_path):
     entries = _entries(video_dir, tmp_path)
-    long_clips = dict(SMALL, num_frames=16)  # 16 x 3 frames of 50: every clip reaches the damaged part
+    # 16 x 3 frames of 50: every clip reaches the damaged part
+    long_clips = dict(SMALL, num_frames=16, transform=TrainTransform((48, 56), 40))
     ds = ClipDataset(entries, "train", ["a", "b"], **long_clips)
     log_file = tmp_path / "log.txt"
     handler = logging.FileHandler(log_file)  # worker processes inherit it and append to the same file

@@ -26,8 +26,9 @@ def tiny_root(tmp_path_factory) -> Path:
 
 def _args(root: Path, runs: Path, *extra: str) -> list[str]:
     return ["--config", str(REPO / "configs/synthetic/tiny_r3d_bn.yaml"), "--data.root", str(root),
-            "--data.num_workers", "0", "--data.clips_per_device", "2", "--data.train_short_side", "[32,36]",
-            "--data.crop_size", "32", "--data.test_short_side", "32", "--data.test_crop_size", "32",
+            "--data.num_workers", "0", "--data.clips_per_device", "2", "--data.train_short_side_range", "[32,36]",
+            "--data.train_crop_size", "32", "--data.val_short_side", "32", "--data.val_crop_size", "32",
+            "--data.test_short_side", "32", "--data.test_crop_size", "32",
             "--data.test_num_clips", "1", "--data.test_num_crops", "1", "--trainer.default_root_dir", str(runs),
             "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu", "--trainer.max_steps", "1",
             *extra]

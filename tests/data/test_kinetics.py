@@ -5,11 +5,23 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from gnvideo.data import KineticsDataModule, KineticsDataset, VideoFilesDataset, load_label_names, read_annotations
+from gnvideo.data import (
+    ClipDataset,
+    KineticsDataModule,
+    KineticsDataset,
+    VideoFilesDataset,
+    load_label_names,
+    read_annotations,
+)
+from gnvideo.data.transforms import EvalTransform, TrainTransform
 from gnvideo.errors import ConfigError
 
 LABELS = ["air drumming", "massaging person's head", "passing American football (in game)", "dance, modern"]
-SMALL = dict(num_frames=4, sampling_rate=2, short_side_range=(48, 56), crop_size=40, eval_short_side=48)
+SMALL = dict(num_frames=4, sampling_rate=2)
+TRAIN = dict(SMALL, transform=TrainTransform((48, 56), 40))
+VAL = dict(SMALL, transform=EvalTransform(48, 40))
+SMALL_VIEWS = dict(train_short_side_range=(48, 56), train_crop_size=40, val_short_side=48, val_crop_size=40,
+                   test_short_side=48, test_crop_size=40)
 
 
 def _row(label, yid, start=0, end=10, split="train"):
@@ -84,7 +96,7 @@ def test_missing_root_and_annotation(dataset_root, tmp_path):
 
 
 def test_train_samples_reproducible_per_epoch(dataset_root):
-    ds = KineticsDataset(dataset_root / "annotations/train.csv", dataset_root, "train", "train", LABELS, **SMALL)
+    ds = KineticsDataset(dataset_root / "annotations/train.csv", dataset_root, "train", "train", LABELS, **TRAIN)
     a = ds[1]
     assert a["video"].shape == (4, 40, 40, 3) and a["valid"] and a["label"] == 1 and a["video_index"] == 1
     assert torch.equal(a["video"], ds[1]["video"])
@@ -107,14 +119,14 @@ def test_broken_videos(dataset_root, video_dir, tmp_path, caplog):
     (root / "train" / LABELS[1] / "vid001_000000_000010.mp4").unlink()  # missing
     shutil.copy(video_dir / "garbage.mp4", root / "val" / "val000_000005_000015.mp4")
     with caplog.at_level(logging.WARNING):
-        train = KineticsDataset(root / "annotations/train.csv", root, "train", "train", LABELS, **SMALL)
+        train = KineticsDataset(root / "annotations/train.csv", root, "train", "train", LABELS, **TRAIN)
     assert train.num_missing == 1 and "1 of 8 videos are missing" in caplog.text
     samples = [train[i] for i in range(len(train))] + [train[0]]
     assert all(s["valid"] for s in samples) and all(s["video"].abs().sum() > 0 for s in samples)
     # 4 items hit a broken file first; a substitute may be broken too, so at least 4 failures, 3 distinct files
     assert train.num_skipped >= 4 and len(train.failed_files) == 3
     assert caplog.text.count("vid000_000000_000010.mp4 (") == 1  # logged once
-    val = KineticsDataset(root / "annotations/val.csv", root, "val", "val", LABELS, **SMALL)
+    val = KineticsDataset(root / "annotations/val.csv", root, "val", "val", LABELS, **VAL)
     s = val[0]
     assert not s["valid"] and s["video"].shape == (4, 40, 40, 3) and s["video"].sum().sum() == 0
     assert val[1]["valid"] and val.num_skipped == 1
@@ -129,15 +141,15 @@ def test_exclude_list(dataset_root, tmp_path):
 
 
 def test_short_video_counts_repeats(video_dir):
-    ds = VideoFilesDataset([video_dir / "short.mp4"], mode="val", num_frames=4, sampling_rate=2, eval_short_side=48,
-                           eval_crop_size=40)
+    ds = VideoFilesDataset([video_dir / "short.mp4"], mode="val", **VAL)
     s = ds[0]
     assert s["valid"] and s["label"] == -1 and ds.num_repeated_frames == 1  # indices 0,2,4,6 of 5 frames
 
 
 def test_test_mode_views_and_two_ranks(dataset_root):
     dm = KineticsDataModule(str(dataset_root), clips_per_device=5, num_workers=0, num_frames=4, sampling_rate=2,
-                            train_short_side=(48, 56), crop_size=40, test_short_side=48, test_crop_size=48,
+                            train_short_side_range=(48, 56), train_crop_size=40, val_short_side=48, val_crop_size=40,
+                            test_short_side=48, test_crop_size=48,
                             test_num_clips=2, test_num_crops=3, pin_memory=False)
     assert dm.num_classes == 4
     dm.setup("test")
@@ -154,7 +166,7 @@ def test_test_mode_views_and_two_ranks(dataset_root):
 
 def test_datamodule_train_ranks_and_errors(dataset_root, tmp_path):
     dm = KineticsDataModule(str(dataset_root), clips_per_device=2, num_workers=0, num_frames=4,
-                            train_short_side=(48, 56), crop_size=40, test_short_side=48, pin_memory=False)
+                            **SMALL_VIEWS, pin_memory=False)
     dm.setup("fit")
     halves = []
     for rank in range(2):
@@ -174,28 +186,28 @@ def test_datamodule_train_ranks_and_errors(dataset_root, tmp_path):
         dm.train_dataloader()
 
 
-@pytest.mark.parametrize("hflip_prob", [0.0, 1.0])
-def test_datamodule_hflip_prob_reaches_training_clips(dataset_root, hflip_prob):
-    """hflip_prob=0 keeps left/right motion intact (direction classes); 1 always mirrors the training crop."""
-    common = dict(clips_per_device=1, num_workers=0, num_frames=4, train_short_side=(48, 48), crop_size=48,
-                  test_short_side=48, pin_memory=False)
-    dm = KineticsDataModule(str(dataset_root), hflip_prob=hflip_prob, **common)
+@pytest.mark.parametrize("train_flip_prob", [0.0, 1.0])
+def test_datamodule_train_flip_prob_reaches_training_clips(dataset_root, train_flip_prob):
+    """train_flip_prob=0 keeps left/right motion intact (direction classes); 1 always mirrors the training crop."""
+    common = dict(clips_per_device=1, num_workers=0, num_frames=4, train_short_side_range=(48, 48), train_crop_size=48,
+                  val_short_side=48, val_crop_size=48, test_short_side=48, test_crop_size=48, pin_memory=False)
+    dm = KineticsDataModule(str(dataset_root), train_flip_prob=train_flip_prob, **common)
     dm.setup("fit")
-    assert dm.train_dataset.train_transform.flip_prob == hflip_prob
+    assert dm.train_dataset.transform.flip_prob == train_flip_prob
     frames = torch.randint(0, 256, (4, 48, 64, 3), dtype=torch.uint8)
-    crop, flip = dm.train_dataset.train_transform(frames, generator=torch.Generator().manual_seed(0))
-    unflipped, never = dm.train_dataset.train_transform.__class__((48, 48), 48, flip_prob=0.0)(
+    crop, flip = dm.train_dataset.transform(frames, generator=torch.Generator().manual_seed(0))
+    unflipped, never = dm.train_dataset.transform.__class__((48, 48), 48, flip_prob=0.0)(
         frames, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(crop, unflipped) and flip == (hflip_prob == 1.0) and not never
+    assert torch.equal(crop, unflipped) and flip == (train_flip_prob == 1.0) and not never
     flipped = dm.batch_transform(crop.unsqueeze(0), torch.tensor([flip]))
     want = dm.batch_transform(unflipped.unsqueeze(0))
-    assert torch.equal(flipped, want if hflip_prob == 0.0 else want.flip(-1))
+    assert torch.equal(flipped, want if train_flip_prob == 0.0 else want.flip(-1))
 
 
 def test_epoch_reaches_persistent_workers(dataset_root):
     from gnvideo.data import EpochDistributedSampler
 
-    ds = KineticsDataset(dataset_root / "annotations/train.csv", dataset_root, "train", "train", LABELS, **SMALL)
+    ds = KineticsDataset(dataset_root / "annotations/train.csv", dataset_root, "train", "train", LABELS, **TRAIN)
     sampler = EpochDistributedSampler(ds, shuffle=False)
     loader = DataLoader(ds, batch_size=8, sampler=sampler, num_workers=1, persistent_workers=True)
     first = next(iter(loader))["video"]
@@ -228,7 +240,7 @@ def test_lightning_keeps_our_samplers_and_advances_the_epoch(dataset_root):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     dm = KineticsDataModule(str(dataset_root), clips_per_device=4, num_workers=0, num_frames=4,
-                            train_short_side=(48, 56), crop_size=40, test_short_side=48, pin_memory=False)
+                            **SMALL_VIEWS, pin_memory=False)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_train_batches=1,
                          limit_val_batches=1, num_sanity_val_steps=0)
@@ -248,7 +260,43 @@ def test_predict_files_folder_and_list(dataset_root, tmp_path):
     batches = list(dm.predict_dataloader())
     assert [b["valid"].tolist() for b in batches] == [[True] * 3, [False] * 3]
     assert batches[0]["label"].tolist() == [-1] * 3 and batches[0]["video"].shape == (3, 4, 40, 40, 3)
-    folder = VideoFilesDataset(dataset_root / "val", mode="val", num_frames=4, eval_short_side=48, eval_crop_size=40)
+    folder = VideoFilesDataset(dataset_root / "val", mode="val", **VAL)
     assert folder.num_videos == 4 and folder.paths == sorted(folder.paths)
     with pytest.raises(ValueError, match="predict_files"):
         KineticsDataModule(str(dataset_root)).setup("predict")
+
+
+def test_val_and_test_views_have_their_own_options_passed_once(dataset_root):
+    """data.val_* sizes validation, data.test_* sizes test: each split's dataset holds the DataModule's transform."""
+    dm = KineticsDataModule(str(dataset_root), clips_per_device=2, num_workers=0, num_frames=4, pin_memory=False,
+                            train_short_side_range=(48, 56), train_crop_size=40, train_flip_prob=0.25,
+                            val_short_side=36, val_crop_size=32, test_short_side=48, test_crop_size=44,
+                            test_num_clips=2, test_num_crops=3)
+    dm.setup("fit")
+    dm.setup("test")
+    assert dm.train_dataset.transform is dm.train_transform
+    assert (dm.train_transform.short_side_range, dm.train_transform.crop_size, dm.train_transform.flip_prob) == (
+        (48, 56), 40, 0.25)
+    assert dm.val_dataset.transform is dm.val_transform and dm.test_dataset.transform is dm.test_transform
+    assert next(iter(dm.val_dataloader()))["video"].shape[1:] == (4, 32, 32, 3)
+    test_batch = next(iter(dm.test_dataloader()))
+    assert test_batch["video"].shape[1:] == (4, 44, 44, 3) and dm.test_dataset.views_per_video == 6
+
+
+@pytest.mark.parametrize(("option", "value", "key"), [
+    ("train_crop_size", 400, "data.train_crop_size"),
+    ("train_flip_prob", 2.0, "data.train_flip_prob"),
+    ("val_crop_size", 300, "data.val_crop_size"),
+    ("test_num_crops", 2, "data.test_num_crops"),
+])
+def test_bad_view_option_is_named_at_construction(dataset_root, option, value, key):
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        KineticsDataModule(str(dataset_root), num_workers=0, **{option: value})
+
+
+def test_dataset_rejects_a_transform_of_the_wrong_kind(dataset_root):
+    entries = read_annotations(dataset_root / "annotations/train.csv", dataset_root, "train", LABELS)
+    with pytest.raises(ValueError, match="train mode needs a TrainTransform"):
+        ClipDataset(entries, "train", LABELS, EvalTransform(48, 40))
+    with pytest.raises(ValueError, match="num_crops=1"):
+        ClipDataset(entries, "val", LABELS, EvalTransform(48, 40, num_crops=3))

@@ -10,7 +10,10 @@ import gnvideo.data.kinetics as kinetics
 from gnvideo.data import ClipDataset, VideoEntry, collate_views, eval_clip_indices, open_video
 from gnvideo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, EvalTransform, TrainTransform
 
-SMALL = dict(num_frames=4, sampling_rate=2, short_side_range=(48, 56), crop_size=40, eval_short_side=48)
+SMALL = dict(num_frames=4, sampling_rate=2)
+TRAIN = dict(SMALL, transform=TrainTransform((48, 56), 40))
+VAL = dict(SMALL, transform=EvalTransform(48, 40))
+TEST_3X3 = dict(SMALL, transform=EvalTransform(48, 40, num_crops=3), num_clips=3)
 
 
 def _former_cpu_path(clip: torch.Tensor, flip: bool, mean, std) -> torch.Tensor:
@@ -71,7 +74,7 @@ def test_batch_transform_flips_only_flagged_rows_and_keeps_float_input():
 
 def test_transfer_size_per_batch_is_four_times_smaller(video_dir):
     entries = [VideoEntry(str(video_dir / "h264.mp4"), 0), VideoEntry(str(video_dir / "big.mp4"), 1)] * 2
-    ds = ClipDataset(entries, "train", ["a", "b"], **SMALL)
+    ds = ClipDataset(entries, "train", ["a", "b"], **TRAIN)
     batch = next(iter(DataLoader(ds, batch_size=4)))
     video = batch["video"]
     assert video.dtype == torch.uint8 and video.shape == (4, 4, 40, 40, 3) and video.is_contiguous()
@@ -122,7 +125,7 @@ def _per_view_reference(ds: ClipDataset, mean, std) -> list[tuple[int, int, torc
                 with open_video(entry.path) as reader:
                     idx = eval_clip_indices(reader.num_frames, ds.num_frames, ds.sampling_rate, ds.num_clips)[clip]
                     frames = reader.frames(idx)
-                view = ds.eval_transform(frames, crop_index=crop)
+                view = ds.transform(frames, crop_index=crop)
                 out.append((v, clip * ds.num_crops + crop, _former_cpu_path(view, False, mean, std)))
     return out
 
@@ -133,8 +136,8 @@ def test_one_decoder_and_one_read_per_test_video_and_the_same_scores(video_dir, 
 
     names = ["h264.mp4", "big.mp4", "vp9.webm", "garbage.mp4"]
     entries = [VideoEntry(str(video_dir / n), i % 2) for i, n in enumerate(names)]
-    ds = ClipDataset(entries, "test", ["a", "b"], num_clips=3, num_crops=3, **SMALL)
-    reference = _per_view_reference(ClipDataset(entries[:3], "test", ["a", "b"], num_clips=3, num_crops=3, **SMALL),
+    ds = ClipDataset(entries, "test", ["a", "b"], **TEST_3X3)
+    reference = _per_view_reference(ClipDataset(entries[:3], "test", ["a", "b"], **TEST_3X3),
                                     IMAGENET_MEAN, IMAGENET_STD)
     counts = {"open": 0, "frames": 0}
 
@@ -180,10 +183,10 @@ def test_training_and_precise_bn_get_normalised_float_input(video_dir, tmp_path)
 
     entries = [VideoEntry(str(video_dir / "h264.mp4"), 0), VideoEntry(str(video_dir / "big.mp4"), 1)] * 2
     dm = KineticsDataModule(str(video_dir), clips_per_device=2, num_workers=0, pin_memory=False, num_frames=4,
-                            crop_size=40, mean=(0.5,) * 3, std=(0.25,) * 3)
-    dm.train_dataset = ClipDataset(entries, "train", ["a", "b"], **SMALL)
+                            train_crop_size=40, mean=(0.5,) * 3, std=(0.25,) * 3)
+    dm.train_dataset = ClipDataset(entries, "train", ["a", "b"], **TRAIN)
     dm.train_dataset.annotation = "in memory"
-    dm.val_dataset = ClipDataset(entries[:2], "val", ["a", "b"], **SMALL)
+    dm.val_dataset = ClipDataset(entries[:2], "val", ["a", "b"], **VAL)
     model = VideoClassifier(backbone="tiny_r3d", num_classes=2, norm="bn", clips_per_device=2)
     seen = []  # (training mode, grad enabled, dtype, min, max) of every model input
 

@@ -93,8 +93,9 @@ def test_mixed_folder_through_every_tool(tmp_path):
     damaged_val.write_bytes(np.random.default_rng(2).bytes(4000))
 
     common = ["--config", str(REPO / "configs/synthetic/tiny_r3d_bn.yaml"), "--data.root", str(data),
-              "--data.num_workers", "2", "--data.clips_per_device", "2", "--data.train_short_side", "[32,36]",
-              "--data.crop_size", "32", "--data.test_short_side", "32", "--data.test_crop_size", "32",
+              "--data.num_workers", "2", "--data.clips_per_device", "2", "--data.train_short_side_range", "[32,36]",
+              "--data.train_crop_size", "32", "--data.val_short_side", "32", "--data.val_crop_size", "32",
+              "--data.test_short_side", "32", "--data.test_crop_size", "32",
               "--data.test_num_clips", "4", "--data.test_num_crops", "1", "--data.num_frames", "8",
               "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
               "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu", "--run_name", "e2e"]

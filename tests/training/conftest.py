@@ -29,7 +29,8 @@ def cli_args(root: Path, runs: Path, *extra: str, config: str = "configs/synthet
     return [
         "--config", str(REPO / config),
         "--data.root", str(root), "--data.num_workers", "0", "--data.clips_per_device", "4",
-        "--data.train_short_side", "[32,40]", "--data.crop_size", "32", "--data.test_short_side", "32",
+        "--data.train_short_side_range", "[32,40]", "--data.train_crop_size", "32", "--data.val_short_side", "32",
+        "--data.val_crop_size", "32", "--data.test_short_side", "32",
         "--data.test_crop_size", "32", "--data.test_num_clips", "2", "--data.test_num_crops", "1",
         "--trainer.default_root_dir", str(runs), "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1", "--trainer.accelerator", "cpu",

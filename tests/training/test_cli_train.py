@@ -63,7 +63,8 @@ def _hand_scores(ckpt: Path, root: Path) -> dict:
 
     model = VideoClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
     dm = KineticsDataModule(str(root), clips_per_device=5, num_workers=0, num_frames=8, sampling_rate=2,
-                            crop_size=32, test_short_side=32, test_crop_size=32, test_num_clips=2, test_num_crops=1,
+                            train_crop_size=32, val_short_side=32, val_crop_size=32, test_short_side=32,
+                            test_crop_size=32, test_num_clips=2, test_num_crops=1,
                             pin_memory=False, persistent_workers=False)
     dm.setup("test")
     sums, labels, broken = defaultdict(lambda: 0.0), {}, set()

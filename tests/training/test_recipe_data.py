@@ -10,8 +10,9 @@ from gnvideo.data.transforms import MEAN_STD_PRESETS
 
 
 def _dm(root, **kw):
-    return KineticsDataModule(str(root), num_workers=0, num_frames=4, sampling_rate=2, train_short_side=(32, 32),
-                              crop_size=32, test_short_side=32, test_crop_size=32, pin_memory=False,
+    return KineticsDataModule(str(root), num_workers=0, num_frames=4, sampling_rate=2, train_short_side_range=(32, 32),
+                              train_crop_size=32, val_short_side=32, val_crop_size=32, test_short_side=32,
+                              test_crop_size=32, pin_memory=False,
                               persistent_workers=False, **kw)
 
 
