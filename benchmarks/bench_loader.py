@@ -3,13 +3,15 @@
 In one process (rows, clips per second, median over interleaved rounds):
   raw decord      decord.VideoReader(path).get_batch(indices) for the clip indices the dataset draws
   raw pyav        gnvideo PyAVReader.frames(indices) (the fallback path: keyframe seek + timestamp match)
-  dataset auto    KineticsDataset[i] in train mode: probe + decode + uint8 scale/crop (what the workers run)
+  dataset auto    KineticsDataset[i] in train mode: probe + decode + uint8 crop (what the workers run; a crop that
+                  needs enlarging is sent at source resolution and enlarged by BatchTransform on the device)
   dataset decord  the same with backend="decord" (no PyAV rotation probe)
 Through a DataLoader with 1 and 2 workers (persistent, batch --batch-size): "raw" is a dataset that only runs
 decord get_batch for the same clips, "dataset" is the training dataset; each round runs both, alternating which goes
 first, and the ratio is the median dataset rate over the median raw rate. Target: dataset >= 1.0x raw with one worker.
 The batch size line gives the bytes of one training batch as the workers now send it (uint8) and as they did before
-(float32, 4x), from the tensor sizes.
+(float32, 4x), from the tensor sizes; the last line times BatchTransform (uint8 -> enlarged, flipped, normalised
+float32) on this CPU, the work that moved to the device.
 
 Usage: python benchmarks/bench_loader.py [--root DIR_WITH_VIDEOS] [--clips 12] [--rounds 5] [--json OUT]
 Without --root it writes 340x256, 10 s, 30 fps h264 videos (B-frames, Kinetics-like) into a temporary folder.
@@ -129,7 +131,8 @@ def main() -> None:
     if not paths:
         raise SystemExit(f"no videos found under {args.root}")
     common = dict(num_frames=args.num_frames, sampling_rate=args.sampling_rate,
-                  transform=TrainTransform(short_side_range=tuple(args.short_side), crop_size=args.crop))
+                  transform=TrainTransform(short_side_range=tuple(args.short_side), crop_size=args.crop,
+                                           upscale_on_device=True))  # as the DataModule does on a GPU node
     entries = [VideoEntry(p, 0) for p in paths]
     datasets = {b: ClipDataset(entries, "train", ["x"], backend=b, **common) for b in ("auto", "decord")}
     lengths = [len(decord.VideoReader(p, num_threads=1)) for p in paths]
@@ -192,12 +195,22 @@ def main() -> None:
     items = [datasets["decord"][i % len(paths)] for i in range(args.batch_size)]
     video = torch.stack([it["video"] for it in items])  # what the default collate builds
     after = video.numel() * video.element_size()
-    normed = BatchTransform()(video, torch.tensor([it["flip"] for it in items]))
+    flips = torch.tensor([it["flip"] for it in items])
+    boxes = torch.tensor([it["box_size"] for it in items])
+    normed = BatchTransform()(video, flips, boxes)
     before = normed.numel() * normed.element_size()
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        BatchTransform()(video, flips, boxes)
+        times.append(time.perf_counter() - t0)
+    device_ms = 1e3 * statistics.median(times) / len(items)
     result["bytes_per_batch"] = {"batch_size": args.batch_size, "shape": list(video.shape),
                                  "before_float32": before, "after_uint8": after}
     print(f"bytes per batch {tuple(video.shape)}: before (float32) {before / 2**20:.1f} MiB, "
           f"after (uint8) {after / 2**20:.1f} MiB ({before / after:.0f}x fewer)")
+    result["batch_transform_cpu_ms_per_clip"] = device_ms
+    print(f"BatchTransform on this CPU (1 thread): {device_ms:.1f} ms per clip (in training it runs on the device)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -6,8 +6,9 @@ its hyperparameters to them.
 
 Batches are dicts from ``gnvideo.data``: ``video`` uint8 (B, T, H, W, 3) as the workers return it (or float
 (B, 3, T, H, W), already normalised), ``label`` int64 (B,), ``video_index`` (B,), ``view_index`` (B,), ``valid``
-bool (B,), ``flip`` bool (B,). :meth:`VideoClassifier.on_after_batch_transfer` turns uint8 video into normalised
-float32 (B, 3, T, H, W) on the device (flipping the ``flip`` rows) with the data module's ``batch_transform``
+bool (B,), ``flip`` bool (B,), in training ``box_size`` int64 (B,). :meth:`VideoClassifier.on_after_batch_transfer`
+turns uint8 video into normalised float32 (B, 3, T, H, W) on the device (enlarging training crops, flipping the
+``flip`` rows) with the data module's ``batch_transform``
 (:class:`gnvideo.data.transforms.BatchTransform`), so every loop (fit, validate, test, predict, and PreciseBN's
 passes, which go through the same hook) sees float input.
 Rows with ``valid=False`` are dropped in validation, test and predict; a video
@@ -179,10 +180,11 @@ class VideoClassifier(pl.LightningModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         """uint8 ``video`` (B, T, H, W, 3) on the device -> float32 (B, 3, T, H, W) ``(x / 255 - mean) / std``,
-        ``flip`` rows mirrored along W; float video is left as it is."""
+        the ``box_size`` boxes of training clips enlarged to the crop, ``flip`` rows mirrored along W; float video is
+        left as it is."""
         if isinstance(batch, dict) and isinstance(batch.get("video"), Tensor) and batch["video"].dtype == torch.uint8:
             batch = dict(batch)
-            batch["video"] = self._input_transform()(batch["video"], batch.get("flip"))
+            batch["video"] = self._input_transform()(batch["video"], batch.get("flip"), batch.get("box_size"))
         return batch
 
     @staticmethod

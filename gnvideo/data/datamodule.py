@@ -21,7 +21,7 @@ from gnvideo.errors import ConfigError
 
 from .annotations import load_label_names
 from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset, collate_views
-from .sampling import EpochDistributedSampler, ResumableDataLoader, UnpaddedDistributedSampler
+from .sampling import EpochDistributedSampler, ForkSafeDataLoader, ResumableDataLoader, UnpaddedDistributedSampler
 from .transforms import BatchTransform, EvalTransform, TrainTransform, resolve_mean_std
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,10 @@ class KineticsDataModule(pl.LightningDataModule):
         train_flip_prob: probability of a horizontal flip of a training clip (0 for direction-dependent classes, such
             as the synthetic dataset's moving left/right and rotating clockwise/counter-clockwise). Drawn per clip in
             the worker from the clip's seed, applied on the device.
+        train_upscale_on_device: a training crop that needs enlarging leaves the worker at source resolution and is
+            enlarged by the ``batch_transform`` on the device (``TrainTransform(upscale_on_device=...)``): the
+            worker then only decodes and crops. None = on when the trainer runs on an accelerator; on a CPU the
+            workers' uint8 resize is the cheaper place (see README, "Data loading").
         val_short_side: validation short side (pixels); validation takes the centre clip and centre crop.
         val_crop_size: validation crop side (pixels).
         test_short_side: test / predict short side (pixels).
@@ -117,6 +121,7 @@ class KineticsDataModule(pl.LightningDataModule):
         train_short_side_range: tuple[int, int] = (256, 320),
         train_crop_size: int = 224,
         train_flip_prob: float = 0.5,
+        train_upscale_on_device: bool | None = None,
         val_short_side: int = 256,
         val_crop_size: int = 224,
         test_short_side: int = 256,
@@ -144,7 +149,8 @@ class KineticsDataModule(pl.LightningDataModule):
             raise ConfigError("data.test_view", f"must be 'crops' or 'full_frame', got {test_view!r}")
         #: one transform per split, built from that split's options (and passed to its dataset as they are)
         self.train_transform = _transform("train", TrainTransform, short_side_range=train_short_side_range,
-                                          crop_size=train_crop_size, flip_prob=train_flip_prob)
+                                          crop_size=train_crop_size, flip_prob=train_flip_prob,
+                                          upscale_on_device=bool(train_upscale_on_device))
         self.val_transform = _transform("val", EvalTransform, short_side=val_short_side, crop_size=val_crop_size)
         full_frame = test_view == "full_frame"
         self.test_transform = _transform("test", EvalTransform, short_side=test_short_side, crop_size=test_crop_size,
@@ -225,6 +231,10 @@ class KineticsDataModule(pl.LightningDataModule):
         """Build the datasets for ``stage`` ("fit", "validate", "test", "predict"; None = all with annotations)."""
         if stage != "predict" and not os.path.isdir(self.root):
             raise ConfigError("data.root", f"dataset folder not found: {self.root}")
+        if self.hparams.train_upscale_on_device is None:
+            trainer = getattr(self, "trainer", None)
+            on_accelerator = trainer is not None and trainer.strategy.root_device.type != "cpu"
+            self.train_transform.upscale_on_device = on_accelerator
         if stage in ("fit", None) and self.train_dataset is None:
             if stage == "fit" or os.path.isfile(self.train_annotation):
                 self.train_dataset = self._dataset(self.train_annotation, "train", "train")
@@ -300,7 +310,7 @@ class KineticsDataModule(pl.LightningDataModule):
         if train:  # Lightning saves its position: exact mid-epoch resume
             cls, extra = ResumableDataLoader, {"seed": h.seed}
         else:
-            cls, extra = DataLoader, {}
+            cls, extra = ForkSafeDataLoader, {}
         return cls(dataset, batch_size=batch_size or self.clips_per_device, sampler=sampler, num_workers=workers,
                    pin_memory=h.pin_memory, drop_last=train, collate_fn=collate_fn,
                    persistent_workers=bool(h.persistent_workers and workers > 0), **extra)

@@ -7,7 +7,9 @@ crops (len = videos), read with one open decoder and one frame read of the union
 Samples are dicts: ``video`` uint8 (T, crop, crop, 3) (RGB, 0-255, channels last, so batches are (B, T, H, W, 3);
 not normalised: the device does that and permutes to (B, 3, T, H, W), see
 :class:`gnvideo.data.transforms.BatchTransform`), ``label`` int, ``video_index`` int, ``view_index`` int, ``valid``
-bool, ``flip`` bool (train: mirror this clip on the device; else False). Test items stack their V = num_clips x
+bool, ``flip`` bool (train: mirror this clip on the device; else False), and in train mode ``box_size`` int (the
+side of the source box in the clip's top-left that the device enlarges to the crop, see
+:mod:`gnvideo.data.transforms`). Test items stack their V = num_clips x
 num_crops views: ``video`` uint8 (V, T, crop, crop, 3), ``view_index`` int64 (V,) (view = clip x num_crops + crop), the
 rest per video; :func:`collate_views` flattens them into a batch of views (B x V, T, crop, crop, 3) in which every row
 has its video's ``label``, ``video_index``, ``valid`` and ``flip``.
@@ -173,9 +175,9 @@ class ClipDataset(Dataset):
             indices = train_clip_indices(reader.num_frames, self.num_frames, self.sampling_rate, generator)
             frames = reader.frames(indices)
             self.num_repeated_frames += reader.last_num_repeated
-        video, flip = self.transform(frames, generator)
-        return {"video": video, "label": label, "video_index": video_index, "view_index": 0, "valid": True,
-                "flip": flip}
+        clip = self.transform(frames, generator)
+        return {"video": clip.video, "label": label, "video_index": video_index, "view_index": 0, "valid": True,
+                "flip": clip.flip, "box_size": clip.box_size}
 
     def _eval_views(self, video_index: int) -> torch.Tensor:
         """All views of one video, uint8 (num_clips x num_crops, T, h, w, 3): one open, one read of the union."""

@@ -1,6 +1,6 @@
-"""Clip transforms. On the CPU (DataLoader workers): uint8 frames (T, H, W, 3) -> uint8 clip (T, h, w, 3), only a
-scale and a crop. On the device: :class:`BatchTransform`, uint8 (N, T, h, w, 3) -> normalised float32
-(N, 3, T, h, w), batched.
+"""Clip transforms. On the CPU (DataLoader workers): uint8 frames (T, H, W, 3) -> uint8 clip (T, h, w, 3), a crop
+(and a scale where it shrinks the frame). On the device: :class:`BatchTransform`, uint8 (N, T, h, w, 3) ->
+normalised float32 (N, 3, T, h, w), batched, including the enlarging of training crops.
 
 Layout: clips stay channels-last, (T, h, w, 3), the decoder's own layout and the memory layout of torchvision's uint8
 resize output, so the worker never transposes a clip (a strided uint8 (3, T, h, w) copy costs as much as the resize);
@@ -9,6 +9,13 @@ the device does the permute to (N, 3, T, h, w) together with the float conversio
 Scaling and cropping are fused: the crop box is chosen in the coordinates of the scaled video and mapped back, and
 ``torchvision.transforms.v2.functional.resized_crop`` resizes only the cropped region (uint8, bilinear,
 antialiased). The result equals scale-then-crop up to sub-pixel rounding of the box and costs a fraction of it.
+Training crops usually enlarge (a 256-pixel video scaled to a short side in [256, 320]): then the worker only
+crops, the box at source resolution goes into the top-left of the (T, crop, crop, 3) clip (zeros elsewhere) with
+its side in the sample's ``box_size``, and :class:`BatchTransform` scales it up to the crop, bilinear, batched on the
+device (``TrainTransform(upscale_on_device=True)``; the DataModule turns it on when training on an accelerator).
+Enlarging needs no antialiasing, so this equals the CPU's uint8 resize up to its rounding (within one uint8 level).
+A box that shrinks is scaled in the worker.
+
 Train randomness comes from an explicit ``torch.Generator`` so a sample can be reproduced from its seed: the
 horizontal flip is drawn there too (a bool per clip, the sample's ``flip``) and applied on the device by
 :class:`BatchTransform`, so a flipped clip is the same whichever worker loads it and whatever device flips it.
@@ -21,9 +28,11 @@ in ``VideoClassifier.on_after_batch_transfer``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F_nn
 from torchvision.transforms.v2 import functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -67,15 +76,31 @@ def _scaled(height: int, width: int, short_side: float) -> tuple[float, float]:
     return height * f, width * f
 
 
+def _enlarge_boxes(x: torch.Tensor, box_size: torch.Tensor) -> None:
+    """In place: scale the (s, s) top-left box of every clip of x (N, 3, T, H, W) with ``box_size`` s < W to (H, W)."""
+    n, c, t, h, w = x.shape
+    small = box_size < w
+    if not bool(small.any()):
+        return
+    for side in torch.unique(box_size[small]).tolist():
+        rows = torch.nonzero(box_size == side).flatten()
+        box = x[rows, :, :, :side, :side].reshape(len(rows), c * t, side, side)
+        scaled = F_nn.interpolate(box, size=(h, w), mode="bilinear", align_corners=False)
+        x[rows] = scaled.view(len(rows), c, t, h, w)
+
+
 class BatchTransform(nn.Module):
     """Device-side batch transform: optional horizontal flip per clip, float conversion, mean/std normalisation.
 
     Args:
         mean, std: per-channel RGB statistics in [0, 1] units (``data.mean`` / ``data.std``).
 
-    Call: ``transform(video uint8 (N, T, H, W, 3), flip bool (N,) or None) -> float32 (N, 3, T, H, W)``, contiguous,
-    ``(x / 255 - mean) / std`` per channel, clips with ``flip[i]`` mirrored along W. Float input (N, 3, T, H, W) is
-    returned as it is (already normalised). Runs on the device of ``video`` (the buffers follow it).
+    Call: ``transform(video uint8 (N, T, H, W, 3), flip bool (N,) or None, box_size int (N,) or None)
+    -> float32 (N, 3, T, H, W)``, contiguous, ``(x / 255 - mean) / std`` per channel. A clip with ``box_size[i] < W``
+    holds a (box_size, box_size) box in its top-left corner, which is scaled up to (H, W) (bilinear,
+    ``align_corners=False``, as torchvision's resize); clips with ``flip[i]`` are then mirrored along W. Float input
+    (N, 3, T, H, W) is returned as it is (already normalised). Runs on the device of ``video`` (the buffers follow
+    it).
     """
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
@@ -90,24 +115,43 @@ class BatchTransform(nn.Module):
         self.register_buffer("scale", scale, persistent=False)
         self.register_buffer("shift", shift, persistent=False)
 
-    def forward(self, video: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, flip: torch.Tensor | None = None,
+                box_size: torch.Tensor | None = None) -> torch.Tensor:
         if video.dtype != torch.uint8:
             return video
         if video.ndim != 5 or video.shape[-1] != 3:
             raise ValueError(f"expected uint8 clips (N, T, H, W, 3), got {tuple(video.shape)}")
-        if flip is not None:
-            flip = torch.as_tensor(flip, dtype=torch.bool, device=video.device)
-            if bool(flip.any()):
-                video = torch.where(flip.view(-1, 1, 1, 1, 1), video.flip(-2), video)
         if self.scale.device != video.device:
             self.to(video.device)
         n, t, h, w, _ = video.shape
         x = torch.empty((n, 3, t, h, w), dtype=torch.float32, device=video.device)
         x.copy_(video.permute(0, 4, 1, 2, 3))
-        return x.mul_(self.scale).add_(self.shift)
+        x.mul_(self.scale).add_(self.shift)  # affine per channel: commutes with the bilinear scaling below
+        if box_size is not None:
+            _enlarge_boxes(x, torch.as_tensor(box_size, device=video.device))
+        if flip is not None:
+            flip = torch.as_tensor(flip, dtype=torch.bool, device=video.device)
+            if bool(flip.any()):
+                x = torch.where(flip.view(-1, 1, 1, 1, 1), x.flip(-1), x)
+        return x
 
     def extra_repr(self) -> str:
         return f"mean={self.mean}, std={self.std}"
+
+
+class TrainClip(NamedTuple):
+    """A training clip as the worker sends it.
+
+    Attributes:
+        video: uint8 (T, crop, crop, 3).
+        flip: whether :class:`BatchTransform` mirrors the clip.
+        box_size: side (pixels) of the source box in the top-left of ``video`` that :class:`BatchTransform` scales
+            up to the crop; ``crop`` when ``video`` already is the finished crop.
+    """
+
+    video: torch.Tensor
+    flip: bool
+    box_size: int
 
 
 class TrainTransform:
@@ -117,9 +161,12 @@ class TrainTransform:
         short_side_range: (min, max) short side in pixels, drawn uniformly (integers, inclusive).
         crop_size: side of the square crop in pixels (<= short_side_range[0]).
         flip_prob: probability of a horizontal flip.
+        upscale_on_device: when the crop box is smaller than the crop (the scale enlarges), send the box unscaled
+            and let :class:`BatchTransform` enlarge it on the device (see the module docstring); False scales it
+            here (uint8, as torchvision's ``resized_crop``).
 
-    Call: ``transform(frames uint8 (T, H, W, 3), generator=None) -> (clip uint8 (T, crop, crop, 3), flip bool)``;
-    the clip is not flipped, ``flip`` says whether :class:`BatchTransform` mirrors it.
+    Call: ``transform(frames uint8 (T, H, W, 3), generator=None) -> TrainClip(video, flip, box_size)``; the clip is
+    not flipped, ``flip`` says whether :class:`BatchTransform` mirrors it.
     """
 
     def __init__(
@@ -127,6 +174,7 @@ class TrainTransform:
         short_side_range: tuple[int, int] = (256, 320),
         crop_size: int = 224,
         flip_prob: float = 0.5,
+        upscale_on_device: bool = False,
     ) -> None:
         lo, hi = (int(v) for v in short_side_range)
         if not 0 < lo <= hi:
@@ -136,8 +184,9 @@ class TrainTransform:
         if not 0.0 <= flip_prob <= 1.0:
             raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
         self.short_side_range, self.crop_size, self.flip_prob = (lo, hi), int(crop_size), float(flip_prob)
+        self.upscale_on_device = bool(upscale_on_device)
 
-    def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, bool]:
+    def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> TrainClip:
         _check_video(video)
         t, h, w, _ = video.shape
         lo, hi = self.short_side_range
@@ -147,16 +196,21 @@ class TrainTransform:
         top = float(torch.rand((), generator=generator)) * (sh - self.crop_size)
         left = float(torch.rand((), generator=generator)) * (sw - self.crop_size)
         flip = float(torch.rand((), generator=generator)) < self.flip_prob
-        box = max(1, round(self.crop_size * f))
+        crop = self.crop_size
+        box = max(1, round(crop * f))
         top0 = min(round(top * f), h - box)
         left0 = min(round(left * f), w - box)
+        if box == crop or (box < crop and self.upscale_on_device):
+            out = torch.zeros((t, crop, crop, 3), dtype=torch.uint8)
+            out[:, :box, :box] = video[:, top0:top0 + box, left0:left0 + box]
+            return TrainClip(out, flip, box)
         frames = video.permute(0, 3, 1, 2)
-        out = F.resized_crop(frames, top0, left0, box, box, [self.crop_size, self.crop_size], antialias=True)
-        return _to_clip(out), flip
+        out = F.resized_crop(frames, top0, left0, box, box, [crop, crop], antialias=True)
+        return TrainClip(_to_clip(out), flip, crop)
 
     def __repr__(self) -> str:
         return (f"TrainTransform(short_side_range={self.short_side_range}, crop_size={self.crop_size}, "
-                f"flip_prob={self.flip_prob})")
+                f"flip_prob={self.flip_prob}, upscale_on_device={self.upscale_on_device})")
 
 
 class EvalTransform:
@@ -227,5 +281,5 @@ class EvalTransform:
         return f"EvalTransform(short_side={self.short_side}, {view})"
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MEAN_STD_PRESETS", "BatchTransform", "EvalTransform", "TrainTransform",
-           "resolve_mean_std"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MEAN_STD_PRESETS", "BatchTransform", "EvalTransform", "TrainClip",
+           "TrainTransform", "resolve_mean_std"]

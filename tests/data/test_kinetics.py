@@ -106,7 +106,7 @@ def test_train_samples_reproducible_per_epoch(dataset_root):
     batch = next(iter(DataLoader(ds, batch_size=4, num_workers=2)))
     single = next(iter(DataLoader(ds, batch_size=4, num_workers=0)))
     assert torch.equal(batch["video"], single["video"])  # independent of which worker loads an item
-    assert set(batch) == {"video", "label", "video_index", "view_index", "valid", "flip"}
+    assert set(batch) == {"video", "label", "video_index", "view_index", "valid", "flip", "box_size"}
     assert batch["video"].shape[0] == 4 and batch["video"].dtype == torch.uint8
 
 
@@ -195,8 +195,8 @@ def test_datamodule_train_flip_prob_reaches_training_clips(dataset_root, train_f
     dm.setup("fit")
     assert dm.train_dataset.transform.flip_prob == train_flip_prob
     frames = torch.randint(0, 256, (4, 48, 64, 3), dtype=torch.uint8)
-    crop, flip = dm.train_dataset.transform(frames, generator=torch.Generator().manual_seed(0))
-    unflipped, never = dm.train_dataset.transform.__class__((48, 48), 48, flip_prob=0.0)(
+    crop, flip, _ = dm.train_dataset.transform(frames, generator=torch.Generator().manual_seed(0))
+    unflipped, never, _ = dm.train_dataset.transform.__class__((48, 48), 48, flip_prob=0.0)(
         frames, generator=torch.Generator().manual_seed(0))
     assert torch.equal(crop, unflipped) and flip == (train_flip_prob == 1.0) and not never
     flipped = dm.batch_transform(crop.unsqueeze(0), torch.tensor([flip]))
@@ -300,3 +300,15 @@ def test_dataset_rejects_a_transform_of_the_wrong_kind(dataset_root):
         ClipDataset(entries, "train", LABELS, EvalTransform(48, 40))
     with pytest.raises(ValueError, match="num_crops=1"):
         ClipDataset(entries, "val", LABELS, EvalTransform(48, 40, num_crops=3))
+
+
+@pytest.mark.parametrize(("option", "device", "expected"), [
+    (None, "cpu", False), (None, "cuda", True), (True, "cpu", True), (False, "cuda", False)])
+def test_training_crops_are_enlarged_on_the_accelerator_by_default(dataset_root, option, device, expected):
+    from types import SimpleNamespace
+
+    dm = KineticsDataModule(str(dataset_root), clips_per_device=2, num_workers=0, num_frames=4, pin_memory=False,
+                            train_upscale_on_device=option, **SMALL_VIEWS)
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+    dm.setup("fit")
+    assert dm.train_dataset.transform.upscale_on_device is expected

@@ -48,13 +48,14 @@ def test_eval_clip_indices_uniform():
 
 def test_train_transform_shapes_and_values():
     video = torch.randint(0, 256, (6, 48, 80, 3), dtype=torch.uint8)
-    tf = TrainTransform((64, 72), 56)
-    out, flip = tf(video, torch.Generator().manual_seed(0))
+    tf = TrainTransform((64, 72), 56, upscale_on_device=True)
+    out, flip, box = tf(video, torch.Generator().manual_seed(0))
     assert out.shape == (6, 56, 56, 3) and out.dtype == torch.uint8 and isinstance(flip, bool)
-    again, flip_again = tf(video, torch.Generator().manual_seed(0))
-    assert torch.equal(out, again) and flip == flip_again
-    white, _ = tf(torch.full((2, 48, 80, 3), 255, dtype=torch.uint8))
-    assert bool((white == 255).all())  # uint8 values pass through the crop unchanged
+    assert 37 <= box <= 42  # 56 px of a short side of 64..72 drawn from 48: the box is enlarged on the device
+    again, flip_again, box_again = tf(video, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again) and flip == flip_again and box == box_again
+    white, _, box = tf(torch.full((2, 48, 80, 3), 255, dtype=torch.uint8))
+    assert bool((white[:, :box, :box] == 255).all()) and not white[:, box:].any()  # the box as it is, zeros beyond
     normed = BatchTransform(IMAGENET_MEAN, IMAGENET_STD)(white.unsqueeze(0))
     expected = torch.tensor([(1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
     assert normed.dtype == torch.float32
@@ -66,8 +67,9 @@ def test_train_transform_flips_and_crops_randomly():
     tf = TrainTransform((64, 64), 64)
     device = BatchTransform((0, 0, 0), (1 / 255,) * 3)  # identity scale: values stay 0..255
     draws = [tf(video, torch.Generator().manual_seed(s)) for s in range(20)]
-    batch = torch.stack([clip for clip, _ in draws])
-    flips = torch.tensor([flip for _, flip in draws])
+    batch = torch.stack([clip for clip, _, _ in draws])
+    flips = torch.tensor([flip for _, flip, _ in draws])
+    assert all(box == 64 for _, _, box in draws)  # scale 1: the crop is final
     rows = device(batch, flips)[:, 0, 0, 0]
     increasing = [bool(r[-1] > r[0]) for r in rows]
     assert any(increasing) and not all(increasing)  # flipped sometimes

@@ -32,30 +32,51 @@ def _former_cpu_path(clip: torch.Tensor, flip: bool, mean, std) -> torch.Tensor:
 
 @pytest.mark.parametrize("mean,std", [(IMAGENET_MEAN, IMAGENET_STD), ((0.45,) * 3, (0.225,) * 3)])
 def test_device_normalisation_equals_the_former_cpu_path(mean, std):
+    """Same clip, crop and flip draw: the device path (box enlarged there) against the former CPU path (uint8
+    resized crop in the worker, then flip and normalisation): equal up to the uint8 rounding of the CPU resize."""
     video = torch.randint(0, 256, (6, 50, 70, 3), dtype=torch.uint8)
-    tf = TrainTransform((48, 60), 40, flip_prob=0.5)
-    clips, flips, former = [], [], []
-    for seed in range(8):  # same clip, same crop, same flip draw for both paths
-        clip, flip = tf(video, torch.Generator().manual_seed(seed))
+    tf = TrainTransform((48, 60), 40, flip_prob=0.5, upscale_on_device=True)
+    cpu_tf = TrainTransform((48, 60), 40, flip_prob=0.5)
+    clips, flips, boxes, former = [], [], [], []
+    for seed in range(16):
+        clip, flip, box = tf(video, torch.Generator().manual_seed(seed))
+        cpu_clip, cpu_flip, cpu_box = cpu_tf(video, torch.Generator().manual_seed(seed))
+        assert cpu_flip == flip and cpu_box == 40
         clips.append(clip)
         flips.append(flip)
-        former.append(_former_cpu_path(clip, flip, mean, std))
+        boxes.append(box)
+        former.append(_former_cpu_path(cpu_clip, flip, mean, std))
     assert any(flips) and not all(flips)
-    got = BatchTransform(mean, std)(torch.stack(clips), torch.tensor(flips))
+    boxes = torch.tensor(boxes)
+    assert (boxes < 40).any() and (boxes == 40).any() and (boxes > 40).sum() == 0  # short side 48..60 of 50 px
+    got = BatchTransform(mean, std)(torch.stack(clips), torch.tensor(flips), boxes)
     want = torch.stack(former)
-    assert got.dtype == torch.float32 and got.shape == want.shape == (8, 3, 6, 40, 40)
-    assert (got - want).abs().max() <= 1e-6
+    assert got.dtype == torch.float32 and got.shape == want.shape == (16, 3, 6, 40, 40)
+    err = (got - want).abs().amax(dim=(1, 2, 3, 4))
+    assert err[boxes == 40].max() <= 1e-6  # a finished crop: exactly the former path
+    assert err[boxes < 40].max() <= 1.0 / (255 * min(std)) + 1e-5  # enlarged on the device: within one uint8 level
     views = EvalTransform(48, 40, num_crops=3)(video)  # eval views: no flip
     got = BatchTransform(mean, std)(torch.stack(views))
     want = torch.stack([_former_cpu_path(v, False, mean, std) for v in views])
     assert (got - want).abs().max() <= 1e-6
 
 
+def test_worker_sends_the_source_box_of_an_enlarging_crop():
+    """When the scale enlarges, the worker only crops: the clip's top-left holds the source pixels of the box."""
+    video = torch.randint(0, 256, (3, 48, 64, 3), dtype=torch.uint8)
+    tf = TrainTransform((60, 60), 40, upscale_on_device=True)
+    clip, _, box = tf(video, torch.Generator().manual_seed(1))
+    assert box == 32  # 40 px at a short side of 60 are 32 source pixels of 48
+    found = [(y, x) for y in range(48 - box + 1) for x in range(64 - box + 1)
+             if torch.equal(video[:, y:y + box, x:x + box], clip[:, :box, :box])]
+    assert len(found) == 1 and not clip[:, box:].any() and not clip[:, :, box:].any()
+
+
 @pytest.mark.parametrize("prob", [0.0, 0.3, 1.0])
 def test_flip_probability_is_respected_and_reproducible(prob):
     tf = TrainTransform((8, 8), 8, flip_prob=prob)
     video = torch.zeros(1, 8, 8, 3, dtype=torch.uint8)
-    draws = [tf(video, torch.Generator().manual_seed(s))[1] for s in range(2000)]
+    draws = [tf(video, torch.Generator().manual_seed(s)).flip for s in range(2000)]
     rate = sum(draws) / len(draws)
     assert abs(rate - prob) < 0.04, rate  # 4 standard deviations at p = 0.3
     assert draws[:50] == [tf(video, torch.Generator().manual_seed(s))[1] for s in range(50)]
@@ -94,6 +115,11 @@ def test_module_normalises_uint8_batches_in_the_hook():
     out = model.on_after_batch_transfer(batch, 0)
     assert out["video"].dtype == torch.float32 and torch.allclose(out["video"], torch.full_like(out["video"], 2.0))
     assert batch["video"].dtype == torch.uint8  # the input dict is not changed in place
+    boxed = torch.zeros((2, 4, 16, 16, 3), dtype=torch.uint8)
+    boxed[:, :, :8, :8] = 255  # an 8 x 8 source box in both clips; only the first is marked as one
+    out = model.on_after_batch_transfer({"video": boxed, "box_size": torch.tensor([8, 16])}, 0)["video"]
+    assert torch.allclose(out[0], torch.full_like(out[0], 2.0))  # enlarged to the whole crop
+    assert torch.allclose(out[1, :, :, 8:], torch.full_like(out[1, :, :, 8:], -2.0))  # a finished crop: left as is
 
 
 class _CountingReader:
