@@ -27,7 +27,6 @@ network. Example::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import multiprocessing
@@ -40,9 +39,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from gnvideo.data.annotations import load_label_names  # noqa: E402
-from gnvideo.data.layout import CSV_COLUMNS as REQUIRED_COLUMNS  # noqa: E402
-from gnvideo.data.layout import SPLIT_ALIASES, check_label, is_video_file, parse_time_span  # noqa: E402
-from gnvideo.data.synthetic import clip_filename, write_annotation_csv  # noqa: E402
+from gnvideo.data.layout import (  # noqa: E402
+    clip_filename,
+    clip_stem,
+    index_video_files,
+    read_annotation_csv,
+    split_from_file_name,
+    split_name,
+    write_annotation_csv,
+    write_text_atomic,
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,7 @@ class Clip:
 
 def read_official_csv(path: str | os.PathLike, default_split: str | None = None,
                       label_names: list[str] | None = None) -> list[Clip]:
-    """Parse an official Kinetics CSV with the dataset's rules (``gnvideo.data.layout``).
+    """Parse an official Kinetics CSV with the dataset's rules (``gnvideo.data.layout.read_annotation_csv``).
 
     Args:
         path: CSV with a header containing ``label,youtube_id,time_start,time_end`` and optionally ``split``.
@@ -73,67 +79,26 @@ def read_official_csv(path: str | os.PathLike, default_split: str | None = None,
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: missing columns, a malformed row, bad times or an unknown label; the message names the file and
-            line.
+        ValueError: missing columns, a malformed row, bad times, an unknown label or split; the message names the
+            file and line.
     """
-    label_index = {name: i for i, name in enumerate(label_names)} if label_names is not None else None
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation CSV not found: {path}")
+    rows = read_annotation_csv(path, label_names)
+    fallback = default_split or split_from_file_name(path)
     clips = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{path}:1: missing column(s) {missing}; header is {header}")
-        for row in reader:
-            line = reader.line_num
-            try:
-                if None in row or any(row.get(c) is None for c in REQUIRED_COLUMNS):
-                    raise ValueError(f"expected {len(header)} fields")
-                label, yid = row["label"].strip(), row["youtube_id"].strip()
-                if not label or not yid:
-                    raise ValueError("empty label or youtube_id")
-                if "/" in label or "/" in yid or label in (".", ".."):
-                    raise ValueError("label and youtube_id must not contain '/'")
-                start, end = parse_time_span(row["time_start"], row["time_end"])
-                if label_index is not None:
-                    check_label(label, label_index)
-                split_text = (row.get("split") or default_split or _split_from_name(path)).strip().lower()
-                if split_text not in SPLIT_ALIASES:
-                    raise ValueError(f"unknown split {split_text!r}; expected one of {sorted(SPLIT_ALIASES)}")
-            except ValueError as e:
-                raise ValueError(f"{path}:{line}: malformed row {row}: {e}") from None
-            clips.append(Clip(label, yid, start, end, SPLIT_ALIASES[split_text], str(path), line))
+    for row in rows:
+        if not (row.split or fallback):
+            raise ValueError(f"{path}: no split column and no split in the file name; pass --split")
+        try:
+            split = split_name(row.split or fallback)
+        except ValueError as e:
+            raise ValueError(f"{path}:{row.line}: malformed row, {e}") from None
+        clips.append(Clip(row.label, row.youtube_id, row.time_start, row.time_end, split, str(path), row.line))
     return clips
 
 
-def _split_from_name(path: Path) -> str:
-    for alias in SPLIT_ALIASES:
-        if alias in path.stem.lower():
-            return alias
-    raise ValueError(f"{path}: no split column and no split in the file name; pass --split")
-
-
-def index_sources(video_dir: str | os.PathLike) -> dict[str, Path]:
-    """Map file stems to paths for every video file under ``video_dir`` (recursive; partial downloads ignored)."""
-    video_dir = Path(video_dir)
-    if not video_dir.is_dir():
-        raise FileNotFoundError(f"raw video directory not found: {video_dir}")
-    index: dict[str, Path] = {}
-    for dirpath, _, files in os.walk(video_dir):
-        for name in sorted(files):
-            stem = os.path.splitext(name)[0]
-            if is_video_file(name):
-                index.setdefault(stem, Path(dirpath) / name)
-    return index
-
-
-def find_source(index: dict[str, Path], clip: Clip) -> tuple[Path | None, bool]:
+def find_source(index: dict[str, str], clip: Clip) -> tuple[str | None, bool]:
     """Return ``(path, trimmed)``: the raw file for a clip and whether it already holds only the clip."""
-    for stem in (f"{clip.youtube_id}_{clip.time_start:06d}_{clip.time_end:06d}",
+    for stem in (clip_stem(clip.youtube_id, clip.time_start, clip.time_end),
                  f"{clip.youtube_id}_{clip.time_start}_{clip.time_end}"):
         if stem in index:
             return index[stem], True
@@ -330,9 +295,8 @@ def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 25
     for f in csv_files:
         clips.extend(read_official_csv(f, default_split=split, label_names=names))
     if labels is not None and (not own_labels.is_file() or load_label_names(own_labels) != names):
-        own_labels.parent.mkdir(parents=True, exist_ok=True)
-        own_labels.write_text("\n".join(names) + "\n", encoding="utf-8")
-    index = index_sources(video_dir)
+        write_text_atomic(own_labels, "\n".join(names) + "\n")
+    index = index_video_files(video_dir)
     options = {"short_side": short_side, "upscale": upscale, "crf": crf, "preset": preset}
     jobs, missing, existing = [], [], []
     seen: set[str] = set()

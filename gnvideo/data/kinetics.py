@@ -33,15 +33,8 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .annotations import (
-    VIDEO_EXTENSIONS,
-    VideoEntry,
-    apply_exclude,
-    is_video_file,
-    load_label_names,
-    read_annotations,
-    read_exclude_list,
-)
+from .annotations import VideoEntry, apply_exclude, load_label_names, read_annotations
+from .layout import VIDEO_EXTENSIONS, is_video_file, read_exclude_list
 from .readers import BACKENDS, open_video
 from .sampling import eval_clip_indices, sample_generator, train_clip_indices
 from .transforms import EvalTransform, TrainTransform

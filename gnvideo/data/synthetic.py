@@ -16,7 +16,7 @@ Layout written by :func:`make_synthetic_dataset`::
     root/labels.txt                       (one class name per line)
     root/.synthetic_complete.json         (written last, atomically; generation is skipped when it matches)
 
-Only numpy and PyAV are needed; torch is never imported here.
+Rendering needs numpy only; files, CSVs and names follow :mod:`gnvideo.data.layout`.
 """
 
 from __future__ import annotations
@@ -27,27 +27,24 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from gnvideo.data.layout import clip_filename, write_annotation_csv, write_text_atomic
+
 __all__ = [
-    "ANNOTATION_COLUMNS",
     "CLASS_NAMES",
     "COMPLETE_MARKER",
     "ClipParams",
     "SyntheticSummary",
-    "clip_filename",
     "encode_video",
     "make_synthetic_dataset",
     "render_clip",
     "sample_clip_params",
-    "write_annotation_csv",
 ]
 
-ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 CLASS_NAMES = (
     "moving left",
     "moving right",
@@ -298,46 +295,6 @@ def encode_video(path: str | os.PathLike, frames: np.ndarray, fps: int | Fractio
         container.mux(stream.encode(None))
 
 
-def clip_filename(youtube_id: str, time_start: int, time_end: int, ext: str = ".mp4") -> str:
-    """Kinetics clip file name ``<id>_<start:06d>_<end:06d><ext>``."""
-    return f"{youtube_id}_{int(time_start):06d}_{int(time_end):06d}{ext}"
-
-
-def _csv_field(value: object) -> str:
-    text = str(value)
-    if any(c in text for c in ' ,"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
-
-
-def write_annotation_csv(path: str | os.PathLike, rows: Iterable[Sequence[object]]) -> None:
-    """Write an annotation file with the official Kinetics columns, atomically (temp file + rename).
-
-    Fields containing spaces, commas or quotes are quoted (as in the official files), so readers must use a CSV
-    parser.
-
-    Args:
-        path: destination ``.csv``.
-        rows: ``(label, youtube_id, time_start, time_end, split)`` tuples.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.write(",".join(ANNOTATION_COLUMNS) + "\n")
-        for row in rows:
-            if len(row) != len(ANNOTATION_COLUMNS):
-                raise ValueError(f"{path}: row {row!r} must have the columns {ANNOTATION_COLUMNS}")
-            f.write(",".join(_csv_field(v) for v in row) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _render_and_write(job: tuple) -> str:
     """Worker: render one clip and write it atomically. ``job`` = (path, seed, label_index, sampling kwargs)."""
     path, seed, label_index, kwargs = job
@@ -449,9 +406,9 @@ def make_synthetic_dataset(root: str | os.PathLike, num_classes: int = 8, videos
     for split in ("train", "val"):
         rows = [(e[1], e[2], e[3], e[4], e[0]) for e in plan if e[0] == split]
         write_annotation_csv(root / "annotations" / f"{split}.csv", rows)
-    _write_text_atomic(root / "labels.txt", "".join(f"{name}\n" for name in labels))
+    write_text_atomic(root / "labels.txt", "".join(f"{name}\n" for name in labels))
     seconds = time.perf_counter() - t0
-    _write_text_atomic(marker, json.dumps({"settings": settings, "videos": len(plan), "seconds": seconds}, indent=1))
+    write_text_atomic(marker, json.dumps({"settings": settings, "videos": len(plan), "seconds": seconds}, indent=1))
     return summary(False)
 
 

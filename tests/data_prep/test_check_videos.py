@@ -37,7 +37,7 @@ def test_check_root_lists_broken_files(scripts, tmp_path):
     (root / "train" / "a b").mkdir(parents=True)
     (root / "val" / "c (d)").mkdir(parents=True)
     good, bad = make_dataset(root)
-    assert len(cv.list_videos(root)) == 6
+    assert len(cv.list_inputs([str(root)])) == 6
     assert cv.main([str(root), "--workers", "2", "--no-progress"]) == 1
     listed = read_list(root / "broken_videos.txt")
     assert set(listed) == {str(p.resolve()) for p in bad}
