@@ -49,6 +49,7 @@ from gnvideo.data.layout import (  # noqa: E402
     write_annotation_csv,
     write_text_atomic,
 )
+from gnvideo.data.video_writer import VideoWriter, partial_path  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,6 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
 
     src, dst = str(src), Path(dst)
     check_file(src)
-    tmp = dst.with_name(f".{dst.name}.partial")
     try:
         inp = av.open(src)
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
@@ -151,34 +151,27 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
         def slot(t: float) -> int:  # the output frame whose time is nearest to t
             return math.floor((t - start) / step + 0.5)
 
-        written = 0
-        with av.open(str(tmp), "w", format="mp4") as out:
-            ost = None
-            rotation = 0
+        out: VideoWriter | None = None
+        rotation = 0
 
-            def emit(frame, until: int) -> None:
-                nonlocal written
-                converted = None
-                while written < min(until, n_out):
-                    if converted is None:  # convert lazily: frames before the cut point are never converted
-                        converted = _upright(frame, ost.width, ost.height, rotation)
-                    converted.pts, converted.time_base = written, ost.codec_context.time_base
-                    out.mux(ost.encode(converted))
-                    written += 1
+        def emit(frame, until: int) -> None:
+            converted = None
+            while out.frames_written < min(until, n_out):
+                if converted is None:  # convert lazily: frames before the cut point are never converted
+                    converted = _upright(frame, *out.size, rotation)
+                out.write(converted)
 
+        try:
             prev, prev_t, t, decoded = None, None, None, 0
             for k, frame, t in _timed_frames(inp, ist, src, step, t0, count_frames):
                 decoded = k + 1
                 if prev_t is not None and t <= prev_t:  # never back in time (decode-order timestamps)
                     t = prev_t + step
-                if ost is None:
+                if out is None:
                     rotation = int(round(frame.rotation or 0)) % 360
                     w, h = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
                     w, h = _target_size(w, h, short_side, upscale)
-                    ost = out.add_stream("libx264", rate=rate,
-                                         options={"crf": str(crf), "preset": preset, "threads": str(threads)})
-                    ost.width, ost.height, ost.pix_fmt = w, h, "yuv420p"
-                    ost.codec_context.time_base = 1 / rate
+                    out = VideoWriter(dst, rate, width=w, height=h, crf=crf, preset=preset, threads=threads)
                 s = slot(t)
                 if prev is not None:
                     emit(prev, s)  # the previous frame stays on screen until this one starts
@@ -191,11 +184,14 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
                 if prev is not None:
                     emit(prev, slot(prev_t) + 1)
                     _check_not_truncated(ist, src, prev_t, rate, decoded if count_frames or start <= 0 else None)
-            if ost is None or written == 0:
+            if out is None or out.frames_written == 0:
                 raise VideoDecodeError(f"no frames in [{start}, {end}] s", src)
-            out.mux(ost.encode(None))
-    os.replace(tmp, dst)
-    return written
+        except BaseException:
+            if out is not None:
+                out.abort()
+            raise
+        out.close()
+    return out.frames_written
 
 
 def _timed_frames(inp, ist, src: str, step: float, t0: float, count_frames: bool):
@@ -269,9 +265,7 @@ def _work(job: tuple) -> tuple[str, str, str]:
     try:
         n = transcode(src, dst, start, end, **options)
     except Exception as e:  # any decoder failure marks the source broken: reported, not raised
-        tmp = Path(dst).with_name(f".{Path(dst).name}.partial")
-        if tmp.exists():
-            tmp.unlink()
+        partial_path(dst).unlink(missing_ok=True)
         reason = problem_reason(e)
         if isinstance(e, VideoDecodeError) and reason.startswith(("decode error", "truncated")):
             reason = video_problem(src) or reason  # the whole-file verdict, word for word what check_videos says
