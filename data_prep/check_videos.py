@@ -19,11 +19,11 @@ unless ``--relative``. Verdicts are written as they come: broken lines are appen
 rewrites the output with the broken files among the inputs, in input order. Every broken file is printed once with
 its reason. Exit status: 0 all good, 1 some broken, 2 bad arguments.
 
-Example::
+Example (``python data_prep/check_videos.py`` and ``python -m data_prep.check_videos`` take the same arguments)::
 
-    python data_prep/check_videos.py data/kinetics400 --workers 16
-    python data_prep/check_videos.py clip.mp4 other.avi
-    python data_prep/check_videos.py --annotation data/kinetics400/annotations/val.csv --root data/kinetics400
+    gnvideo-check-videos data/kinetics400 --workers 16
+    gnvideo-check-videos clip.mp4 other.avi
+    gnvideo-check-videos --annotation data/kinetics400/annotations/val.csv --root data/kinetics400
 """
 
 from __future__ import annotations
@@ -37,10 +37,8 @@ from collections import deque
 from multiprocessing.connection import wait
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from gnvideo.data.annotations import read_annotations  # noqa: E402
-from gnvideo.data.layout import (  # noqa: E402
+from gnvideo.data.annotations import read_annotations
+from gnvideo.data.layout import (
     exclude_line,
     is_annotation_csv,
     list_video_files,

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
+from data_prep.prepare_kinetics import read_official_csv
 from gnvideo.data import read_annotations
 from gnvideo.data.layout import is_video_file, parse_time_span
 
 HEADER = "label,youtube_id,time_start,time_end,split\n"
-
-
-def _prepare_kinetics():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data_prep"))
-    from prep_helpers import load_script
-
-    return load_script("prepare_kinetics")
 
 
 @pytest.mark.parametrize("start,end,message", [
@@ -36,7 +27,7 @@ def test_bad_times_rejected_by_dataset_and_prepare_alike(tmp_path, start, end, m
     with pytest.raises(ValueError, match=rf"train\.csv:3: malformed row.*{message}"):
         read_annotations(csv, tmp_path, "train", ["a"])
     with pytest.raises(ValueError, match=rf"train\.csv:3: malformed row.*{message}"):
-        _prepare_kinetics().read_official_csv(csv)
+        read_official_csv(csv)
 
 
 def test_good_times_and_labels(tmp_path):
@@ -47,7 +38,7 @@ def test_good_times_and_labels(tmp_path):
     with pytest.raises(ValueError, match=r"train\.csv:3: unknown label 'b'"):
         read_annotations(csv, tmp_path, "train", ["a"])
     with pytest.raises(ValueError, match=r"train\.csv:3: .*unknown label 'b'"):
-        _prepare_kinetics().read_official_csv(csv, label_names=["a"])
+        read_official_csv(csv, label_names=["a"])
 
 
 def test_video_file_names():

@@ -1,9 +1,7 @@
-"""Helpers for the data_prep script tests: load the scripts as modules; raw videos whose frames carry their index."""
+"""Helpers for the data_prep tests: raw videos whose frames carry their index."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import av
@@ -11,19 +9,7 @@ import numpy as np
 
 from gnvideo.data.video_writer import write_video
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "data_prep"
 BITS = 8
-
-
-def load_script(name: str):
-    """Import ``data_prep/<name>.py`` (registered in sys.modules so worker processes can unpickle its functions)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def index_frame(index: int, width: int, height: int) -> np.ndarray:
