@@ -108,3 +108,13 @@ def test_exclude_list_written_then_read_and_applied(tmp_path):
     assert apply_exclude(entries, keys) == [entries[1]]  # matched by file name, or by path
     with pytest.raises(FileNotFoundError, match="absent.txt"):
         read_exclude_list(tmp_path / "absent.txt")
+
+
+def test_split_names_and_clip_file_names():
+    from gnvideo.data.layout import clip_filename, split_from_file_name, split_name
+
+    assert [split_name(s) for s in ("train", "Validate", " valid ", "test")] == ["train", "val", "val", "test"]
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        split_name("dev")
+    assert split_from_file_name("k400/validate.csv") == "val" and split_from_file_name("x/all.csv") is None
+    assert clip_filename("abc", 3, 13) == "abc_000003_000013.mp4" and clip_filename("a", 0, 1, ".mkv").endswith(".mkv")
