@@ -19,17 +19,16 @@ unless ``--relative``. Verdicts are written as they come: broken lines are appen
 rewrites the output with the broken files among the inputs, in input order. Every broken file is printed once with
 its reason. Exit status: 0 all good, 1 some broken, 2 bad arguments.
 
-Example::
+Example (``python data_prep/check_videos.py`` and ``python -m data_prep.check_videos`` take the same arguments)::
 
-    python data_prep/check_videos.py data/kinetics400 --workers 16
-    python data_prep/check_videos.py clip.mp4 other.avi
-    python data_prep/check_videos.py --annotation data/kinetics400/annotations/val.csv --root data/kinetics400
+    gnvideo-check-videos data/kinetics400 --workers 16
+    gnvideo-check-videos clip.mp4 other.avi
+    gnvideo-check-videos --annotation data/kinetics400/annotations/val.csv --root data/kinetics400
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing
 import os
 import sys
@@ -38,7 +37,17 @@ from collections import deque
 from multiprocessing.connection import wait
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from gnvideo.data.annotations import read_annotations
+from gnvideo.data.layout import (
+    exclude_line,
+    is_annotation_csv,
+    list_video_files,
+    read_annotation_csv,
+    read_list_lines,
+    split_from_file_name,
+    split_name,
+    write_exclude_list,
+)
 
 DEFAULT_TIMEOUT = 300.0
 CRASHED = "decoder crashed (worker process died)"
@@ -174,26 +183,12 @@ def _run_pool(paths: list[str], workers: int, backend: str, timeout: float, reco
             w.stop(kill=w.path is not None)
 
 
-def list_videos(root: str | os.PathLike) -> list[str]:
-    """Every video file below ``root`` (hidden and partial files skipped), sorted."""
-    from gnvideo.data.layout import is_video_file
-
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset root not found: {root}")
-    found = []
-    for dirpath, dirnames, files in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(str(Path(dirpath) / f) for f in sorted(files) if is_video_file(f))
-    return found
-
-
 def list_inputs(inputs: list[str]) -> list[str]:
     """Video files named by folders (searched recursively) and files, in order, without duplicates."""
     found: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            found.extend(list_videos(item))
+            found.extend(list_video_files(item))
         elif os.path.isfile(item):
             found.append(item)
         else:
@@ -214,45 +209,20 @@ def paths_from_annotation(annotation: str | os.PathLike, root: str | os.PathLike
         FileNotFoundError: missing annotation file.
         ValueError: malformed CSV row (names the file and line) or no split.
     """
-    from gnvideo.data import read_annotations
-    from gnvideo.data.layout import SPLIT_ALIASES
-
     annotation, root = Path(annotation), Path(root)
     if not annotation.is_file():
         raise FileNotFoundError(f"annotation file not found: {annotation}")
-    with open(annotation, newline="", encoding="utf-8") as f:
-        first = f.readline()
-        f.seek(0)
-        if "youtube_id" not in first or "," not in first:
-            folder = root / split if split and (root / split).is_dir() else root
-            texts = (line.strip() for line in f)
-            return [str(folder / (t.split("\t", 1)[0] if "\t" in t else t.split(None, 1)[0]).strip())
-                    for t in texts if t and not t.startswith("#")]
-        rows = list(csv.DictReader(f))
-    name = split or (rows[0].get("split") if rows else None) or next(
-        (s for s in SPLIT_ALIASES if s in annotation.stem.lower()), None)
-    if name is None or name.strip().lower() not in SPLIT_ALIASES:
-        raise ValueError(f"{annotation}: cannot tell the split folder (got {name!r}); pass --split")
-    labels = sorted({(row.get("label") or "").strip() for row in rows})
-    entries = read_annotations(annotation, root, SPLIT_ALIASES[name.strip().lower()], labels)
+    if not is_annotation_csv(annotation):
+        folder = root / split if split and (root / split).is_dir() else root
+        return [str(folder / path) for _, path, _ in read_list_lines(annotation)]
+    rows = read_annotation_csv(annotation)
+    name = split or (rows[0].split if rows else None) or split_from_file_name(annotation)
+    try:
+        folder = split_name(name or "")
+    except ValueError:
+        raise ValueError(f"{annotation}: cannot tell the split folder (got {name!r}); pass --split") from None
+    entries = read_annotations(annotation, root, folder, sorted({row.label for row in rows}))
     return [e.path for e in entries]
-
-
-def write_list(output: str | os.PathLike, broken: list[tuple[str, str]], root: str | None = None,
-               relative: bool = False) -> None:
-    """Write ``path<TAB>reason`` lines (atomically)."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for path, reason in broken:
-            f.write(_line(path, reason, root, relative))
-    os.replace(tmp, output)
-
-
-def _line(path: str, reason: str, root: str | None, relative: bool) -> str:
-    shown = os.path.relpath(path, root) if relative and root else os.path.abspath(path)
-    return f"{shown}\t{' '.join(reason.split())}\n"
 
 
 def read_done(done: str | os.PathLike) -> dict[str, str | None]:
@@ -321,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"broken: {path}: {reason}", flush=True)
         if out_f is not None:
             if reason:
-                out_f.write(_line(path, reason, root, args.relative))
+                out_f.write(exclude_line(path, reason, root, args.relative))
                 out_f.flush()
             done_f.write(f"{os.path.abspath(path)}\t{' '.join(reason.split()) if reason else 'ok'}\n")
             done_f.flush()
@@ -335,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                 f.close()
     broken = [(q, verdicts[q]) for q in paths if verdicts.get(q)]
     if output:
-        write_list(output, broken, root=root, relative=args.relative)
+        write_exclude_list(output, broken, root=root, relative=args.relative)
     where = f"; list: {output}" if output else ""
     print(f"checked {len(paths)} videos: {len(broken)} broken{where}")
     return 1 if broken else 0

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Generate the synthetic motion dataset (Kinetics layout) for CPU demos and tests.
 
-Example::
+Example (``python data_prep/make_synthetic.py`` and ``python -m data_prep.make_synthetic`` take the same arguments)::
 
-    python data_prep/make_synthetic.py data/synthetic --num-classes 8 --videos-per-class 40 --val-videos-per-class 10
+    gnvideo-make-synthetic data/synthetic --num-classes 8 --videos-per-class 40 --val-videos-per-class 10
 
 Skips the work when ``root`` already holds a complete dataset made with the same settings.
 """
@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from gnvideo.data.synthetic import CLASS_NAMES, make_synthetic_dataset  # noqa: E402
+from gnvideo.demo.synthetic import CLASS_NAMES, make_synthetic_dataset
 
 
 def _range(kind):

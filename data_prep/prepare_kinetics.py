@@ -18,31 +18,36 @@ broken by the rule of ``gnvideo.data.validation`` and reported with check_videos
 (rotation metadata applied) and are the source frames at the source's rate, none repeated or dropped.
 
 Resumable: finished outputs are skipped; each output is written to a hidden temp file and renamed. Never touches the
-network. Example::
+network. Example (``python data_prep/prepare_kinetics.py`` and ``python -m data_prep.prepare_kinetics`` take the
+same arguments)::
 
-    python data_prep/prepare_kinetics.py --csv kinetics400/train.csv kinetics400/validate.csv \
+    gnvideo-prepare-kinetics --csv kinetics400/train.csv kinetics400/validate.csv \
         --videos raw_videos/ --out data/kinetics400 --workers 16
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import multiprocessing
 import os
 import sys
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from gnvideo.data.annotations import load_label_names  # noqa: E402
-from gnvideo.data.layout import CSV_COLUMNS as REQUIRED_COLUMNS  # noqa: E402
-from gnvideo.data.layout import SPLIT_ALIASES, check_label, is_video_file, parse_time_span  # noqa: E402
-from gnvideo.data.synthetic import clip_filename, write_annotation_csv  # noqa: E402
+from data_prep._encode import transcode
+from gnvideo.data.annotations import load_label_names
+from gnvideo.data.layout import (
+    clip_filename,
+    clip_stem,
+    index_video_files,
+    read_annotation_csv,
+    split_from_file_name,
+    split_name,
+    write_annotation_csv,
+    write_text_atomic,
+)
+from gnvideo.data.video_writer import partial_path
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class Clip:
 
 def read_official_csv(path: str | os.PathLike, default_split: str | None = None,
                       label_names: list[str] | None = None) -> list[Clip]:
-    """Parse an official Kinetics CSV with the dataset's rules (``gnvideo.data.layout``).
+    """Parse an official Kinetics CSV with the dataset's rules (``gnvideo.data.layout.read_annotation_csv``).
 
     Args:
         path: CSV with a header containing ``label,youtube_id,time_start,time_end`` and optionally ``split``.
@@ -73,227 +78,30 @@ def read_official_csv(path: str | os.PathLike, default_split: str | None = None,
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: missing columns, a malformed row, bad times or an unknown label; the message names the file and
-            line.
+        ValueError: missing columns, a malformed row, bad times, an unknown label or split; the message names the
+            file and line.
     """
-    label_index = {name: i for i, name in enumerate(label_names)} if label_names is not None else None
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation CSV not found: {path}")
+    rows = read_annotation_csv(path, label_names)
+    fallback = default_split or split_from_file_name(path)
     clips = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{path}:1: missing column(s) {missing}; header is {header}")
-        for row in reader:
-            line = reader.line_num
-            try:
-                if None in row or any(row.get(c) is None for c in REQUIRED_COLUMNS):
-                    raise ValueError(f"expected {len(header)} fields")
-                label, yid = row["label"].strip(), row["youtube_id"].strip()
-                if not label or not yid:
-                    raise ValueError("empty label or youtube_id")
-                if "/" in label or "/" in yid or label in (".", ".."):
-                    raise ValueError("label and youtube_id must not contain '/'")
-                start, end = parse_time_span(row["time_start"], row["time_end"])
-                if label_index is not None:
-                    check_label(label, label_index)
-                split_text = (row.get("split") or default_split or _split_from_name(path)).strip().lower()
-                if split_text not in SPLIT_ALIASES:
-                    raise ValueError(f"unknown split {split_text!r}; expected one of {sorted(SPLIT_ALIASES)}")
-            except ValueError as e:
-                raise ValueError(f"{path}:{line}: malformed row {row}: {e}") from None
-            clips.append(Clip(label, yid, start, end, SPLIT_ALIASES[split_text], str(path), line))
+    for row in rows:
+        if not (row.split or fallback):
+            raise ValueError(f"{path}: no split column and no split in the file name; pass --split")
+        try:
+            split = split_name(row.split or fallback)
+        except ValueError as e:
+            raise ValueError(f"{path}:{row.line}: malformed row, {e}") from None
+        clips.append(Clip(row.label, row.youtube_id, row.time_start, row.time_end, split, str(path), row.line))
     return clips
 
 
-def _split_from_name(path: Path) -> str:
-    for alias in SPLIT_ALIASES:
-        if alias in path.stem.lower():
-            return alias
-    raise ValueError(f"{path}: no split column and no split in the file name; pass --split")
-
-
-def index_sources(video_dir: str | os.PathLike) -> dict[str, Path]:
-    """Map file stems to paths for every video file under ``video_dir`` (recursive; partial downloads ignored)."""
-    video_dir = Path(video_dir)
-    if not video_dir.is_dir():
-        raise FileNotFoundError(f"raw video directory not found: {video_dir}")
-    index: dict[str, Path] = {}
-    for dirpath, _, files in os.walk(video_dir):
-        for name in sorted(files):
-            stem = os.path.splitext(name)[0]
-            if is_video_file(name):
-                index.setdefault(stem, Path(dirpath) / name)
-    return index
-
-
-def find_source(index: dict[str, Path], clip: Clip) -> tuple[Path | None, bool]:
+def find_source(index: dict[str, str], clip: Clip) -> tuple[str | None, bool]:
     """Return ``(path, trimmed)``: the raw file for a clip and whether it already holds only the clip."""
-    for stem in (f"{clip.youtube_id}_{clip.time_start:06d}_{clip.time_end:06d}",
+    for stem in (clip_stem(clip.youtube_id, clip.time_start, clip.time_end),
                  f"{clip.youtube_id}_{clip.time_start}_{clip.time_end}"):
         if stem in index:
             return index[stem], True
     return index.get(clip.youtube_id), False
-
-
-def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: float, short_side: int = 256,
-              upscale: bool = True, crf: int = 23, preset: str = "veryfast", threads: int = 1) -> int:
-    """Cut ``[start, end)`` seconds of ``src``, turn it upright, resize to short side ``short_side``, encode h264.
-
-    The output has a constant frame rate equal to the source's average rate; output frame ``j`` (at ``start + j /
-    rate``) is the source frame on screen at that time, rounded to the nearest frame, so a constant-rate source gives
-    each of its frames exactly once (also with millisecond timestamps, as in MKV, and for AVI files whose packet
-    times are in decode order, which are numbered by counting). Variable-rate sources are resampled. Rotation metadata
-    is applied to the pixels (the output has none). Audio is dropped. Written to a hidden temp file and renamed.
-
-    Returns:
-        Number of frames written.
-
-    Raises:
-        VideoDecodeError: the source is broken by the rule of ``gnvideo.data.validation`` (a decode error, or
-            truncated), has no video stream, or has no frame in the interval; ``reason`` is the check_videos text.
-    """
-    import av
-
-    from gnvideo.data.validation import VideoDecodeError, check_file, ffmpeg_message
-
-    src, dst = str(src), Path(dst)
-    check_file(src)
-    tmp = dst.with_name(f".{dst.name}.partial")
-    try:
-        inp = av.open(src)
-    except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise VideoDecodeError(f"cannot open: {ffmpeg_message(err)}", src) from err
-    with inp:
-        if not inp.streams.video:
-            raise VideoDecodeError("no video stream", src)
-        ist = inp.streams.video[0]
-        ist.thread_type = "AUTO"
-        rate = ist.average_rate or ist.guessed_rate or Fraction(30)
-        if not 1 <= rate <= 240:
-            rate = Fraction(30)
-        step = 1 / float(rate)
-        count_frames = inp.format.name == "avi" and bool(ist.codec_context.has_b_frames)
-        t0 = float(ist.start_time * ist.time_base) if ist.start_time is not None and ist.time_base else 0.0
-        if start > 0 and not count_frames:
-            inp.seek(int((start + t0) / ist.time_base), stream=ist, backward=True, any_frame=False)
-        n_out = max(1, round((end - start) * float(rate)))
-
-        def slot(t: float) -> int:  # the output frame whose time is nearest to t
-            return math.floor((t - start) / step + 0.5)
-
-        written = 0
-        with av.open(str(tmp), "w", format="mp4") as out:
-            ost = None
-            rotation = 0
-
-            def emit(frame, until: int) -> None:
-                nonlocal written
-                converted = None
-                while written < min(until, n_out):
-                    if converted is None:  # convert lazily: frames before the cut point are never converted
-                        converted = _upright(frame, ost.width, ost.height, rotation)
-                    converted.pts, converted.time_base = written, ost.codec_context.time_base
-                    out.mux(ost.encode(converted))
-                    written += 1
-
-            prev, prev_t, t, decoded = None, None, None, 0
-            for k, frame, t in _timed_frames(inp, ist, src, step, t0, count_frames):
-                decoded = k + 1
-                if prev_t is not None and t <= prev_t:  # never back in time (decode-order timestamps)
-                    t = prev_t + step
-                if ost is None:
-                    rotation = int(round(frame.rotation or 0)) % 360
-                    w, h = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
-                    w, h = _target_size(w, h, short_side, upscale)
-                    ost = out.add_stream("libx264", rate=rate,
-                                         options={"crf": str(crf), "preset": preset, "threads": str(threads)})
-                    ost.width, ost.height, ost.pix_fmt = w, h, "yuv420p"
-                    ost.codec_context.time_base = 1 / rate
-                s = slot(t)
-                if prev is not None:
-                    emit(prev, s)  # the previous frame stays on screen until this one starts
-                elif s > 0:
-                    emit(frame, s)  # nothing decoded before the cut point: hold the first frame
-                if s >= n_out:
-                    break
-                prev, prev_t = frame, t
-            else:
-                if prev is not None:
-                    emit(prev, slot(prev_t) + 1)
-                    _check_not_truncated(ist, src, prev_t, rate, decoded if count_frames or start <= 0 else None)
-            if ost is None or written == 0:
-                raise VideoDecodeError(f"no frames in [{start}, {end}] s", src)
-            out.mux(ost.encode(None))
-    os.replace(tmp, dst)
-    return written
-
-
-def _timed_frames(inp, ist, src: str, step: float, t0: float, count_frames: bool):
-    """``(k, frame, t)``: decoded frames with their time in seconds from the stream start (frame count x step when
-    ``count_frames``); a decode error raises the check_videos verdict."""
-    import av
-
-    from gnvideo.data.validation import VideoDecodeError, decode_error_reason, ffmpeg_message
-
-    k, t = -1, None
-    demux = inp.demux(ist)
-    while True:
-        try:
-            packet = next(demux)
-            frames = packet.decode()
-        except StopIteration:
-            return
-        except av.error.FFmpegError as err:
-            if k < 0:
-                raise VideoDecodeError(f"cannot decode: {ffmpeg_message(err)}", src) from err
-            at = k + 1 if count_frames or t is None else round(t / step) + 1
-            raise VideoDecodeError(decode_error_reason(at, err), src) from err
-        for frame in frames:
-            k += 1
-            if count_frames or frame.time is None:
-                t = k * step if count_frames or t is None else t + step
-            else:
-                t = frame.time - t0
-            yield k, frame, t
-
-
-def _check_not_truncated(ist, src: str, last_time: float, rate: Fraction, decoded: int | None) -> None:
-    """The source ended: raise the check_videos verdict when it holds clearly fewer frames than announced."""
-    from gnvideo.data.validation import VideoDecodeError, truncation_reason
-
-    announced = int(ist.frames or 0)
-    if announced <= 0 and ist.duration and ist.time_base:
-        announced = round(float(ist.duration * ist.time_base) * float(rate))
-    reason = truncation_reason(decoded if decoded is not None else round(last_time * float(rate)) + 1, announced)
-    if reason is not None:
-        raise VideoDecodeError(reason, src)
-
-
-def _upright(frame, width: int, height: int, rotation: int):
-    """``frame`` as yuv420p of the output size (width x height, upright), its rotation metadata applied."""
-    import av
-    import numpy as np
-
-    if rotation == 0:
-        return frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
-    stored_w, stored_h = (height, width) if rotation in (90, 270) else (width, height)
-    rgb = frame.reformat(width=stored_w, height=stored_h, format="rgb24", interpolation="AREA").to_ndarray()
-    upright = np.ascontiguousarray(np.rot90(rgb, rotation // 90))  # counter-clockwise, as the reader does
-    return av.VideoFrame.from_ndarray(upright, format="rgb24").reformat(format="yuv420p")
-
-
-def _target_size(width: int, height: int, short_side: int, upscale: bool) -> tuple[int, int]:
-    short = min(width, height)
-    if short <= short_side and not upscale:
-        scale = 1.0
-    else:
-        scale = short_side / short
-    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
 
 
 def _work(job: tuple) -> tuple[str, str, str]:
@@ -304,9 +112,7 @@ def _work(job: tuple) -> tuple[str, str, str]:
     try:
         n = transcode(src, dst, start, end, **options)
     except Exception as e:  # any decoder failure marks the source broken: reported, not raised
-        tmp = Path(dst).with_name(f".{Path(dst).name}.partial")
-        if tmp.exists():
-            tmp.unlink()
+        partial_path(dst).unlink(missing_ok=True)
         reason = problem_reason(e)
         if isinstance(e, VideoDecodeError) and reason.startswith(("decode error", "truncated")):
             reason = video_problem(src) or reason  # the whole-file verdict, word for word what check_videos says
@@ -330,9 +136,8 @@ def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 25
     for f in csv_files:
         clips.extend(read_official_csv(f, default_split=split, label_names=names))
     if labels is not None and (not own_labels.is_file() or load_label_names(own_labels) != names):
-        own_labels.parent.mkdir(parents=True, exist_ok=True)
-        own_labels.write_text("\n".join(names) + "\n", encoding="utf-8")
-    index = index_sources(video_dir)
+        write_text_atomic(own_labels, "\n".join(names) + "\n")
+    index = index_video_files(video_dir)
     options = {"short_side": short_side, "upscale": upscale, "crf": crf, "preset": preset}
     jobs, missing, existing = [], [], []
     seen: set[str] = set()

@@ -1,4 +1,5 @@
-"""Video data pipeline: readers (decord, PyAV fallback), clip samplers, transforms, Kinetics datasets, DataModule.
+"""Video data pipeline: the Kinetics on-disk format (:mod:`.layout`), readers (decord, PyAV fallback) and the one video
+writer (:mod:`.video_writer`), clip samplers, transforms, Kinetics datasets, DataModule.
 
 Importing ``gnvideo.data`` does not import Lightning; ``KineticsDataModule`` is loaded on first access.
 """

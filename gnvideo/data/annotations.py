@@ -1,4 +1,5 @@
-"""Kinetics annotations: class names, the official CSV files, ``path label`` lists and exclude lists.
+"""Kinetics annotations as dataset entries: class names, the official CSV files and ``path label`` lists as (path,
+class index) entries, and exclude lists applied to them (the file formats are :mod:`gnvideo.data.layout`'s).
 
 Official CSV columns: ``label,youtube_id,time_start,time_end,split`` (extra columns such as ``is_cc`` are ignored;
 labels with commas, quotes or apostrophes must be CSV-quoted). Video files are looked up under ``root/{split}`` (or
@@ -8,14 +9,22 @@ flat ``{youtube_id}_{start:06d}_{end:06d}.<ext>``, with any video extension foun
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import NamedTuple
 
-from .layout import CSV_COLUMNS, VIDEO_EXTENSIONS, check_label, clip_stem, is_video_file, parse_time_span
+from .layout import (
+    VIDEO_EXTENSIONS,
+    index_video_files,
+    is_annotation_csv,
+    is_excluded,
+    is_video_file,
+    read_annotation_csv,
+    read_exclude_list,
+    read_list_lines,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,17 +71,6 @@ def load_label_names(path: str | os.PathLike | None = None) -> list[str]:
     return names
 
 
-def index_video_files(folder: str) -> dict[str, str]:
-    """Map file stem -> path for every video file under ``folder`` (recursive; first one wins on duplicates)."""
-    found: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if is_video_file(name):
-                found.setdefault(os.path.splitext(name)[0], os.path.join(dirpath, name))
-    return found
-
-
 def _split_folder(root: str, split: str) -> str:
     if not os.path.isdir(root):
         raise FileNotFoundError(f"dataset root not found: {root}")
@@ -80,61 +78,28 @@ def _split_folder(root: str, split: str) -> str:
     return folder if split and os.path.isdir(folder) else root
 
 
-def _read_csv(csv_path: str, folder: str, label_index: dict[str, int]) -> list[VideoEntry]:
+def _read_csv(csv_path: str, folder: str, label_names: Sequence[str]) -> list[VideoEntry]:
+    rows = read_annotation_csv(csv_path, label_names)
+    label_index = {name: i for i, name in enumerate(label_names)}
     files = index_video_files(folder)
-    entries = []
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in CSV_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{csv_path}:1: header lacks column(s) {missing}; expected {','.join(CSV_COLUMNS)},split")
-        col = {name: header.index(name) for name in CSV_COLUMNS}
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise ValueError(f"{csv_path}:{line}: malformed row, {len(row)} fields where the header has "
-                                 f"{len(header)}: {row!r}")
-            label, yid = row[col["label"]].strip(), row[col["youtube_id"]].strip()
-            try:
-                start, end = parse_time_span(row[col["time_start"]], row[col["time_end"]])
-            except ValueError as err:
-                raise ValueError(f"{csv_path}:{line}: malformed row, {err}: {row!r}") from None
-            if not yid:
-                raise ValueError(f"{csv_path}:{line}: malformed row, empty youtube_id: {row!r}")
-            try:
-                check_label(label, label_index)
-            except ValueError as err:
-                raise ValueError(f"{csv_path}:{line}: {err}") from None
-            stem = clip_stem(yid, start, end)
-            path = files.get(stem) or os.path.join(folder, label, stem + ".mp4")
-            entries.append(VideoEntry(path, label_index[label]))
-    return entries
+    return [VideoEntry(files.get(r.stem) or os.path.join(folder, r.label, r.stem + ".mp4"), label_index[r.label])
+            for r in rows]
 
 
 def _read_list(list_path: str, root: str, label_index: dict[str, int], names: Sequence[str]) -> list[VideoEntry]:
     entries = []
-    with open(list_path, encoding="utf-8") as f:
-        for line, text in enumerate(f, 1):
-            text = text.strip()
-            if not text or text.startswith("#"):
-                continue
-            parts = text.split("\t", 1) if "\t" in text else text.split(None, 1)
-            if len(parts) != 2:
-                raise ValueError(f"{list_path}:{line}: malformed line, expected 'path label': {text!r}")
-            path, label = parts[0].strip(), parts[1].strip()
-            if label.lstrip("-").isdigit():
-                index = int(label)
-                if not 0 <= index < len(names):
-                    raise ValueError(f"{list_path}:{line}: label index {index} out of range [0, {len(names)})")
-            elif label in label_index:
-                index = label_index[label]
-            else:
-                raise ValueError(f"{list_path}:{line}: unknown label {label!r} (not among the {len(names)} "
-                                 "class names)")
-            entries.append(VideoEntry(path if os.path.isabs(path) else os.path.join(root, path), index))
+    for line, path, label in read_list_lines(list_path):
+        if not label:
+            raise ValueError(f"{list_path}:{line}: malformed line, expected 'path label': {path!r}")
+        if label.lstrip("-").isdigit():
+            index = int(label)
+            if not 0 <= index < len(names):
+                raise ValueError(f"{list_path}:{line}: label index {index} out of range [0, {len(names)})")
+        elif label in label_index:
+            index = label_index[label]
+        else:
+            raise ValueError(f"{list_path}:{line}: unknown label {label!r} (not among the {len(names)} class names)")
+        entries.append(VideoEntry(path if os.path.isabs(path) else os.path.join(root, path), index))
     return entries
 
 
@@ -159,32 +124,15 @@ def read_annotations(
         raise FileNotFoundError(f"annotation file not found: {csv_or_list}")
     folder = _split_folder(root, split)
     label_index = {name: i for i, name in enumerate(label_names)}
-    with open(csv_or_list, encoding="utf-8") as f:
-        first = f.readline()
-    if "youtube_id" in first and "," in first:
-        return _read_csv(csv_or_list, folder, label_index)
+    if is_annotation_csv(csv_or_list):
+        return _read_csv(csv_or_list, folder, label_names)
     return _read_list(csv_or_list, folder, label_index, label_names)
 
 
-def read_exclude_list(path: str | os.PathLike) -> set[str]:
-    """Paths to skip, one per line (text after a tab is ignored, ``#`` starts a comment line); absolute paths and
-    file names are both kept so a line matches either."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"exclude list not found: {path}")
-    keys: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for text in f:
-            text = text.split("\t", 1)[0].strip()
-            if text and not text.startswith("#"):
-                keys.add(os.path.abspath(text))
-                keys.add(os.path.basename(text))
-    return keys
-
-
 def apply_exclude(entries: Iterable[VideoEntry], exclude: set[str]) -> list[VideoEntry]:
-    """Entries whose absolute path or file name is not in ``exclude``."""
-    return [e for e in entries if os.path.abspath(e.path) not in exclude and os.path.basename(e.path) not in exclude]
+    """Entries whose absolute path or file name is not in ``exclude`` (keys from :func:`read_exclude_list`)."""
+    return [e for e in entries if not is_excluded(e.path, exclude)]
 
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoEntry", "apply_exclude", "index_video_files", "is_video_file",
-           "load_label_names", "read_annotations", "read_exclude_list"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoEntry", "apply_exclude", "is_video_file", "load_label_names", "read_annotations",
+           "read_exclude_list"]

@@ -35,15 +35,8 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .annotations import (
-    VIDEO_EXTENSIONS,
-    VideoEntry,
-    apply_exclude,
-    is_video_file,
-    load_label_names,
-    read_annotations,
-    read_exclude_list,
-)
+from .annotations import VideoEntry, apply_exclude, load_label_names, read_annotations
+from .layout import is_video_file, list_video_files, read_exclude_list, read_list_lines
 from .readers import BACKENDS, open_video
 from .sampling import eval_clip_indices, sample_generator, train_clip_indices
 from .transforms import EvalTransform, TrainTransform
@@ -278,19 +271,13 @@ def _collect_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> li
     if isinstance(paths, (str, os.PathLike)):
         p = os.fspath(paths)
         if os.path.isdir(p):
-            found = []
-            for dirpath, dirnames, filenames in os.walk(p):
-                dirnames.sort()
-                found += [os.path.join(dirpath, f) for f in sorted(filenames) if is_video_file(f)]
-            return found
-        if os.path.splitext(p)[1].lower() in VIDEO_EXTENSIONS:
+            return list_video_files(p)
+        if is_video_file(p):
             return [p]
         if not os.path.isfile(p):
             raise FileNotFoundError(f"predict input not found: {p}")
-        base = os.path.dirname(os.path.abspath(p))
-        with open(p, encoding="utf-8") as f:  # a text file listing one video per line
-            lines = [line.split("\t", 1)[0].strip() for line in f if not line.lstrip().startswith("#")]
-        return [os.path.join(base, line) for line in lines if line]
+        base = os.path.dirname(os.path.abspath(p))  # a text file listing one video per line
+        return [os.path.join(base, path) for _, path, _ in read_list_lines(p, split_at_blank=False)]
     return [os.fspath(x) for x in paths]
 
 

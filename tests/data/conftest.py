@@ -10,20 +10,16 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 
+from gnvideo.data.video_writer import VideoWriter
+
 NUM_BITS = 8
 ON, OFF = 230, 25
 
-CODECS = {
-    "mp4": ("libx264", "yuv420p"),
-    "webm": ("libvpx-vp9", "yuv420p"),
-    "avi": ("mpeg4", "yuv420p"),
-    "mkv": ("libx264", "yuv420p"),
-}
+CODECS = {"webm": "libvpx-vp9", "avi": "mpeg4"}  # any other suffix: libx264 (yuv420p throughout)
 
 
 def draw_index(index: int, width: int, height: int) -> np.ndarray:
@@ -69,29 +65,18 @@ def write_video(
             .avi gets B-frames when ``bframes`` > 0).
     """
     path = Path(path)
-    default_codec, pix_fmt = CODECS.get(path.suffix.lstrip("."), ("libx264", "yuv420p"))
-    codec = codec or default_codec
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        if codec == "libx264":
-            stream.options = {"x264-params": f"bframes={bframes}:b-adapt=0:keyint=12:min-keyint=12:scenecut=0"}
-        if codec == "mpeg4" and bframes:
-            stream.options = {"bf": str(min(bframes, 2)), "g": "12"}
-        if codec == "libvpx-vp9":
-            stream.options = {"deadline": "realtime", "cpu-used": "8", "g": "12"}
-        if pts is not None:
-            stream.codec_context.time_base = Fraction(1, 1000)
-        if rotation:
-            stream.set_display_rotation(rotation)
+    codec = codec or CODECS.get(path.suffix.lstrip("."), "libx264")
+    options, x264_params = {}, None
+    if codec == "libx264":
+        x264_params = {"bframes": bframes, "b-adapt": 0, "keyint": 12, "min-keyint": 12, "scenecut": 0}
+    if codec == "mpeg4" and bframes:
+        options = {"bf": str(min(bframes, 2)), "g": "12"}
+    if codec == "libvpx-vp9":
+        options = {"deadline": "realtime", "cpu-used": "8", "g": "12"}
+    with VideoWriter(path, fps, codec=codec, x264_params=x264_params, options=options, rotation=rotation,
+                     time_base=Fraction(1, 1000) if pts is not None else None) as writer:
         for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(draw_index(i, width, height), format="rgb24")
-            if pts is not None:
-                frame.pts, frame.time_base = pts[i], Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            writer.write(draw_index(i, width, height), pts=None if pts is None else [pts[i]])
     return path
 
 
@@ -138,3 +123,9 @@ def make_video():
 def frame_index():
     """The :func:`read_index` function."""
     return read_index
+
+
+@pytest.fixture()
+def draw_frame():
+    """The :func:`draw_index` function."""
+    return draw_index

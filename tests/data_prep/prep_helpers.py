@@ -1,28 +1,15 @@
-"""Helpers for the data_prep script tests: load the scripts as modules; raw videos whose frames carry their index."""
+"""Helpers for the data_prep tests: raw videos whose frames carry their index."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "data_prep"
+from gnvideo.data.video_writer import write_video
+
 BITS = 8
-
-
-def load_script(name: str):
-    """Import ``data_prep/<name>.py`` (registered in sys.modules so worker processes can unpickle its functions)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def index_frame(index: int, width: int, height: int) -> np.ndarray:
@@ -51,23 +38,11 @@ def write_raw(path: Path, num_frames: int, width: int = 160, height: int = 120, 
         bframes: B-frames between references (0 = none); with h264 in AVI the packet times are then in decode order.
         rotation: display rotation metadata, degrees counter-clockwise (the pixels stay as drawn).
     """
-    with av.open(str(path), "w", options={"movflags": "+faststart"} if faststart else None) as c:
-        options = {"threads": "1"}
-        if codec == "libx264":
-            options.update(preset="ultrafast" if not bframes else "veryfast")
-            if bframes:
-                options["x264-params"] = f"bframes={bframes}:b-adapt=0:keyint=15:min-keyint=15:scenecut=0"
-        elif bframes:
-            options.update(bf=str(bframes), g="15")
-        s = c.add_stream(codec, rate=Fraction(fps), options=options)
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        if rotation:
-            s.set_display_rotation(rotation)
-        for i in range(num_frames):
-            f = av.VideoFrame.from_ndarray(index_frame(i, width, height), format="rgb24")
-            f.pts = i
-            c.mux(s.encode(f))
-        c.mux(s.encode(None))
+    x264_params = {"bframes": bframes, "b-adapt": 0, "keyint": 15, "min-keyint": 15, "scenecut": 0} if bframes else None
+    options = {"bf": str(bframes), "g": "15"} if codec == "mpeg4" and bframes else None
+    write_video(path, (index_frame(i, width, height) for i in range(num_frames)), fps, codec=codec,
+                preset="ultrafast" if not bframes else "veryfast", x264_params=x264_params, options=options,
+                threads=1, rotation=rotation, container_options={"movflags": "+faststart"} if faststart else None)
     return path
 
 

@@ -7,6 +7,8 @@ import signal
 
 from prep_helpers import write_raw
 
+import data_prep.check_videos as cv
+
 HEADER = "label,youtube_id,time_start,time_end,split\n"
 
 
@@ -31,13 +33,12 @@ def read_list(path):
     return dict(line.split("\t", 1) for line in path.read_text().splitlines())
 
 
-def test_check_root_lists_broken_files(scripts, tmp_path):
-    cv = scripts["check_videos"]
+def test_check_root_lists_broken_files(tmp_path):
     root = tmp_path / "ds"
     (root / "train" / "a b").mkdir(parents=True)
     (root / "val" / "c (d)").mkdir(parents=True)
     good, bad = make_dataset(root)
-    assert len(cv.list_videos(root)) == 6
+    assert len(cv.list_inputs([str(root)])) == 6
     assert cv.main([str(root), "--workers", "2", "--no-progress"]) == 1
     listed = read_list(root / "broken_videos.txt")
     assert set(listed) == {str(p.resolve()) for p in bad}
@@ -47,8 +48,7 @@ def test_check_root_lists_broken_files(scripts, tmp_path):
     assert cv.check_video(good[0]) is None and cv.check_video(good[1], backend="pyav") is None
 
 
-def test_check_annotation_relative_output(scripts, tmp_path):
-    cv = scripts["check_videos"]
+def test_check_annotation_relative_output(tmp_path):
     root = tmp_path / "ds"
     (root / "train" / "a b").mkdir(parents=True)
     (root / "val" / "c (d)").mkdir(parents=True)
@@ -64,15 +64,13 @@ def test_check_annotation_relative_output(scripts, tmp_path):
     assert listed["train/a b/gone_000000_000002.mp4"] == "file not found"
 
 
-def test_all_good_gives_empty_list(scripts, tmp_path):
-    cv = scripts["check_videos"]
+def test_all_good_gives_empty_list(tmp_path):
     write_raw(tmp_path / "x" / "ok.mp4", 12, 32, 32) if (tmp_path / "x").mkdir() is None else None
     assert cv.main([str(tmp_path / "x"), "--workers", "1", "--no-progress"]) == 0
     assert (tmp_path / "x" / "broken_videos.txt").read_text() == ""
 
 
-def test_decoder_crash_is_contained(scripts, tmp_path, monkeypatch):
-    cv = scripts["check_videos"]
+def test_decoder_crash_is_contained(tmp_path, monkeypatch):
     paths = [str(write_raw(tmp_path / f"v{i}.mp4", 8, 32, 32)) for i in range(5)]
     real = cv.check_video
 
@@ -85,8 +83,7 @@ def test_decoder_crash_is_contained(scripts, tmp_path, monkeypatch):
     assert cv.check_all(paths, workers=2) == [(paths[2], "decoder crashed (worker process died)")]
 
 
-def test_check_path_list(scripts, tmp_path):
-    cv = scripts["check_videos"]
+def test_check_path_list(tmp_path):
     root = tmp_path / "ds"
     (root / "train" / "a b").mkdir(parents=True)
     (root / "val" / "c (d)").mkdir(parents=True)
@@ -109,8 +106,7 @@ def _hanging(real, marker):
     return check
 
 
-def test_hung_file_times_out_and_the_rest_continue(scripts, tmp_path, monkeypatch):
-    cv = scripts["check_videos"]
+def test_hung_file_times_out_and_the_rest_continue(tmp_path, monkeypatch):
     paths = [str(write_raw(tmp_path / f"v{i}.mp4", 8, 32, 32)) for i in range(4)]
     monkeypatch.setattr(cv, "check_video", _hanging(cv.check_video, "v1.mp4"))  # forked workers inherit it
     seen = []
@@ -123,8 +119,7 @@ class Killed(BaseException):
     """Stands for the run being killed (not an Exception: nothing may catch it)."""
 
 
-def test_results_are_written_as_they_come_and_a_rerun_continues(scripts, tmp_path, monkeypatch):
-    cv = scripts["check_videos"]
+def test_results_are_written_as_they_come_and_a_rerun_continues(tmp_path, monkeypatch):
     root = tmp_path / "ds"
     root.mkdir()
     for i in range(3):
@@ -156,13 +151,12 @@ def test_results_are_written_as_they_come_and_a_rerun_continues(scripts, tmp_pat
     assert cv.main([str(root), "--workers", "0", "--no-progress", "--fresh"]) == 1 and len(calls) == 4
 
 
-def test_single_file_and_corrupted_midway(scripts, tmp_path, capsys):
+def test_single_file_and_corrupted_midway(tmp_path, capsys):
     """A lone file is checked (not 'dataset root not found'); a stream corrupted partway gets the reader's verdict,
     with no hang (no FFmpeg log callback is installed, in this process or the workers)."""
     import av.logging
     import numpy as np
 
-    cv = scripts["check_videos"]
     good = write_raw(tmp_path / "good.mp4", 50, 160, 120)
     data = bytearray(good.read_bytes())
     a, b = int(len(data) * 0.55), int(len(data) * 0.62)

@@ -77,7 +77,7 @@ def test_mixed_folder_through_every_tool(tmp_path):
     (tmp_path / "validate.csv").write_text(header + "left,g7,0,2,val\nright,g8,0,2,val\n")
     (tmp_path / "labels.txt").write_text("left\nright\n")
     data = tmp_path / "data"
-    rc, out = _run(sys.executable, str(REPO / "data_prep/prepare_kinetics.py"), "--csv", str(tmp_path / "train.csv"),
+    rc, out = _run(str(Path(sys.executable).parent / "gnvideo-prepare-kinetics"), "--csv", str(tmp_path / "train.csv"),
                    str(tmp_path / "validate.csv"), "--videos", str(raw), "--out", str(data), "--short-side", "40",
                    "--workers", "2", "--labels", str(tmp_path / "labels.txt"), "--no-progress", cwd=tmp_path)
     assert rc == 0, out

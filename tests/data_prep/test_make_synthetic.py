@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import data_prep.make_synthetic as ms
 
-def test_cli_writes_then_skips(scripts, tmp_path, capsys):
-    ms = scripts["make_synthetic"]
+
+def test_cli_writes_then_skips(tmp_path, capsys):
     args = [str(tmp_path / "ds"), "--num-classes", "2", "--videos-per-class", "1", "--val-videos-per-class", "1",
             "--short-side", "32,32", "--fps", "8,8", "--duration", "0.4,0.4", "--workers", "0", "--no-progress"]
     assert ms.main(args) == 0

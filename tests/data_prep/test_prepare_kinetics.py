@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from prep_helpers import decode_all, frame_index, write_raw
 
+import data_prep.check_videos as cv
+import data_prep.prepare_kinetics as pk
+
 HEADER = "label,youtube_id,time_start,time_end,split\n"
 FULL, TRIMMED, BROKEN, MISSING = "AAAAAAAAA-_", "B_BBBBBBBBB", "CCCCCCCCCCC", "DDDDDDDDDDD"
 
@@ -37,8 +40,7 @@ def run(pk, raw, csvs, out, **kwargs):
     return pk.prepare(csvs, str(raw), str(out), short_side=64, workers=2, progress=False, labels=labels, **kwargs)
 
 
-def test_prepare_trims_resizes_and_reports(scripts, kinetics):
-    pk = scripts["prepare_kinetics"]
+def test_prepare_trims_resizes_and_reports(kinetics):
     raw, csvs, out = kinetics
     report = run(pk, raw, csvs, out)
     clip = out / "train" / "abc def" / f"{FULL}_000001_000004.mp4"
@@ -75,8 +77,7 @@ def av_open(path):
     return av.open(str(path))
 
 
-def test_prepare_is_resumable(scripts, kinetics):
-    pk = scripts["prepare_kinetics"]
+def test_prepare_is_resumable(kinetics):
     raw, csvs, out = kinetics
     run(pk, raw, csvs, out)
     outputs = sorted(out.rglob("*.mp4"))
@@ -90,8 +91,7 @@ def test_prepare_is_resumable(scripts, kinetics):
     assert third["newly_encoded"] == 1 and third["skipped_existing"] == 2 and outputs[0].is_file()
 
 
-def test_short_side_option_and_cli(scripts, kinetics):
-    pk = scripts["prepare_kinetics"]
+def test_short_side_option_and_cli(kinetics):
     raw, csvs, out = kinetics
     rc = pk.main(["--csv", csvs[0], "--videos", str(raw), "--out", str(out), "--short-side", "96", "--workers", "1",
                   "--no-progress", "--labels", str(Path(csvs[0]).parent / "labels.txt")])
@@ -101,8 +101,7 @@ def test_short_side_option_and_cli(scripts, kinetics):
     assert not (out / "annotations" / "val.csv").exists()
 
 
-def test_malformed_row_names_file_and_line(scripts, tmp_path):
-    pk = scripts["prepare_kinetics"]
+def test_malformed_row_names_file_and_line(tmp_path):
     bad = tmp_path / "train.csv"
     bad.write_text(HEADER + f"ok,{FULL},1,4,train\nbroken,{FULL},four,9,train\n")
     with pytest.raises(ValueError, match=r"train\.csv:3"):
@@ -118,8 +117,7 @@ def test_malformed_row_names_file_and_line(scripts, tmp_path):
         pk.read_official_csv(tmp_path / "nothere.csv")
 
 
-def test_transcode_past_the_end(scripts, tmp_path):
-    pk = scripts["prepare_kinetics"]
+def test_transcode_past_the_end(tmp_path):
     src = write_raw(tmp_path / "src.mp4", 150)  # 6 s
     n = pk.transcode(src, tmp_path / "tail.mp4", 5.0, 10.0, short_side=48)
     frames, _ = decode_all(tmp_path / "tail.mp4")
@@ -135,8 +133,7 @@ def test_transcode_past_the_end(scripts, tmp_path):
     ("h264.avi", 25, 100, "libx264", 3),  # packet times in decode order
     ("src.mp4", 30, 300, "libx264", 3),
 ])
-def test_every_source_frame_once_at_the_source_rate(scripts, tmp_path, name, fps, frames, codec, bframes):
-    pk = scripts["prepare_kinetics"]
+def test_every_source_frame_once_at_the_source_rate(tmp_path, name, fps, frames, codec, bframes):
     src = write_raw(tmp_path / name, frames, 96, 64, fps=fps, codec=codec, bframes=bframes)
     pk.transcode(src, tmp_path / "whole.mp4", 0.0, frames / fps, short_side=48)
     out, rate = decode_all(tmp_path / "whole.mp4")
@@ -147,13 +144,12 @@ def test_every_source_frame_once_at_the_source_rate(scripts, tmp_path, name, fps
 
 
 @pytest.mark.parametrize("ext,rotation", [("mov", 90), ("mp4", 270), ("mov", 180)])
-def test_rotated_source_comes_out_upright(scripts, tmp_path, ext, rotation):
+def test_rotated_source_comes_out_upright(tmp_path, ext, rotation):
     """The output is the upright picture (as the reader shows the source), without rotation metadata."""
     import numpy as np
 
     from gnvideo.data import open_video
 
-    pk = scripts["prepare_kinetics"]
     src = write_raw(tmp_path / f"rot.{ext}", 50, 160, 120, rotation=rotation)
     n = pk.transcode(src, tmp_path / "up.mp4", 0.0, 2.0, short_side=60)
     out, _ = decode_all(tmp_path / "up.mp4")
@@ -170,10 +166,9 @@ def test_rotated_source_comes_out_upright(scripts, tmp_path, ext, rotation):
     assert np.abs(out.astype(float) - small).mean() < 12
 
 
-def test_source_broken_midway_gets_the_check_videos_verdict(scripts, tmp_path):
+def test_source_broken_midway_gets_the_check_videos_verdict(tmp_path):
     import numpy as np
 
-    pk, cv = scripts["prepare_kinetics"], scripts["check_videos"]
     raw = tmp_path / "raw"
     raw.mkdir()
     good = write_raw(tmp_path / "good.mp4", 50, 160, 120, bframes=2)
@@ -197,11 +192,10 @@ def test_source_broken_midway_gets_the_check_videos_verdict(scripts, tmp_path):
     assert reasons["FFFFFFFFFFF_000000_000002.mp4"].startswith("truncated:")
 
 
-def test_unknown_label_stops_before_encoding(scripts, kinetics, capsys):
-    pk = scripts["prepare_kinetics"]
+def test_unknown_label_stops_before_encoding(kinetics, capsys):
     raw, csvs, out = kinetics
     assert pk.main(["--csv", *csvs, "--videos", str(raw), "--out", str(out), "--no-progress"]) == 2  # K400 names
-    assert "train.csv:2: malformed row" in capsys.readouterr().err and "unknown label 'abc def'" in str(
+    assert "train.csv:2: unknown label 'abc def'" in capsys.readouterr().err and "unknown label 'abc def'" in str(
         pytest.raises(ValueError, pk.read_official_csv, csvs[0], None, ["x (y)"]).value)
     assert not list(out.rglob("*.mp4")) if out.exists() else True
     run(pk, raw, csvs, out)

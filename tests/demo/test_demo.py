@@ -55,7 +55,7 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
 
 
 def test_demo_config_files(tmp_path):
-    from gnvideo.demo import _parse
+    from gnvideo.demo.runs import _parse
 
     study = Path(__file__).resolve().parents[2] / "configs" / "study" / "motion_sweep.yaml"
     a = _parse(["--config", str(study)])

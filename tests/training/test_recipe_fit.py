@@ -12,7 +12,7 @@ from .conftest import cli_args
 
 @pytest.fixture(scope="module")
 def eight_class_root(tmp_path_factory):
-    from gnvideo.data.synthetic import make_synthetic_dataset
+    from gnvideo.demo.synthetic import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synthetic8")
     make_synthetic_dataset(root, num_classes=8, videos_per_class=1, val_videos_per_class=1, seed=1, workers=0,

@@ -1,6 +1,6 @@
 """``gnvideo demo``: the BN-vs-GN experiment end to end on the built-in synthetic dataset.
 
-Steps: make the synthetic motion dataset if it is absent (``gnvideo.data.synthetic``); for each clips-per-device
+Steps: make the synthetic motion dataset if it is absent (``gnvideo.demo.synthetic``); for each clips-per-device
 setting and each norm, fit a small 3D ResNet and test its last checkpoint with multi-view testing on the held-out
 ``val`` clips (:func:`fit_and_test`, the programmatic API of :func:`gnvideo.runner.build_cli`); print the BN-vs-GN table
 with the chance level and save the plot. Options come from the command line and ``--config`` YAML files
@@ -130,7 +130,7 @@ def fit_and_test(args: Sequence[str]):
 
 def run_demo(a: Namespace) -> list[dict]:
     """Make the data, fit and test every cell; returns the result dicts (the result files' contents)."""
-    from gnvideo.data.synthetic import make_synthetic_dataset
+    from gnvideo.demo.synthetic import make_synthetic_dataset
 
     t0 = time.perf_counter()
     print(f"[demo] synthetic dataset in {a.root} ...", flush=True)

@@ -10,11 +10,10 @@ import av
 import numpy as np
 import pytest
 
-from gnvideo.data.synthetic import (
-    ANNOTATION_COLUMNS,
+from gnvideo.data.layout import ANNOTATION_COLUMNS, clip_filename
+from gnvideo.demo.synthetic import (
     CLASS_NAMES,
     COMPLETE_MARKER,
-    clip_filename,
     make_synthetic_dataset,
     render_clip,
     sample_clip_params,

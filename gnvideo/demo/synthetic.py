@@ -16,7 +16,7 @@ Layout written by :func:`make_synthetic_dataset`::
     root/labels.txt                       (one class name per line)
     root/.synthetic_complete.json         (written last, atomically; generation is skipped when it matches)
 
-Only numpy and PyAV are needed; torch is never imported here.
+Rendering needs numpy only; files, CSVs and names follow :mod:`gnvideo.data.layout`.
 """
 
 from __future__ import annotations
@@ -27,27 +27,23 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Sequence
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from gnvideo.data.layout import clip_filename, write_annotation_csv, write_text_atomic
+from gnvideo.data.video_writer import write_video
+
 __all__ = [
-    "ANNOTATION_COLUMNS",
     "CLASS_NAMES",
     "COMPLETE_MARKER",
     "ClipParams",
     "SyntheticSummary",
-    "clip_filename",
-    "encode_video",
     "make_synthetic_dataset",
     "render_clip",
     "sample_clip_params",
-    "write_annotation_csv",
 ]
 
-ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 CLASS_NAMES = (
     "moving left",
     "moving right",
@@ -263,89 +259,11 @@ def render_clip(p: ClipParams, noise: bool = True, return_alpha: bool = False) -
     return (frames, alphas) if return_alpha else frames
 
 
-def rgb_to_yuv420p(frames: np.ndarray) -> np.ndarray:
-    """BT.601 limited-range conversion of uint8 RGB (T, H, W, 3), H and W even, to planar yuv420p (T, 3H/2, W).
-
-    Done in numpy because PyAV's swscale conversion is not bit-reproducible from run to run.
-    """
-    t, h, w, _ = frames.shape
-    x = frames.astype(np.float32)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
-    chroma = [128 - 0.148 * r - 0.291 * g + 0.439 * b, 128 + 0.439 * r - 0.368 * g - 0.071 * b]
-    planes = [y.reshape(t, -1)] + [c.reshape(t, h // 2, 2, w // 2, 2).mean(axis=(2, 4)).reshape(t, -1) for c in chroma]
-    out = np.clip(np.concatenate(planes, axis=1) + 0.5, 0, 255).astype(np.uint8)
-    return out.reshape(t, h * 3 // 2, w)
-
-
-def encode_video(path: str | os.PathLike, frames: np.ndarray, fps: int | Fraction, crf: int = 20) -> None:
-    """Encode uint8 RGB frames (T, H, W, 3), H and W even, as h264/yuv420p mp4 (single-threaded, bit-reproducible)."""
-    import av
-
-    num_frames, height, width, _ = frames.shape
-    yuv = rgb_to_yuv420p(frames)
-    with av.open(str(path), "w", format="mp4") as container:
-        # x264's macroblock-tree, adaptive quantisation and psy tuning were seen to give different bitstreams for
-        # identical input in different processes (float paths); without them, and single-threaded, output is exact.
-        options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0:aq-mode=0:psy=0"}
-        stream = container.add_stream("libx264", rate=Fraction(fps), options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1) / Fraction(fps)
-        for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(yuv[i], format="yuv420p")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-
-
-def clip_filename(youtube_id: str, time_start: int, time_end: int, ext: str = ".mp4") -> str:
-    """Kinetics clip file name ``<id>_<start:06d>_<end:06d><ext>``."""
-    return f"{youtube_id}_{int(time_start):06d}_{int(time_end):06d}{ext}"
-
-
-def _csv_field(value: object) -> str:
-    text = str(value)
-    if any(c in text for c in ' ,"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
-
-
-def write_annotation_csv(path: str | os.PathLike, rows: Iterable[Sequence[object]]) -> None:
-    """Write an annotation file with the official Kinetics columns, atomically (temp file + rename).
-
-    Fields containing spaces, commas or quotes are quoted (as in the official files), so readers must use a CSV
-    parser.
-
-    Args:
-        path: destination ``.csv``.
-        rows: ``(label, youtube_id, time_start, time_end, split)`` tuples.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.write(",".join(ANNOTATION_COLUMNS) + "\n")
-        for row in rows:
-            if len(row) != len(ANNOTATION_COLUMNS):
-                raise ValueError(f"{path}: row {row!r} must have the columns {ANNOTATION_COLUMNS}")
-            f.write(",".join(_csv_field(v) for v in row) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _render_and_write(job: tuple) -> str:
     """Worker: render one clip and write it atomically. ``job`` = (path, seed, label_index, sampling kwargs)."""
     path, seed, label_index, kwargs = job
     params = sample_clip_params(np.random.default_rng(seed), label_index, **kwargs)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    encode_video(tmp, render_clip(params), params.fps)
-    os.replace(tmp, path)
+    write_video(path, render_clip(params), params.fps, crf=20, deterministic=True)  # h264/yuv420p, bit-reproducible
     return str(path)
 
 
@@ -449,9 +367,9 @@ def make_synthetic_dataset(root: str | os.PathLike, num_classes: int = 8, videos
     for split in ("train", "val"):
         rows = [(e[1], e[2], e[3], e[4], e[0]) for e in plan if e[0] == split]
         write_annotation_csv(root / "annotations" / f"{split}.csv", rows)
-    _write_text_atomic(root / "labels.txt", "".join(f"{name}\n" for name in labels))
+    write_text_atomic(root / "labels.txt", "".join(f"{name}\n" for name in labels))
     seconds = time.perf_counter() - t0
-    _write_text_atomic(marker, json.dumps({"settings": settings, "videos": len(plan), "seconds": seconds}, indent=1))
+    write_text_atomic(marker, json.dumps({"settings": settings, "videos": len(plan), "seconds": seconds}, indent=1))
     return summary(False)
 
 
