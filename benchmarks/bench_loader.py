@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=4, help="DataLoader batch (clips)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts")
+    parser.add_argument("--resize-in-worker", action="store_true",
+                        help="enlarge training crops in the worker (the DataModule's choice on a CPU trainer) instead "
+                             "of on the device (its choice on a GPU)")
     parser.add_argument("--json", metavar="OUT", help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -127,7 +130,7 @@ def main() -> None:
         raise SystemExit(f"no videos found under {args.root}")
     common = dict(num_frames=args.num_frames, sampling_rate=args.sampling_rate,
                   transform=TrainTransform(short_side_range=tuple(args.short_side), crop_size=args.crop,
-                                           upscale_on_device=True))  # as the DataModule does on a GPU node
+                                           upscale_on_device=not args.resize_in_worker))
     entries = [VideoEntry(p, 0) for p in paths]
     datasets = {b: ClipDataset(entries, "train", ["x"], backend=b, **common) for b in ("auto", "decord")}
     lengths = [len(decord.VideoReader(p, num_threads=1)) for p in paths]
@@ -167,8 +170,10 @@ def main() -> None:
     base = statistics.median(rates["raw decord"])
     result: dict = {"config": {**vars(args), "videos": len(paths), "decord": decord.__version__,
                                "torch_threads": 1, "cpu_count": os.cpu_count()}, "in_process": {}, "loader": {}}
+    where = "in the worker" if args.resize_in_worker else "on the device"
     print(f"\nclip {args.num_frames}x{args.sampling_rate}, crop {args.crop}, short side {tuple(args.short_side)}, "
-          f"{len(paths)} videos, {args.rounds} rounds, torch threads 1, decord {decord.__version__}")
+          f"{len(paths)} videos, {args.rounds} rounds, torch threads 1, decord {decord.__version__}, "
+          f"crops enlarged {where}")
     print("one process:")
     print(f"{'method':<16}{'clips/s':>10}{'ms/clip':>10}{'vs raw decord':>15}")
     for name, r in rates.items():
