@@ -20,13 +20,32 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor
+from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ThroughputMonitor
 from torch import nn
 
 from gnvideo.models.norm_layers import BatchGroupNorm3d
 
 __all__ = ["GroupNormKernelSetup", "LRMonitor", "PredictionWriter", "PreciseBN", "RunRecorder", "batch_norm_layers",
            "update_bn_stats"]
+
+
+def clips_in_batch(batch: dict) -> int:
+    """Clips in a training batch (its ``video`` rows)."""
+    return int(batch["video"].shape[0])
+
+
+class ClipThroughput(ThroughputMonitor):
+    """Lightning's ``ThroughputMonitor`` counting clips: logs ``train/device/samples_per_sec`` (clips per second on
+    one device) and, under DDP, ``train/samples_per_sec`` (all devices), averaged over the last ``window_size``
+    optimizer steps, with ``train/time`` (s) and ``train/samples`` (clips so far).
+
+    Args:
+        window_size: steps averaged (a value appears after this many steps).
+    """
+
+    def __init__(self, window_size: int = 50) -> None:
+        super().__init__(batch_size_fn=clips_in_batch, window_size=window_size, separator="/")
+        self._module_has_flops = False  # no FLOP counts: skips Lightning's warning that flops_per_batch is missing
 
 
 class LRMonitor(LearningRateMonitor):
@@ -229,7 +248,8 @@ class PredictionWriter(BasePredictionWriter):
     """Writes ``predictions.json`` in the run folder and prints the top-5 classes of every video (rank zero).
 
     The module's ``predict_views`` aggregator holds the per-video softmax sums of this rank; they are summed over
-    ranks here (every rank takes part), then rank zero writes. Videos with an unreadable view are listed as skipped.
+    ranks here (every rank takes part), then rank zero writes. Videos with an unreadable view are listed as skipped in
+    ``predictions.json`` (on the console the dataset has named each once, with its reason).
 
     Attributes:
         predictions: the rows written by the latest predict (rank zero).
@@ -273,8 +293,8 @@ class PredictionWriter(BasePredictionWriter):
         skipped = torch.nonzero(scores.skipped).flatten().tolist()
         for r in rows:
             print(f"{name(r['video_index'])}: " + ", ".join(f"{q['label']} {q['prob']:.3f}" for q in r["top5"]))
-        for i in skipped:
-            print(f"{name(i)}: skipped (unreadable view)")
+        # skipped videos are not printed again: the dataset named each once, with its reason, when it met it, and
+        # the data module's teardown prints their count; predictions.json lists them
         path = folder / "predictions.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"predictions": rows, "skipped": [name(i) for i in skipped]}, indent=2) + "\n")

@@ -18,7 +18,6 @@ with any invalid view is never scored (see :mod:`gnvideo.evaluation`).
 from __future__ import annotations
 
 import re
-import time
 import warnings
 from typing import Literal
 
@@ -156,7 +155,6 @@ class VideoClassifier(pl.LightningModule):
         self.test_views = MultiViewAggregator(num_classes)
         self.predict_views = MultiViewAggregator(num_classes)
         self.test_metrics: dict | None = None  # set by each test epoch; written by gnvideo.callbacks.RunRecorder
-        self._last_time: float | None = None
         #: uint8 -> float transform of the input; None = the attached data module's ``batch_transform``
         self.batch_transform: BatchTransform | None = None
 
@@ -206,16 +204,6 @@ class VideoClassifier(pl.LightningModule):
         self.log("train/top1", self.train_top1, on_step=True, on_epoch=True, batch_size=n)
         self.log("train/top5", self.train_top5, on_step=True, on_epoch=True, batch_size=n)
         return loss
-
-    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
-        now = time.perf_counter()
-        if self._last_time is not None:
-            clips = batch["video"].shape[0] * self.trainer.world_size
-            self.log("train/clips_per_sec", clips / max(now - self._last_time, 1e-9), prog_bar=True)
-        self._last_time = now
-
-    def on_train_epoch_start(self) -> None:
-        self._last_time = None
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         valid = self._valid_rows(batch)

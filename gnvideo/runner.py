@@ -36,7 +36,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from gnvideo.callbacks import GroupNormKernelSetup, LRMonitor, PreciseBN, PredictionWriter, RunRecorder
+from gnvideo.callbacks import ClipThroughput, GroupNormKernelSetup, LRMonitor, PreciseBN, PredictionWriter, RunRecorder
 from gnvideo.errors import ConfigError
 from gnvideo.module import VideoClassifier
 from gnvideo.resume import ExactResume
@@ -80,6 +80,7 @@ class GNVideoCLI(LightningCLI):
                              "last_checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(LRMonitor, "lr_monitor")  # logs train/lr/<param group> per step
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(ClipThroughput, "throughput")  # train/device/samples_per_sec: clips/s
         parser.add_lightning_class_args(PreciseBN, "precise_bn")  # --precise_bn.num_batches 200 (paper BN cells)
         parser.set_defaults({"precise_bn.num_batches": 0})
 
