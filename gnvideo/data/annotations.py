@@ -78,9 +78,8 @@ def _split_folder(root: str, split: str) -> str:
     return folder if split and os.path.isdir(folder) else root
 
 
-def _read_csv(csv_path: str, folder: str, label_names: Sequence[str]) -> list[VideoEntry]:
-    rows = read_annotation_csv(csv_path, label_names)
-    label_index = {name: i for i, name in enumerate(label_names)}
+def _read_csv(csv_path: str, folder: str, label_index: dict[str, int], names: Sequence[str]) -> list[VideoEntry]:
+    rows = read_annotation_csv(csv_path, names)
     files = index_video_files(folder)
     return [VideoEntry(files.get(r.stem) or os.path.join(folder, r.label, r.stem + ".mp4"), label_index[r.label])
             for r in rows]
@@ -125,7 +124,7 @@ def read_annotations(
     folder = _split_folder(root, split)
     label_index = {name: i for i, name in enumerate(label_names)}
     if is_annotation_csv(csv_or_list):
-        return _read_csv(csv_or_list, folder, label_names)
+        return _read_csv(csv_or_list, folder, label_index, label_names)
     return _read_list(csv_or_list, folder, label_index, label_names)
 
 

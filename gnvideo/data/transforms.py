@@ -130,9 +130,9 @@ class BatchTransform(nn.Module):
         if box_size is not None:
             _enlarge_boxes(x, torch.as_tensor(box_size, device=video.device))
         if flip is not None:
-            flip = torch.as_tensor(flip, dtype=torch.bool, device=video.device)
-            if bool(flip.any()):
-                x = torch.where(flip.view(-1, 1, 1, 1, 1), x.flip(-1), x)
+            rows = torch.nonzero(torch.as_tensor(flip, dtype=torch.bool, device=video.device)).flatten()
+            if len(rows):
+                x[rows] = x[rows].flip(-1)  # only the mirrored clips are copied
         return x
 
     def extra_repr(self) -> str:
