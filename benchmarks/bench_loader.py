@@ -32,7 +32,7 @@ import torch
 
 def make_videos(folder: str, count: int, width: int = 340, height: int = 256, frames: int = 300) -> list[str]:
     """Smoothly moving textured h264 videos (x264's default preset and crf: B-frames, keyint 250)."""
-    from gnvideo.data.video_writer import write_video
+    from gnvideo.data.decode.writer import write_video
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -114,8 +114,8 @@ def main() -> None:
     import decord
 
     from gnvideo.data.annotations import VideoEntry
+    from gnvideo.data.decode import PyAVReader
     from gnvideo.data.kinetics import ClipDataset, _collect_paths
-    from gnvideo.data.readers import PyAVReader
     from gnvideo.data.sampling import sample_generator, train_clip_indices
     from gnvideo.data.transforms import BatchTransform, TrainTransform
 

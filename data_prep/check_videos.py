@@ -3,7 +3,7 @@
 
 Input: folders (every video file below them) or video files, or an annotation file (official CSV, or a list with one
 path per line relative to ``--root``) plus ``--root``. A video is broken by the one definition the dataset and
-``prepare_kinetics`` use (``gnvideo.data.validation``): missing, empty, cannot be opened, no decodable frame, a frame
+``prepare_kinetics`` use (``gnvideo.data.decode.errors``): missing, empty, cannot be opened, no decodable frame, a frame
 that fails to decode, or clearly fewer frames than the container announces. Every frame is decoded with
 ``gnvideo.data.open_video``, the reader the dataset uses.
 
@@ -55,7 +55,7 @@ CRASHED = "decoder crashed (worker process died)"
 
 def check_video(path: str | os.PathLike, backend: str = "auto") -> str | None:
     """Decode every frame of one video; None when it is fine, else the one-line reason."""
-    from gnvideo.data.validation import video_problem
+    from gnvideo.data.decode import video_problem
 
     return video_problem(path, backend)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gnvideo.demo.synthetic import CLASS_NAMES, make_synthetic_dataset
+from gnvideo.data.synthetic import CLASS_NAMES, make_synthetic_dataset
 
 
 def _range(kind):

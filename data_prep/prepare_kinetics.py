@@ -14,7 +14,7 @@ Output (``--out``)::
 
 Every row is checked before anything is encoded, with the dataset's rules (``gnvideo.data.layout``): whole,
 non-negative seconds with time_start < time_end, and a label among the class names (``--labels``). Sources are
-broken by the rule of ``gnvideo.data.validation`` and reported with check_videos' reason. Output frames are upright
+broken by the rule of ``gnvideo.data.decode.errors`` and reported with check_videos' reason. Output frames are upright
 (rotation metadata applied) and are the source frames at the source's rate, none repeated or dropped.
 
 Resumable: finished outputs are skipped; each output is written to a hidden temp file and renamed. Never touches the
@@ -35,8 +35,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep._encode import transcode
 from gnvideo.data.annotations import load_label_names
+from gnvideo.data.decode.transcode import transcode
+from gnvideo.data.decode.writer import partial_path
 from gnvideo.data.layout import (
     clip_filename,
     clip_stem,
@@ -47,7 +48,6 @@ from gnvideo.data.layout import (
     write_annotation_csv,
     write_text_atomic,
 )
-from gnvideo.data.video_writer import partial_path
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def find_source(index: dict[str, str], clip: Clip) -> tuple[str | None, bool]:
 def _work(job: tuple) -> tuple[str, str, str]:
     """Worker: returns (relpath, status, detail) with status in done/broken."""
     relpath, src, dst, start, end, options = job
-    from gnvideo.data.validation import VideoDecodeError, problem_reason, video_problem
+    from gnvideo.data.decode import VideoDecodeError, problem_reason, video_problem
 
     try:
         n = transcode(src, dst, start, end, **options)

@@ -1,55 +1,51 @@
-"""Video data pipeline: the Kinetics on-disk format (:mod:`.layout`), readers (decord, PyAV fallback) and the one video
-writer (:mod:`.video_writer`), clip samplers, transforms, Kinetics datasets, DataModule.
+"""Video data pipeline: decoding and encoding (:mod:`.decode`, the only place that touches FFmpeg), the Kinetics
+on-disk format (:mod:`.layout`), clip samplers, transforms, Kinetics datasets, the synthetic dataset, DataModule.
 
-Importing ``gnvideo.data`` does not import Lightning; ``KineticsDataModule`` is loaded on first access.
+Importing ``gnvideo.data`` imports nothing heavy (no torch, no Lightning): each public name below is loaded from its
+module on first access, so the data tools and ``gnvideo.data.layout`` start fast.
 """
 
-from .annotations import VideoEntry, load_label_names, read_annotations, read_exclude_list
-from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset, collate_views
-from .readers import VideoReader, open_video
-from .sampling import (
-    EpochDistributedSampler,
-    ResumableDataLoader,
-    UnpaddedDistributedSampler,
-    eval_clip_indices,
-    sample_generator,
-    train_clip_indices,
-)
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, EvalTransform, TrainTransform
-from .validation import VideoDecodeError, video_problem
+from importlib import import_module
+
+#: public name -> the submodule that defines it (imported on first use, so importing this package stays light)
+_EXPORTS = {
+    "VideoEntry": ".annotations",
+    "load_label_names": ".annotations",
+    "read_annotations": ".annotations",
+    "read_exclude_list": ".annotations",
+    "VideoDecodeError": ".decode",
+    "VideoReader": ".decode",
+    "open_video": ".decode",
+    "video_problem": ".decode",
+    "ClipDataset": ".kinetics",
+    "KineticsDataset": ".kinetics",
+    "VideoFilesDataset": ".kinetics",
+    "collate_views": ".kinetics",
+    "EpochDistributedSampler": ".sampling",
+    "ResumableDataLoader": ".sampling",
+    "UnpaddedDistributedSampler": ".sampling",
+    "eval_clip_indices": ".sampling",
+    "sample_generator": ".sampling",
+    "train_clip_indices": ".sampling",
+    "IMAGENET_MEAN": ".transforms",
+    "IMAGENET_STD": ".transforms",
+    "BatchTransform": ".transforms",
+    "EvalTransform": ".transforms",
+    "TrainTransform": ".transforms",
+    "KineticsDataModule": ".datamodule",
+}
 
 
 def __getattr__(name: str):
-    if name == "KineticsDataModule":
-        from .datamodule import KineticsDataModule
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-        return KineticsDataModule
-    raise AttributeError(f"module 'gnvideo.data' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
 
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "BatchTransform",
-    "ClipDataset",
-    "EpochDistributedSampler",
-    "EvalTransform",
-    "KineticsDataModule",
-    "KineticsDataset",
-    "ResumableDataLoader",
-    "TrainTransform",
-    "UnpaddedDistributedSampler",
-    "VideoDecodeError",
-    "VideoEntry",
-    "VideoFilesDataset",
-    "VideoReader",
-    "eval_clip_indices",
-    "load_label_names",
-    "open_video",
-    "read_annotations",
-    "read_exclude_list",
-    "sample_generator",
-    "train_clip_indices",
-    "collate_views",
-    "video_problem",
-]
+__all__ = sorted(_EXPORTS)

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from gnvideo.errors import ConfigError
+from gnvideo.errors import ConfigError, config_prefix
 
 from .annotations import load_label_names
 from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset, collate_views
@@ -42,13 +42,9 @@ def labels_from_checkpoint(path: str) -> tuple[str | None, int | None]:
 
 
 def _transform(split: str, cls: type, **options):
-    """``cls(**options)``; a bad value raises :class:`ConfigError` naming the option (``data.<split>_<name>``)."""
-    try:
+    """``cls(**options)``; a bad value raises :class:`ConfigError` with the option's key (``<split>_<name>``)."""
+    with config_prefix(f"{split}_"):
         return cls(**options)
-    except ValueError as err:
-        text = str(err)
-        named = min(options, key=lambda name: text.find(name) if name in text else len(text))  # first one named
-        raise ConfigError(f"data.{split}_{named}", text) from err
 
 
 class KineticsDataModule(pl.LightningDataModule):
@@ -89,6 +85,8 @@ class KineticsDataModule(pl.LightningDataModule):
         pin_memory: DataLoader pin_memory.
         persistent_workers: keep workers between epochs (only used when num_workers > 0).
         decode_backend: "auto", "decord" or "pyav".
+        decode_short_side: scale frames to this short side (pixels) while decoding, before the split's transform
+            (saves memory and resize work on large source videos); None = decode at the file's size.
         exclude_list: file of video paths to leave out (one per line).
         predict_files: videos for ``predict``: a list of files, or one folder (searched recursively), video file or
             text file listing videos (one per line, relative to the list's folder; use it for names with commas).
@@ -131,10 +129,11 @@ class KineticsDataModule(pl.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         decode_backend: str = "auto",
+        decode_short_side: int | None = None,
         exclude_list: str | None = None,
         predict_files: str | list[str] | None = None,
         seed: int = 0,
-        mean_std: str = "imagenet",
+        mean_std: str | None = None,
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
         holdout_fraction: float = 0.0,
@@ -142,21 +141,14 @@ class KineticsDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.hparams.mean, self.hparams.std = resolve_mean_std(mean_std, mean, std)  # recorded as run settings
-        #: uint8 batches -> normalised float32 on the device; ``VideoClassifier.on_after_batch_transfer`` calls it
-        self.batch_transform = BatchTransform(self.hparams.mean, self.hparams.std)
-        if test_view not in ("crops", "full_frame"):
-            raise ConfigError("data.test_view", f"must be 'crops' or 'full_frame', got {test_view!r}")
-        #: one transform per split, built from that split's options (and passed to its dataset as they are)
-        self.train_transform = _transform("train", TrainTransform, short_side_range=train_short_side_range,
-                                          crop_size=train_crop_size, flip_prob=train_flip_prob,
-                                          upscale_on_device=bool(train_upscale_on_device))
-        self.val_transform = _transform("val", EvalTransform, short_side=val_short_side, crop_size=val_crop_size)
-        full_frame = test_view == "full_frame"
-        self.test_transform = _transform("test", EvalTransform, short_side=test_short_side, crop_size=test_crop_size,
-                                         num_crops=1 if full_frame else test_num_crops, full_frame=full_frame)
-        if not 0.0 <= holdout_fraction < 1.0:
-            raise ValueError(f"data.holdout_fraction: must be in [0, 1), got {holdout_fraction}")
+        with config_prefix("data."):  # the settings checked here have the keys data.<name>
+            # the resolved values are recorded as the run's settings
+            self.hparams.mean, self.hparams.std = resolve_mean_std(mean_std, mean, std)
+            #: uint8 batches -> normalised float32 on the device; ``VideoClassifier.on_after_batch_transfer`` calls it
+            self.batch_transform = BatchTransform(self.hparams.mean, self.hparams.std)
+            self._build_transforms()
+            if not 0.0 <= holdout_fraction < 1.0:
+                raise ConfigError("holdout_fraction", f"must be in [0, 1), got {holdout_fraction}")
         self.root = os.fspath(root)
         if labels is None and os.path.isfile(os.path.join(self.root, "labels.txt")):
             labels = os.path.join(self.root, "labels.txt")
@@ -172,6 +164,20 @@ class KineticsDataModule(pl.LightningDataModule):
         self.test_dataset: KineticsDataset | None = None
         self.predict_dataset: VideoFilesDataset | None = None
 
+    def _build_transforms(self) -> None:
+        """One transform per split from that split's options (each dataset gets its split's object as it is)."""
+        h = self.hparams
+        if h.test_view not in ("crops", "full_frame"):
+            raise ConfigError("test_view", f"must be 'crops' or 'full_frame', got {h.test_view!r}")
+        self.train_transform = _transform("train", TrainTransform, short_side_range=h.train_short_side_range,
+                                          crop_size=h.train_crop_size, flip_prob=h.train_flip_prob,
+                                          upscale_on_device=bool(h.train_upscale_on_device))
+        self.val_transform = _transform("val", EvalTransform, short_side=h.val_short_side, crop_size=h.val_crop_size)
+        full_frame = h.test_view == "full_frame"
+        self.test_transform = _transform("test", EvalTransform, short_side=h.test_short_side,
+                                         crop_size=h.test_crop_size, num_crops=1 if full_frame else h.test_num_crops,
+                                         full_frame=full_frame)
+
     @property
     def clips_per_device(self) -> int:
         """Clips per device per batch (``data.clips_per_device``; the DataLoader's ``batch_size`` in train/val)."""
@@ -186,7 +192,8 @@ class KineticsDataModule(pl.LightningDataModule):
     def _common(self) -> dict:
         """Dataset options that are the same for every split."""
         h = self.hparams
-        return dict(num_frames=h.num_frames, sampling_rate=h.sampling_rate, backend=h.decode_backend, seed=h.seed)
+        return dict(num_frames=h.num_frames, sampling_rate=h.sampling_rate, backend=h.decode_backend,
+                    decode_short_side=h.decode_short_side, seed=h.seed)
 
     def _split_options(self, mode: str) -> dict:
         """The transform (and in test mode the clip count) of the dataset of ``mode``."""
@@ -198,39 +205,53 @@ class KineticsDataModule(pl.LightningDataModule):
 
     def _dataset(self, annotation: str, split: str, mode: str) -> KineticsDataset:
         h = self.hparams
-        key = f"data.{'train' if mode == 'train' else 'val' if mode == 'val' else 'test'}_annotation"
+        key = f"{'train' if mode == 'train' else 'val' if mode == 'val' else 'test'}_annotation"
         if not os.path.isfile(annotation):
-            given = getattr(h, key[5:]) is not None or (key == "data.test_annotation" and h.val_annotation)
-            where = "" if given else f" (the default under data.root; set {key})"
+            given = getattr(h, key) is not None or (key == "test_annotation" and h.val_annotation)
+            where = "" if given else f" (the default under data.root; set data.{key})"
             raise ConfigError(key, f"annotation file not found: {annotation}{where}")
         if h.exclude_list is not None and not os.path.isfile(h.exclude_list):
-            raise ConfigError("data.exclude_list", f"file not found: {h.exclude_list}")
+            raise ConfigError("exclude_list", f"file not found: {h.exclude_list}")
         try:
             return KineticsDataset(annotation, self.root, split=split, mode=mode, label_names=self.label_names,
                                    exclude_list=h.exclude_list, **self._split_options(mode), **self._common())
         except (ValueError, FileNotFoundError) as err:  # malformed row, unknown label: file:line in the message
             raise ConfigError(key, str(err)) from err
 
+    @config_prefix("data.")
     def _check_batches(self, replicas: int = 1) -> None:
         """Raise when the train split gives no batch of ``clips_per_device`` on each of ``replicas`` devices."""
         ds = self.train_dataset
         if ds is None:
             return
-        usable = ds.num_videos - getattr(ds, "num_missing", 0)
+        usable = ds.num_videos - ds.num_missing  # both counted on the training part, after any holdout
         batch, replicas = self.clips_per_device, max(int(replicas), 1)
         per_device = -(-ds.num_videos // replicas)  # the train sampler pads to equal shares, batches drop the rest
-        where = f"{ds.num_videos} listed in {ds.annotation}, {ds.num_videos - usable} of them missing"
+        held = len(self.val_dataset) if self.val_dataset is not None and self.hparams.holdout_fraction > 0 else 0
+        where = (f"{ds.num_videos + held} listed in {ds.annotation}" + (f", {held} held out for validation" if held
+                 else "") + f", {ds.num_missing} of the {ds.num_videos} training videos missing")
         if per_device < batch:
             devices = f" on each of {replicas} devices" if replicas > 1 else ""
-            raise ConfigError("data.clips_per_device", f"the train split has {usable} usable videos ({where}), "
+            raise ConfigError("clips_per_device", f"the train split has {usable} usable videos ({where}), "
                               f"fewer than one batch of {batch} clips{devices}: 0 batches per epoch")
         if usable == 0:
-            raise ConfigError("data.train_annotation", f"the train split has 0 usable videos ({where})")
+            raise ConfigError("train_annotation", f"the train split has 0 usable videos ({where})")
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the datasets for ``stage`` ("fit", "validate", "test", "predict"; None = all with annotations)."""
+        """Build the datasets for ``stage`` ("fit", "validate", "test", "predict"; None = all with annotations).
+
+        Raises:
+            ConfigError: a missing or malformed annotation, root, exclude list or predict input, or a train split
+                with no full batch; the key is ``data.<option>``.
+        """
+        with config_prefix("data."):
+            self._setup(stage)
+        if stage in ("fit", None):
+            self._check_batches()  # after the holdout took its share
+
+    def _setup(self, stage: str | None) -> None:
         if stage != "predict" and not os.path.isdir(self.root):
-            raise ConfigError("data.root", f"dataset folder not found: {self.root}")
+            raise ConfigError("root", f"dataset folder not found: {self.root}")
         if self.hparams.train_upscale_on_device is None:
             trainer = getattr(self, "trainer", None)
             on_accelerator = trainer is not None and trainer.strategy.root_device.type != "cpu"
@@ -240,8 +261,6 @@ class KineticsDataModule(pl.LightningDataModule):
                 self.train_dataset = self._dataset(self.train_annotation, "train", "train")
         if stage in ("fit", "validate", None) and self.val_dataset is None and self.hparams.holdout_fraction > 0:
             self.val_dataset = self._holdout()
-        if stage in ("fit", None):
-            self._check_batches()  # after the holdout took its share
         if stage in ("fit", "validate", None) and self.val_dataset is None:
             if stage is not None or os.path.isfile(self.val_annotation):
                 self.val_dataset = self._dataset(self.val_annotation, "val", "val")
@@ -250,13 +269,13 @@ class KineticsDataModule(pl.LightningDataModule):
                 self.test_dataset = self._dataset(self.test_annotation, self.test_split, "test")
         if stage == "predict" and self.predict_dataset is None:
             if self.hparams.predict_files is None:
-                raise ConfigError("data.predict_files", "not set: give a folder, a video or a list file")
+                raise ConfigError("predict_files", "not set: give a folder, a video or a list file")
             try:
                 self.predict_dataset = VideoFilesDataset(
                     self.hparams.predict_files, mode="test", label_names=self.label_names,
                     **self._split_options("test"), **self._common())
             except (ValueError, FileNotFoundError) as err:
-                raise ConfigError("data.predict_files", str(err)) from err
+                raise ConfigError("predict_files", str(err)) from err
 
     def teardown(self, stage: str | None = None) -> None:
         """Log how many broken videos each split met (each was named once, with its reason, when first met)."""
@@ -269,21 +288,19 @@ class KineticsDataModule(pl.LightningDataModule):
                                ds.num_skipped * per_item, verb)
 
     def _holdout(self) -> ClipDataset:
-        """Move a seeded random ``holdout_fraction`` of the training videos into a validation dataset."""
-        train = self.train_dataset or self._dataset(self.train_annotation, "train", "train")
-        n = len(train.entries)
+        """Split a seeded random ``holdout_fraction`` of the training videos off into a validation dataset; the
+        train dataset becomes the rest (each part with its own failure and missing-file counts)."""
+        full = self.train_dataset or self._dataset(self.train_annotation, "train", "train")
+        n = len(full.entries)
         k = max(1, round(self.hparams.holdout_fraction * n))
         if k >= n:
-            raise ValueError(f"data.holdout_fraction: {self.hparams.holdout_fraction} of {n} training videos leaves "
-                             "none to train on")
+            raise ConfigError("holdout_fraction", f"{self.hparams.holdout_fraction} of {n} training videos leaves "
+                              "none to train on")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
-        held = sorted(order[:k])
-        held_set = set(held)
-        val_entries = [train.entries[i] for i in held]
-        train.entries = [e for i, e in enumerate(train.entries) if i not in held_set]
-        self.train_dataset = train
-        return ClipDataset(val_entries, mode="val", label_names=self.label_names, **self._split_options("val"),
-                           **self._common())
+        held = set(order[:k])
+        self.train_dataset = full.with_entries([i for i in range(n) if i not in held])
+        return ClipDataset([full.entries[i] for i in sorted(held)], mode="val", label_names=self.label_names,
+                           **self._split_options("val"), **self._common())
 
     # -- loaders -----------------------------------------------------------------------------------------------
     def _replicas(self) -> tuple[int, int]:

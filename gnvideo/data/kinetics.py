@@ -14,7 +14,7 @@ num_crops views: ``video`` uint8 (V, T, crop, crop, 3), ``view_index`` int64 (V,
 rest per video; :func:`collate_views` flattens them into a batch of views (B x V, T, crop, crop, 3) in which every row
 has its video's ``label``, ``video_index``, ``valid`` and ``flip``.
 
-Broken videos (the definition is in :mod:`gnvideo.data.validation`: missing, empty, undecodable, a
+Broken videos (the definition is in :mod:`gnvideo.data.decode.errors`: missing, empty, undecodable, a
 decode error in any frame read, truncated): in train mode another video is drawn instead (up to ``max_retries`` times);
 in val/test mode the sample has ``valid=False`` and a zero video, so its video is never scored. A video that failed
 once is broken for the rest of the dataset's life (never read again, never half-used). Failures are recorded in
@@ -28,6 +28,7 @@ by :meth:`set_epoch` (the DataModule's train sampler calls it each epoch), so pe
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -36,11 +37,10 @@ import torch
 from torch.utils.data import Dataset
 
 from .annotations import VideoEntry, apply_exclude, load_label_names, read_annotations
+from .decode import BACKENDS, VideoDecodeError, open_video, problem_reason
 from .layout import is_video_file, list_video_files, read_exclude_list, read_list_lines
-from .readers import BACKENDS, open_video
 from .sampling import eval_clip_indices, sample_generator, train_clip_indices
 from .transforms import EvalTransform, TrainTransform
-from .validation import VideoDecodeError, problem_reason
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +110,23 @@ class ClipDataset(Dataset):
         self.seed, self.max_retries = int(seed), int(max_retries)
         self.crop_size = transform.crop_size  # side of the zero video of an unreadable item
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self._failures = torch.zeros(len(self.entries), dtype=torch.int32).share_memory_()  # per video, all workers
-        self.failed_files: dict[str, str] = {}  # path -> reason, for the failures seen in this process
+        self._count_entries()
         self.num_repeated_frames = 0
+
+    def _count_entries(self) -> None:
+        """Per-entry state: failure counts shared by all workers, and the number of listed files not on disk."""
+        self._failures = torch.zeros(len(self.entries), dtype=torch.int32).share_memory_()  # per video, all workers
+        #: path -> reason of the failures met in this process only (``failed_videos`` covers all workers)
+        self.local_failure_reasons: dict[str, str] = {}
+        self.num_missing = sum(not os.path.exists(e.path) for e in self.entries)
+
+    def with_entries(self, indices: Sequence[int]) -> ClipDataset:
+        """The same dataset over ``entries[i]`` for ``i`` in ``indices`` (a split of it), with its own counts."""
+        part = copy.copy(self)
+        part.entries = [self.entries[i] for i in indices]
+        part._epoch = self._epoch.clone().share_memory_()
+        part._count_entries()
+        return part
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
     @property
@@ -153,7 +167,7 @@ class ClipDataset(Dataset):
         self._failures[video_index] += 1
         if first and not isinstance(err, _KnownBroken):
             path, reason = self.entries[video_index].path, problem_reason(err)
-            self.failed_files[path] = reason
+            self.local_failure_reasons[path] = reason
             logger.warning("skipping broken video %s (%s)", path, reason)
 
     def _open(self, video_index: int):
@@ -165,7 +179,7 @@ class ClipDataset(Dataset):
     def _train_sample(self, video_index: int, generator: torch.Generator) -> dict:
         label = self.entries[video_index].label
         with self._open(video_index) as reader:
-            indices = train_clip_indices(reader.num_frames, self.num_frames, self.sampling_rate, generator)
+            indices = train_clip_indices(reader.frame_count, self.num_frames, self.sampling_rate, generator)
             frames = reader.frames(indices)
             self.num_repeated_frames += reader.last_num_repeated
         clip = self.transform(frames, generator)
@@ -175,7 +189,7 @@ class ClipDataset(Dataset):
     def _eval_views(self, video_index: int) -> torch.Tensor:
         """All views of one video, uint8 (num_clips x num_crops, T, h, w, 3): one open, one read of the union."""
         with self._open(video_index) as reader:
-            clips = eval_clip_indices(reader.num_frames, self.num_frames, self.sampling_rate, self.num_clips)
+            clips = eval_clip_indices(reader.frame_count, self.num_frames, self.sampling_rate, self.num_clips)
             union = sorted({i for clip in clips for i in clip})
             frames = reader.frames(union)  # (U, H, W, 3)
             self.num_repeated_frames += reader.last_num_repeated
@@ -235,7 +249,7 @@ class KineticsDataset(ClipDataset):
         **kwargs: :class:`ClipDataset` options (transform, num_frames, sampling_rate, num_clips, ...).
 
     Videos listed but absent from disk are kept (they fail at load time like any broken file); their number is
-    logged once at construction and kept in ``num_missing``.
+    logged once at construction and kept in ``num_missing`` (as in every :class:`ClipDataset`).
     """
 
     def __init__(
@@ -256,13 +270,12 @@ class KineticsDataset(ClipDataset):
             before = len(entries)
             entries = apply_exclude(entries, read_exclude_list(exclude_list))
             logger.info("%s: excluded %d videos listed in %s", annotation, before - len(entries), exclude_list)
-        self.num_missing = sum(not os.path.exists(e.path) for e in entries)
-        if self.num_missing:
-            logger.warning("%s: %d of %d videos are missing under %s (they will be skipped when loaded)",
-                           annotation, self.num_missing, len(entries), root)
         self.annotation, self.root, self.split = os.fspath(annotation), os.fspath(root), split
         super().__init__(entries, mode, label_names=names, num_frames=num_frames, sampling_rate=sampling_rate,
                          **kwargs)
+        if self.num_missing:
+            logger.warning("%s: %d of %d videos are missing under %s (they will be skipped when loaded)",
+                           annotation, self.num_missing, len(entries), root)
 
 
 def _collect_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:

@@ -35,12 +35,12 @@ def sample_generator(seed: int, epoch: int, index: int, attempt: int = 0) -> tor
 
 
 def train_clip_indices(
-    num_video_frames: int, num_frames: int, sampling_rate: int, generator: torch.Generator | None = None
+    frame_count: int, num_frames: int, sampling_rate: int, generator: torch.Generator | None = None
 ) -> list[int]:
-    """One random clip: start uniform in [0, num_video_frames - span] (0 when the video is shorter than a clip).
+    """One random clip: start uniform in [0, frame_count - span] (0 when the video is shorter than a clip).
 
     Args:
-        num_video_frames: frames in the video (>= 1).
+        frame_count: frames in the video (>= 1).
         num_frames: frames per clip (T).
         sampling_rate: stride between clip frames, in video frames.
         generator: source of randomness (None = torch's global RNG).
@@ -49,19 +49,19 @@ def train_clip_indices(
         T frame indices, increasing; they may pass the end of a short video.
     """
     span = clip_span(num_frames, sampling_rate)
-    if num_video_frames < 1:
-        raise ValueError(f"num_video_frames must be >= 1, got {num_video_frames}")
-    max_start = max(num_video_frames - span, 0)
+    if frame_count < 1:
+        raise ValueError(f"frame_count must be >= 1, got {frame_count}")
+    max_start = max(frame_count - span, 0)
     start = int(torch.randint(0, max_start + 1, (1,), generator=generator)) if max_start > 0 else 0
     return [start + i * sampling_rate for i in range(num_frames)]
 
 
 def eval_clip_indices(
-    num_video_frames: int, num_frames: int, sampling_rate: int, num_clips: int = 10
+    frame_count: int, num_frames: int, sampling_rate: int, num_clips: int = 10
 ) -> list[list[int]]:
     """``num_clips`` clips with starts spaced uniformly over the video (deterministic).
 
-    Clip k starts at round(k * (num_video_frames - span) / (num_clips - 1)) (one clip: the centre clip). Videos
+    Clip k starts at round(k * (frame_count - span) / (num_clips - 1)) (one clip: the centre clip). Videos
     shorter than a clip give ``num_clips`` identical clips starting at 0.
 
     Returns:
@@ -70,9 +70,9 @@ def eval_clip_indices(
     span = clip_span(num_frames, sampling_rate)
     if num_clips < 1:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
-    if num_video_frames < 1:
-        raise ValueError(f"num_video_frames must be >= 1, got {num_video_frames}")
-    room = max(num_video_frames - span, 0)
+    if frame_count < 1:
+        raise ValueError(f"frame_count must be >= 1, got {frame_count}")
+    room = max(frame_count - span, 0)
     if num_clips == 1:
         starts = [room // 2]
     else:

@@ -35,8 +35,8 @@ from torch import nn
 from torch.nn import functional as F_nn
 from torchvision.transforms.v2 import functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from gnvideo.errors import ConfigError
+from gnvideo.models.weights import IMAGENET_MEAN, IMAGENET_STD
 
 #: Input mean / std (RGB, [0, 1] units) per weight source: ``imagenet`` for torchvision / timm 2D ImageNet weights,
 #: ``pytorchvideo`` for pytorchvideo / PySlowFast / Non-local checkpoints (114.75 / 57.375 on the 0-255 scale),
@@ -48,16 +48,23 @@ MEAN_STD_PRESETS: dict[str, tuple[tuple[float, float, float], tuple[float, float
 }
 
 
-def resolve_mean_std(preset: str, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+def resolve_mean_std(preset: str | None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
                      ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of ``preset`` (a key of ``MEAN_STD_PRESETS``), each replaced by ``mean`` / ``std`` when given."""
+    """(mean, std) of ``preset`` (a key of ``MEAN_STD_PRESETS``; None = "imagenet"), each replaced by ``mean`` /
+    ``std`` when given.
+
+    Raises:
+        ConfigError: key ``mean_std`` (unknown preset) or ``mean`` / ``std`` (not 3 values, or std <= 0).
+    """
+    preset = "imagenet" if preset is None else preset
     if preset not in MEAN_STD_PRESETS:
-        raise ValueError(f"data.mean_std: unknown preset {preset!r}; allowed: {sorted(MEAN_STD_PRESETS)}")
+        raise ConfigError("mean_std", f"unknown preset {preset!r}; allowed: {sorted(MEAN_STD_PRESETS)}")
     m, s = MEAN_STD_PRESETS[preset]
     m = tuple(float(v) for v in (mean if mean is not None else m))
     s = tuple(float(v) for v in (std if std is not None else s))
     if len(m) != 3 or len(s) != 3 or min(s) <= 0:
-        raise ValueError(f"data.mean / data.std: need 3 values each and std > 0, got mean={m}, std={s}")
+        raise ConfigError("mean" if len(m) != 3 else "std", f"need 3 values each for mean and std and std > 0, "
+                          f"got mean={m}, std={s}")
     return m, s
 
 
@@ -178,11 +185,12 @@ class TrainTransform:
     ) -> None:
         lo, hi = (int(v) for v in short_side_range)
         if not 0 < lo <= hi:
-            raise ValueError(f"short_side_range must be (min, max) with 0 < min <= max, got {short_side_range}")
+            raise ConfigError("short_side_range", f"must be (min, max) with 0 < min <= max, got {short_side_range}")
         if not 0 < crop_size <= lo:
-            raise ValueError(f"crop_size ({crop_size}) must be positive and <= short_side_range[0] ({lo})")
+            raise ConfigError("crop_size", f"crop_size ({crop_size}) must be positive and <= short_side_range[0] "
+                              f"({lo})")
         if not 0.0 <= flip_prob <= 1.0:
-            raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+            raise ConfigError("flip_prob", f"must be in [0, 1], got {flip_prob}")
         self.short_side_range, self.crop_size, self.flip_prob = (lo, hi), int(crop_size), float(flip_prob)
         self.upscale_on_device = bool(upscale_on_device)
 
@@ -236,12 +244,13 @@ class EvalTransform:
         full_frame: bool = False,
     ) -> None:
         if num_crops not in (1, 3):
-            raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+            raise ConfigError("num_crops", f"must be 1 or 3, got {num_crops}")
         if full_frame and num_crops != 1:
-            raise ValueError(f"the full-frame test view is one view per clip: num_crops must be 1, got {num_crops}")
+            raise ConfigError("num_crops", f"the full-frame test view is one view per clip: num_crops must be 1, "
+                              f"got {num_crops}")
         self.full_frame = bool(full_frame)
         if not 0 < crop_size <= short_side:
-            raise ValueError(f"crop_size ({crop_size}) must be positive and <= short_side ({short_side})")
+            raise ConfigError("crop_size", f"crop_size ({crop_size}) must be positive and <= short_side ({short_side})")
         self.short_side, self.crop_size, self.num_crops = int(short_side), int(crop_size), int(num_crops)
 
     def boxes(self, height: int, width: int) -> list[tuple[int, int, int]]:

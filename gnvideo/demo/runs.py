@@ -1,9 +1,9 @@
 """``gnvideo demo``: the BN-vs-GN experiment end to end on the built-in synthetic dataset.
 
-Steps: make the synthetic motion dataset if it is absent (``gnvideo.demo.synthetic``); for each clips-per-device
+Steps: make the synthetic motion dataset if it is absent (``gnvideo.data.synthetic``); for each clips-per-device
 setting and each norm, fit a small 3D ResNet and test its last checkpoint with multi-view testing on the held-out
-``val`` clips (:func:`fit_and_test`, the programmatic API of :func:`gnvideo.runner.build_cli`); print the BN-vs-GN table
-with the chance level and save the plot. Options come from the command line and ``--config`` YAML files
+``val`` clips (:func:`fit_and_test`, the programmatic API of :func:`gnvideo.training.runner.build_cli`); print the
+BN-vs-GN table with the chance level and save the plot. Options come from the command line and ``--config`` YAML files
 (``configs/study/``), parsed by jsonargparse as every ``gnvideo`` command is.
 
 The paper's protocol is mimicked on one device: a fixed number of simulated devices (``--simulated_devices``, V)
@@ -108,14 +108,14 @@ def _run_args(a: Namespace, norm: str, clips: int, seed: int) -> tuple[str, list
 def fit_and_test(args: Sequence[str]):
     """Fit one run with the ``gnvideo`` options ``args`` (no subcommand), then test its last checkpoint.
 
-    Uses the programmatic API (:func:`gnvideo.runner.build_cli` with ``run=False``) and the same trainer for both, so
-    the result lands in the fit run's folder.
+    Uses the programmatic API (:func:`gnvideo.training.runner.build_cli` with ``run=False``) and the same trainer for
+    both, so the result lands in the fit run's folder.
 
     Returns:
         ``(result, path)``: the :class:`gnvideo.results.TestResult` and the file it was written to.
     """
-    from gnvideo.callbacks import RunRecorder
-    from gnvideo.runner import build_cli
+    from gnvideo.training.callbacks import RunRecorder
+    from gnvideo.training.runner import build_cli
 
     cli = build_cli(args, run=False)
     trainer = cli.trainer
@@ -130,7 +130,7 @@ def fit_and_test(args: Sequence[str]):
 
 def run_demo(a: Namespace) -> list[dict]:
     """Make the data, fit and test every cell; returns the result dicts (the result files' contents)."""
-    from gnvideo.demo.synthetic import make_synthetic_dataset
+    from gnvideo.data.synthetic import make_synthetic_dataset
 
     t0 = time.perf_counter()
     print(f"[demo] synthetic dataset in {a.root} ...", flush=True)

@@ -9,27 +9,21 @@ option validation), ``NORM_KINDS`` (CLI and model choices), ``FUSED_ACTIVATION_K
 
 ``build_norm(kind, num_channels, **options)`` returns a layer for input (N, C, T, H, W) with C = ``num_channels``.
 ``num_groups`` defaults to 32, capped at the channel count (a 16-channel layer gets 16 groups) when neither
-``num_groups`` nor ``channels_per_group`` is given. Invalid options raise ``ValueError`` naming the option, the
-channel count and what is allowed.
+``num_groups`` nor ``channels_per_group`` is given. Invalid options raise :class:`gnvideo.errors.ConfigError` with the
+key ``norm`` or ``norm_options.<option>`` (``build_model``'s words), the channel count and what is allowed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from gnvideo.errors import ConfigError
 
-from gnvideo import ops
-from gnvideo.models.norm_layers import (
-    BatchGroupNorm3d,
-    FrozenBatchNorm3d,
-    GroupNorm3d,
-    InstanceNorm3d,
-    LayerNorm3d,
-    SubBatchNorm3d,
-)
+if TYPE_CHECKING:
+    from torch import nn
 
 DEFAULT_NUM_GROUPS = 32
 
@@ -44,7 +38,8 @@ class NormKind:
 
     Attributes:
         name: the kind, as written in configs (``model.norm``).
-        layer: the layer class; built as ``layer(num_channels, **options)``.
+        layer: the layer class as ``"module:Class"`` (imported when first built, so that reading the table needs no
+            torch); built as ``layer_class(num_channels, **options)``.
         options: option names ``norm_options`` may hold for this kind.
         required: options that must be given.
         fused_activation: the ReLU after the norm runs inside ``gnvideo.ops.group_norm``.
@@ -58,7 +53,7 @@ class NormKind:
     """
 
     name: str
-    layer: type[nn.Module]
+    layer: str
     options: tuple[str, ...]
     family: str
     batch_dependent: bool
@@ -74,28 +69,36 @@ class NormKind:
     def row(self) -> str:
         return self.report_row or self.name
 
+    @property
+    def layer_class(self) -> type[nn.Module]:
+        module, _, name = self.layer.partition(":")
+        return getattr(import_module(module), name)
+
 
 _GN_OPTS = ("eps", "activation", "use_kernel")
+_LAYERS = "gnvideo.models.norm_layers"
 
 NORMS: dict[str, NormKind] = {
     k.name: k
     for k in (
-        NormKind("bn", nn.BatchNorm3d, ("eps", "momentum"), "bn", True,
+        NormKind("bn", "torch.nn:BatchNorm3d", ("eps", "momentum"), "bn", True,
                  "BatchNorm3d, statistics of the clips on one device (the paper's per-GPU BN)",
                  momentum_none=True, demo=True),
-        NormKind("syncbn", nn.SyncBatchNorm, ("eps", "momentum"), "bn", True,
+        NormKind("syncbn", "torch.nn:SyncBatchNorm", ("eps", "momentum"), "bn", True,
                  "BN synchronized across devices", momentum_none=True),
-        NormKind("frozen_bn", FrozenBatchNorm3d, ("eps",), "bn", False,
+        NormKind("frozen_bn", f"{_LAYERS}:FrozenBatchNorm3d", ("eps",), "bn", False,
                  "fixed statistics and affine (fine-tuning)"),
-        NormKind("sub_bn", SubBatchNorm3d, ("eps", "momentum", "clips_per_group"), "bn", True,
+        NormKind("sub_bn", f"{_LAYERS}:SubBatchNorm3d", ("eps", "momentum", "clips_per_group"), "bn", True,
                  "BN with training statistics per group of clips_per_group clips (k clips per GPU on one device)",
                  required=("clips_per_group",), report_row="bn", momentum_none=True),
-        NormKind("gn", GroupNorm3d, ("num_groups", "channels_per_group", *_GN_OPTS), "gn", False,
+        NormKind("gn", f"{_LAYERS}:GroupNorm3d", ("num_groups", "channels_per_group", *_GN_OPTS), "gn", False,
                  "GroupNorm through gnvideo.ops.group_norm", fused_activation=True, grouped=True, demo=True),
-        NormKind("ln", LayerNorm3d, _GN_OPTS, "gn", False, "GN with one group", fused_activation=True, demo=True),
-        NormKind("in", InstanceNorm3d, _GN_OPTS, "gn", False, "GN with one channel per group",
+        NormKind("ln", f"{_LAYERS}:LayerNorm3d", _GN_OPTS, "gn", False, "GN with one group",
                  fused_activation=True, demo=True),
-        NormKind("bgn", BatchGroupNorm3d, ("eps", "momentum", "num_groups", "channels_per_group"), "bgn", True,
+        NormKind("in", f"{_LAYERS}:InstanceNorm3d", _GN_OPTS, "gn", False, "GN with one channel per group",
+                 fused_activation=True, demo=True),
+        NormKind("bgn", f"{_LAYERS}:BatchGroupNorm3d", ("eps", "momentum", "num_groups", "channels_per_group"),
+                 "bgn", True,
                  "Batch Group Norm (Zhou et al. 2020): statistics per channel group over the batch",
                  grouped=True, demo=True),
     )
@@ -130,8 +133,12 @@ def family_of(module: nn.Module) -> str | None:
 
     The most specific registered class wins (``SubBatchNorm3d`` is a ``BatchNorm3d``; both are "bn").
     """
+    from torch import nn
+
+    from gnvideo.models.norm_layers import BatchGroupNorm3d, FrozenBatchNorm3d, GroupNorm3d
+
     for kind in NORMS.values():
-        if type(module) is kind.layer:
+        if type(module) is kind.layer_class:
             return kind.family
     if isinstance(module, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm3d)):
         return "bn"
@@ -144,11 +151,17 @@ def family_of(module: nn.Module) -> str | None:
 
 def is_norm_layer(module: nn.Module) -> bool:
     """True for every layer ``build_norm`` makes and for torch's norm layers (weight-decay exemption)."""
+    from torch import nn
+
     return family_of(module) is not None or isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._NormBase))
 
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _option_error(option: str, where: str, text: str) -> ConfigError:
+    return ConfigError(f"norm_options.{option}", f"{where}: {text}")
 
 
 def _is_int(value: Any) -> bool:
@@ -160,27 +173,26 @@ def _resolve_groups(kind: str, c: int, options: dict[str, Any]) -> int:
     num_groups = options.pop("num_groups", None)
     per_group = options.pop("channels_per_group", None)
     if num_groups is not None and per_group is not None:
-        raise ValueError(
-            f"{where}: give num_groups or channels_per_group, not both (got num_groups={num_groups}, "
+        raise ConfigError(
+            "norm_options", f"{where}: give num_groups or channels_per_group, not both (got num_groups={num_groups}, "
             f"channels_per_group={per_group})"
         )
     if per_group is not None:
         if not _is_int(per_group) or per_group < 1:
-            raise ValueError(f"{where}: channels_per_group must be an integer >= 1, got {per_group!r}")
+            raise _option_error("channels_per_group", where,
+                                f"channels_per_group must be an integer >= 1, got {per_group!r}")
         if c % per_group != 0:
-            raise ValueError(
-                f"{where}: num_channels={c} is not divisible by channels_per_group={per_group}; "
-                f"allowed channels_per_group: {_divisors(c)}"
-            )
+            raise _option_error("channels_per_group", where,
+                                f"num_channels={c} is not divisible by channels_per_group={per_group}; "
+                                f"allowed channels_per_group: {_divisors(c)}")
         return c // per_group
     if num_groups is None:
         return min(DEFAULT_NUM_GROUPS, c)
     if not _is_int(num_groups) or num_groups < 1:
-        raise ValueError(f"{where}: num_groups must be an integer >= 1, got {num_groups!r}")
+        raise _option_error("num_groups", where, f"num_groups must be an integer >= 1, got {num_groups!r}")
     if c % num_groups != 0:
-        raise ValueError(
-            f"{where}: num_channels={c} is not divisible by num_groups={num_groups}; allowed num_groups: {_divisors(c)}"
-        )
+        raise _option_error("num_groups", where, f"num_channels={c} is not divisible by num_groups={num_groups}; "
+                            f"allowed num_groups: {_divisors(c)}")
     return num_groups
 
 
@@ -188,27 +200,31 @@ def _check_options(kind: NormKind, c: int, options: dict[str, Any]) -> None:
     where = f"norm {kind.name!r} (num_channels={c})"
     for name in kind.required:
         if options.get(name) is None:
-            raise ValueError(f"{where}: option {name} is required (an integer >= 1)")
+            raise _option_error(name, where, f"option {name} is required (an integer >= 1)")
     if "clips_per_group" in options:
         k = options["clips_per_group"]
         if not _is_int(k) or k < 1:
-            raise ValueError(f"{where}: clips_per_group must be an integer >= 1, got {k!r}")
+            raise _option_error("clips_per_group", where, f"clips_per_group must be an integer >= 1, got {k!r}")
     if "eps" in options:
         eps = options["eps"]
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
-            raise ValueError(f"{where}: eps must be a number > 0, got {eps!r}")
+            raise _option_error("eps", where, f"eps must be a number > 0, got {eps!r}")
         options["eps"] = float(eps)
     if "momentum" in options:
         m = options["momentum"]
         if not (m is None and kind.momentum_none):
             if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0:
                 allowed = "a number in [0, 1] or None" if kind.momentum_none else "a number in [0, 1]"
-                raise ValueError(f"{where}: momentum must be {allowed}, got {m!r}")
+                raise _option_error("momentum", where, f"momentum must be {allowed}, got {m!r}")
             options["momentum"] = float(m)
-    if "activation" in options and options["activation"] not in ops.ACTIVATIONS:
-        raise ValueError(f"{where}: activation must be one of {ops.ACTIVATIONS}, got {options['activation']!r}")
+    if "activation" in options:
+        from gnvideo.ops import ACTIVATIONS
+
+        if options["activation"] not in ACTIVATIONS:
+            raise _option_error("activation", where,
+                                f"activation must be one of {ACTIVATIONS}, got {options['activation']!r}")
     if "use_kernel" in options and not isinstance(options["use_kernel"], bool):
-        raise ValueError(f"{where}: use_kernel must be True or False, got {options['use_kernel']!r}")
+        raise _option_error("use_kernel", where, f"use_kernel must be True or False, got {options['use_kernel']!r}")
 
 
 def build_norm(kind: str, num_channels: int, **options: Any) -> nn.Module:
@@ -223,22 +239,23 @@ def build_norm(kind: str, num_channels: int, **options: Any) -> nn.Module:
         The layer; input and output shape (N, C, T, H, W).
 
     Raises:
-        ValueError: unknown kind, unknown option for the kind, or an invalid value (message names the option, the
-            channel count and what is allowed).
+        ConfigError: unknown kind (key ``norm``), unknown option for the kind, or an invalid value (key
+            ``norm_options.<option>``; the message gives the channel count and what is allowed).
     """
     if kind not in NORMS:
-        raise ValueError(f"unknown norm kind {kind!r} (num_channels={num_channels}); allowed: {NORM_KINDS}")
+        raise ConfigError("norm", f"unknown norm kind {kind!r} (num_channels={num_channels}); allowed: {NORM_KINDS}")
     if not _is_int(num_channels) or num_channels < 1:
         raise ValueError(f"norm {kind!r}: num_channels must be an integer >= 1, got {num_channels!r}")
     row, c = NORMS[kind], num_channels
     unknown = sorted(set(options) - set(row.options))
     if unknown:
-        raise ValueError(f"norm {kind!r} (num_channels={c}): unknown option(s) {unknown}; allowed: {list(row.options)}")
+        raise ConfigError("norm_options", f"norm {kind!r} (num_channels={c}): unknown option(s) {unknown}; "
+                          f"allowed: {list(row.options)}")
     opts = dict(options)
     _check_options(row, c, opts)
     if row.grouped:
         opts["num_groups"] = _resolve_groups(kind, c, opts)
-    return row.layer(c, **opts)
+    return row.layer_class(c, **opts)
 
 
 def build_norm_act(kind: str, num_channels: int, relu: bool, **options: Any) -> tuple[nn.Module, nn.Module]:
@@ -255,9 +272,10 @@ def build_norm_act(kind: str, num_channels: int, relu: bool, **options: Any) -> 
         otherwise ``act`` is ``nn.ReLU`` (or ``nn.Identity`` when ``relu`` is False).
     """
     if "activation" in options:
-        raise ValueError(
-            f"norm {kind!r} (num_channels={num_channels}): option activation is set by the model, not by norm_options"
-        )
+        raise _option_error("activation", f"norm {kind!r} (num_channels={num_channels})",
+                            "option activation is set by the model, not by norm_options")
+    from torch import nn
+
     if relu and kind in FUSED_ACTIVATION_KINDS:
         return build_norm(kind, num_channels, activation="relu", **options), nn.Identity()
     return build_norm(kind, num_channels, **options), (nn.ReLU(inplace=True) if relu else nn.Identity())
@@ -270,7 +288,7 @@ def norm_factory(kind: str, **options: Any) -> Callable[..., nn.Module]:
     running statistics. Options are validated on each call (they depend on C).
     """
     if kind not in NORMS:
-        raise ValueError(f"unknown norm kind {kind!r}; allowed: {NORM_KINDS}")
+        raise ConfigError("norm", f"unknown norm kind {kind!r}; allowed: {NORM_KINDS}")
 
     def make(num_features: int, eps: float | None = None, momentum: float | None = None) -> nn.Module:
         opts = dict(options)

@@ -21,6 +21,7 @@ from typing import Any
 
 from torch import nn
 
+from gnvideo.errors import ConfigError
 from gnvideo.models.resnet3d import ResNet3d
 
 _I3D_R50_KERNELS = ((3, 3, 3), (3, 1, 3, 1), (3, 1, 3, 1, 3, 1), (1, 3, 1))
@@ -90,7 +91,7 @@ def build_model(
         A ``ResNet3d``: (N, 3, T, H, W) float -> logits (N, num_classes).
     """
     if name not in PRESETS:
-        raise ValueError(f"unknown model {name!r}; available presets: {sorted(PRESETS)}")
+        raise ConfigError("backbone", f"unknown model {name!r}; available presets: {sorted(PRESETS)}")
     unknown = sorted(set(overrides) - set(_OVERRIDABLE))
     if unknown:
         raise ValueError(f"unknown override(s) {unknown} for model {name!r}; allowed: {list(_OVERRIDABLE)}")

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gnvideo.errors import ConfigError
 from gnvideo.models.blocks import BLOCKS
 from gnvideo.models.norms import NORM_KINDS, build_norm_act
 
@@ -99,15 +100,15 @@ class ResNet3d(nn.Module):
     ):
         super().__init__()
         if head_pool not in ("global", "local"):
-            raise ValueError(f"head_pool must be 'global' or 'local', got {head_pool!r}")
+            raise ConfigError("head_pool", f"must be 'global' or 'local', got {head_pool!r}")
         self.head_pool = head_pool
         self.head_pool_size = tuple(int(v) for v in head_pool_size)
         if len(self.head_pool_size) != 2 or min(self.head_pool_size) < 1:
-            raise ValueError(f"head_pool_size must be 2 ints (H, W) >= 1, got {head_pool_size}")
+            raise ConfigError("head_pool_size", f"must be 2 ints (H, W) >= 1, got {head_pool_size}")
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
         if norm not in NORM_KINDS:
-            raise ValueError(f"unknown norm {norm!r}; allowed: {NORM_KINDS}")
+            raise ConfigError("norm", f"unknown norm kind {norm!r}; allowed: {NORM_KINDS}")
         n_stages = len(layers)
         for name, seq in (("widths", widths), ("temporal_kernels", temporal_kernels),
                           ("stage_temporal_strides", stage_temporal_strides),
@@ -115,9 +116,9 @@ class ResNet3d(nn.Module):
             if len(seq) != n_stages:
                 raise ValueError(f"{name} has {len(seq)} entries, layers has {n_stages} stages")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ConfigError("dropout", f"must be in [0, 1), got {dropout}")
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ConfigError("num_classes", f"must be >= 1, got {num_classes}")
         opts = dict(norm_options or {})
         self.norm_kind = norm
         self.norm_options = opts

@@ -32,7 +32,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from gnvideo.errors import ConfigError
 from gnvideo.models.norms import NORMS
+
+#: ImageNet input statistics (RGB, [0, 1] units) of torchvision's and timm's ResNet weights
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class WeightsError(ValueError):
@@ -54,6 +59,9 @@ class ImageNetSource:
         weights: the library's name of the weights.
         build: ``build(pretrained) -> nn.Module``: the library's 2D model, with ImageNet weights when ``pretrained``.
         file_hint: name of the file the library downloads (what to copy for offline use).
+        mean: per-channel RGB input mean the weights were trained with, in [0, 1] units (the library's own
+            preprocessing of these weights; ``data.mean`` follows it unless set).
+        std: per-channel RGB input std, in [0, 1] units.
     """
 
     name: str
@@ -62,6 +70,15 @@ class ImageNetSource:
     weights: str
     build: Callable[[bool], nn.Module]
     file_hint: str
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+def input_statistics(pretrained_2d: str | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) of the input the weights named by ``pretrained_2d`` expect; None when no named source is given
+    (a file path or no ImageNet initialization: the data's own default applies)."""
+    source = IMAGENET_SOURCES.get(pretrained_2d) if pretrained_2d else None
+    return (source.mean, source.std) if source is not None else None
 
 
 def _torchvision(arch: str, weights: str) -> Callable[[bool], nn.Module]:
@@ -261,24 +278,24 @@ def check_init_options(norm: str, pretrained_2d: str | None = None, pretrained_2
     """Check the weight options without loading anything (names, norm family, files exist).
 
     Raises:
-        ValueError, FileNotFoundError: message starts with the config key.
+        ConfigError: key ``pretrained_2d``, ``pretrained_2d_file`` or ``init_from`` (the caller prefixes it).
     """
     if pretrained_2d_file and not pretrained_2d:
-        raise ValueError("model.pretrained_2d_file: set model.pretrained_2d to the source the file holds "
-                         f"({sorted(IMAGENET_SOURCES)})")
+        raise ConfigError("pretrained_2d_file", "set pretrained_2d to the source the file holds "
+                          f"({sorted(IMAGENET_SOURCES)})")
     if pretrained_2d in IMAGENET_SOURCES:
         try:
             check_source_family(pretrained_2d, norm)
         except ValueError as e:
-            raise ValueError(f"model.pretrained_2d: {e}") from e
+            raise ConfigError("pretrained_2d", str(e)) from e
     elif pretrained_2d and not (Path(pretrained_2d).suffix or os.sep in pretrained_2d):
-        raise ValueError(f"model.pretrained_2d: {pretrained_2d!r} is neither an ImageNet source "
-                         f"({sorted(IMAGENET_SOURCES)}) nor a file path")
+        raise ConfigError("pretrained_2d", f"{pretrained_2d!r} is neither an ImageNet source "
+                          f"({sorted(IMAGENET_SOURCES)}) nor a file path")
     elif pretrained_2d and not Path(pretrained_2d).is_file():
-        raise FileNotFoundError(f"model.pretrained_2d: file {pretrained_2d} does not exist")
-    for key, path in (("model.pretrained_2d_file", pretrained_2d_file), ("model.init_from", init_from)):
+        raise ConfigError("pretrained_2d", f"file {pretrained_2d} does not exist")
+    for key, path in (("pretrained_2d_file", pretrained_2d_file), ("init_from", init_from)):
         if path and not Path(path).is_file():
-            raise FileNotFoundError(f"{key}: file {path} does not exist")
+            raise ConfigError(key, f"file {path} does not exist")
 
 
 def initialize(model: nn.Module, norm: str, pretrained_2d: str | None = None, pretrained_2d_file: str | None = None,
@@ -341,6 +358,7 @@ __all__ = [
     "ImageNetSource",
     "LoadReport",
     "WeightsError",
+    "input_statistics",
     "WeightsUnavailable",
     "check_init_options",
     "check_source_family",

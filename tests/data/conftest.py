@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnvideo.data.video_writer import VideoWriter
+from gnvideo.data.decode.writer import VideoWriter
 
 NUM_BITS = 8
 ON, OFF = 230, 25

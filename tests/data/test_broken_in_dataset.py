@@ -36,7 +36,7 @@ def test_eval_skips_partly_decodable_video(video_dir, tmp_path):
     metrics = aggregate_views(logits, video_index, torch.tensor([it["label"] for it in items]), valid)
     assert metrics["videos_scored"] == 3 and metrics["videos_skipped"] == 1
     assert ds.failed_videos == [entries[1].path]
-    assert ds.failed_files[entries[1].path].startswith("decode error at frame")
+    assert ds.local_failure_reasons[entries[1].path].startswith("decode error at frame")
 
 
 def test_train_draws_another_video_and_logs_once_across_workers(video_dir, tmp_path):

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> Path:
-    from gnvideo.demo.synthetic import make_synthetic_dataset
+    from gnvideo.data.synthetic import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("tiny")
     make_synthetic_dataset(root, num_classes=3, videos_per_class=2, val_videos_per_class=1, seed=0, workers=0,

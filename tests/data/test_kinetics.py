@@ -124,7 +124,7 @@ def test_broken_videos(dataset_root, video_dir, tmp_path, caplog):
     samples = [train[i] for i in range(len(train))] + [train[0]]
     assert all(s["valid"] for s in samples) and all(s["video"].abs().sum() > 0 for s in samples)
     # 4 items hit a broken file first; a substitute may be broken too, so at least 4 failures, 3 distinct files
-    assert train.num_skipped >= 4 and len(train.failed_files) == 3
+    assert train.num_skipped >= 4 and len(train.local_failure_reasons) == 3
     assert caplog.text.count("vid000_000000_000010.mp4 (") == 1  # logged once
     val = KineticsDataset(root / "annotations/val.csv", root, "val", "val", LABELS, **VAL)
     s = val[0]

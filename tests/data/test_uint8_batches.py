@@ -105,7 +105,7 @@ def test_transfer_size_per_batch_is_four_times_smaller(video_dir):
 
 
 def test_module_normalises_uint8_batches_in_the_hook():
-    from gnvideo.module import VideoClassifier
+    from gnvideo.training.module import VideoClassifier
 
     model = VideoClassifier(backbone="tiny_r3d", num_classes=3)
     batch = {"video": torch.full((2, 4, 16, 16, 3), 255, dtype=torch.uint8), "flip": torch.tensor([False, True])}
@@ -149,7 +149,7 @@ def _per_view_reference(ds: ClipDataset, mean, std) -> list[tuple[int, int, torc
         for clip in range(ds.num_clips):
             for crop in range(ds.num_crops):
                 with open_video(entry.path) as reader:
-                    idx = eval_clip_indices(reader.num_frames, ds.num_frames, ds.sampling_rate, ds.num_clips)[clip]
+                    idx = eval_clip_indices(reader.frame_count, ds.num_frames, ds.sampling_rate, ds.num_clips)[clip]
                     frames = reader.frames(idx)
                 view = ds.transform(frames, crop_index=crop)
                 out.append((v, clip * ds.num_crops + crop, _former_cpu_path(view, False, mean, std)))
@@ -158,7 +158,7 @@ def _per_view_reference(ds: ClipDataset, mean, std) -> list[tuple[int, int, torc
 
 def test_one_decoder_and_one_read_per_test_video_and_the_same_scores(video_dir, monkeypatch):
     from gnvideo.evaluation import MultiViewAggregator, video_metrics
-    from gnvideo.module import VideoClassifier
+    from gnvideo.training.module import VideoClassifier
 
     names = ["h264.mp4", "big.mp4", "vp9.webm", "garbage.mp4"]
     entries = [VideoEntry(str(video_dir / n), i % 2) for i, n in enumerate(names)]
@@ -203,9 +203,9 @@ def test_one_decoder_and_one_read_per_test_video_and_the_same_scores(video_dir, 
 def test_training_and_precise_bn_get_normalised_float_input(video_dir, tmp_path):
     import lightning.pytorch as pl
 
-    from gnvideo.callbacks import PreciseBN
     from gnvideo.data import KineticsDataModule
-    from gnvideo.module import VideoClassifier
+    from gnvideo.training.callbacks import PreciseBN
+    from gnvideo.training.module import VideoClassifier
 
     entries = [VideoEntry(str(video_dir / "h264.mp4"), 0), VideoEntry(str(video_dir / "big.mp4"), 1)] * 2
     dm = KineticsDataModule(str(video_dir), clips_per_device=2, num_workers=0, pin_memory=False, num_frames=4,

@@ -7,7 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from gnvideo.data.video_writer import write_video
+from gnvideo.data.decode.writer import write_video
 
 BITS = 8
 

@@ -74,6 +74,6 @@ def test_demo_config_files(tmp_path):
 def test_demo_and_runner_do_not_import_the_command_line():
     import subprocess
 
-    code = "import sys, gnvideo.demo, gnvideo.runner; print('gnvideo.cli' in sys.modules)"
+    code = "import sys, gnvideo.demo, gnvideo.training.runner; print('gnvideo.cli' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"  # gnvideo.cli dispatches to the demo; the demo builds runs with gnvideo.runner
+    assert out.strip() == "False"  # gnvideo.cli dispatches to the demo; the demo builds runs with training.runner

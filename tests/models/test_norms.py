@@ -220,7 +220,7 @@ def test_registry_rows_build_their_layer_and_reject_other_options():
             continue  # needs a process group in forward only; construction is covered by build_norm below
         opts = {o: 2 for o in row.required}
         layer = build_norm(name, 64, **opts)
-        assert type(layer) is row.layer, name
+        assert type(layer) is row.layer_class, name
         with pytest.raises(ValueError, match=r"unknown option\(s\) \['nope'\]"):
             build_norm(name, 64, nope=1, **opts)
     assert type(build_norm("syncbn", 8)) is torch.nn.SyncBatchNorm

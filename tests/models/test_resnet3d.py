@@ -133,7 +133,7 @@ def test_build_model_errors():
         build_model("resnet50")
     with pytest.raises(ValueError, match=r"unknown override.*bogus"):
         build_model("i3d_r50", bogus=1)
-    with pytest.raises(ValueError, match=r"unknown norm 'xn'"):
+    with pytest.raises(ValueError, match=r"^norm: unknown norm kind 'xn'"):
         build_model("i3d_r50", norm="xn")
     with pytest.raises(ValueError, match=r"temporal_kernels for res3 has 2 entries"):
         ResNet3d(temporal_kernels=(1, (3, 1), 1, 1))

@@ -7,6 +7,7 @@ import urllib.error
 import pytest
 import torch
 
+from gnvideo.errors import ConfigError
 from gnvideo.models import build_model
 from gnvideo.models.weights import (
     IMAGENET_SOURCES,
@@ -83,13 +84,13 @@ def test_timm_offline_is_a_clear_error(monkeypatch, tmp_path):
 
 def test_source_family_and_names_are_checked(tmp_path):
     model = build_model("tiny_r3d", num_classes=8, norm="gn")
-    with pytest.raises(ValueError, match=r"model.pretrained_2d: torchvision_resnet50 holds BN weights.*timm_resnet50"):
+    with pytest.raises(ConfigError, match=r"^pretrained_2d: torchvision_resnet50 holds BN weights.*timm_resnet50"):
         initialize(model, "gn", "torchvision_resnet50")
     with pytest.raises(ValueError, match=r"neither an ImageNet source"):
         initialize(model, "gn", "imagenet_please")
-    with pytest.raises(ValueError, match=r"model.pretrained_2d_file: set model.pretrained_2d"):
+    with pytest.raises(ConfigError, match=r"^pretrained_2d_file: set pretrained_2d"):
         initialize(model, "gn", None, str(tmp_path / "x.pth"))
-    with pytest.raises(FileNotFoundError, match=r"model.pretrained_2d_file: file .*missing.pth does not exist"):
+    with pytest.raises(ConfigError, match=r"^pretrained_2d_file: file .*missing.pth does not exist"):
         initialize(build_model("tiny_r3d", norm="bn"), "bn", "torchvision_resnet50", str(tmp_path / "missing.pth"))
     assert {s.family for s in IMAGENET_SOURCES.values()} == {"bn", "gn"}
 

@@ -16,7 +16,7 @@ if str(HERE) not in sys.path:
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """6 classes x 4 train + 2 val videos, 40-48 px short side, 1.5-2 s at 12 fps (seconds to make)."""
-    from gnvideo.demo.synthetic import make_synthetic_dataset
+    from gnvideo.data.synthetic import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
     make_synthetic_dataset(root, num_classes=6, videos_per_class=4, val_videos_per_class=2, seed=0, workers=0,

@@ -61,7 +61,7 @@ def test_validate(trained, synthetic_root, tmp_path):
 def _hand_scores(ckpt: Path, root: Path) -> dict:
     """Per-video softmax averaged over the views, computed outside Lightning, scored by plain Python."""
     from gnvideo.data import KineticsDataModule
-    from gnvideo.module import VideoClassifier
+    from gnvideo.training.module import VideoClassifier
 
     model = VideoClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
     dm = KineticsDataModule(str(root), clips_per_device=5, num_workers=0, num_frames=8, sampling_rate=2,

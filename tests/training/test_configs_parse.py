@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gnvideo.cli import main
-from gnvideo.optim import scaled_lr, steps_for_clips
+from gnvideo.training.optim import scaled_lr, steps_for_clips
 
 from .conftest import REPO, cli_args
 
@@ -74,7 +74,7 @@ def test_paper_cells_show_the_recipe_and_keep_steps_x_batch(cell, capsys):
     assert m["pretrained_2d"] == ("torchvision_resnet50" if bn else "timm_resnet50_gn")
     assert m["nesterov"] is True and m["momentum"] == 0.9 and m["weight_decay"] == 1e-4
     assert r["precise_bn"]["num_batches"] == (200 if bn else 0)
-    assert m["inflate_mode"] == "mean" and m["head_pool"] == "local" and d["mean_std"] == "imagenet"
+    assert m["inflate_mode"] == "mean" and m["head_pool"] == "local" and d["mean_std"] is None  # follows the weights
     frames, stride = map(int, fxs.split("x"))
     assert (d["num_frames"], d["sampling_rate"]) == (frames, stride)
     if not name.endswith("_1gpu"):

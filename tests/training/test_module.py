@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gnvideo.module import VideoClassifier
+from gnvideo.errors import ConfigError
+from gnvideo.training.module import VideoClassifier
 
 
 def _model(**kw) -> VideoClassifier:
@@ -44,7 +45,7 @@ def test_init_from_gnvideo_checkpoint(tmp_path):
     dst.load_initial_weights()  # a Trainer run does this at its start
     for (k, a), b in zip(src.model.state_dict().items(), dst.model.state_dict().values()):
         assert torch.equal(a, b), k
-    with pytest.raises(FileNotFoundError, match="model.init_from"):
+    with pytest.raises(ConfigError, match="^model.init_from: file .* does not exist"):
         _model(init_from=str(tmp_path / "missing.ckpt"))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -53,7 +55,7 @@ def test_holdout_split_comes_from_train_and_leaves_the_scored_set(synthetic_root
 def test_full_frame_test_view(synthetic_root, tmp_path):
     """The whole frame at the test short side, one view per clip, one video per batch; the model takes any size."""
     from gnvideo.data import open_video
-    from gnvideo.module import VideoClassifier
+    from gnvideo.training.module import VideoClassifier
 
     dm = _dm(synthetic_root, test_view="full_frame", test_num_clips=2, test_num_crops=3)
     dm.setup("test")
@@ -71,3 +73,51 @@ def test_full_frame_test_view(synthetic_root, tmp_path):
         assert model(dm.batch_transform(batch["video"])).shape == (2, 6)
     with pytest.raises(ValueError, match="data.test_view"):
         _dm(synthetic_root, test_view="ten_crop")
+
+
+def test_input_statistics_follow_the_imagenet_weights_unless_set(synthetic_root, tmp_path, monkeypatch):
+    """data.mean/std come from the source named by model.pretrained_2d; an explicit data setting wins."""
+    import dataclasses
+
+    from gnvideo.models import weights
+    from gnvideo.training.runner import build_cli
+
+    source = weights.IMAGENET_SOURCES["timm_resnet50_gn"]
+    monkeypatch.setitem(weights.IMAGENET_SOURCES, "timm_resnet50_gn",
+                        dataclasses.replace(source, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2)))
+    base = ["--data.root", str(synthetic_root), "--data.num_workers", "0", "--model.backbone", "tiny_r3d",
+            "--model.norm", "gn", "--model.pretrained_2d", "timm_resnet50_gn", "--trainer.default_root_dir",
+            str(tmp_path)]
+    follows = build_cli(base, run=False).datamodule.hparams
+    assert (follows.mean, follows.std) == ((0.5, 0.4, 0.3), (0.2, 0.2, 0.2))
+    chosen = build_cli([*base, "--data.mean_std", "pytorchvideo"], run=False).datamodule.hparams
+    assert (chosen.mean, chosen.std) == MEAN_STD_PRESETS["pytorchvideo"]
+    scratch = build_cli([*base[:-4], "--trainer.default_root_dir", str(tmp_path)], run=False).datamodule.hparams
+    assert (scratch.mean, scratch.std) == MEAN_STD_PRESETS["imagenet"]  # no ImageNet weights: the default
+
+
+def test_holdout_counts_missing_videos_of_each_part(synthetic_root, tmp_path, caplog):
+    """Missing files are counted on the part they fall in, so the usable count of the training part is right."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    dm = _dm(root, holdout_fraction=0.25)
+    dm.setup("fit")
+    gone = [e.path for e in dm.train_dataset.entries[:3]] + [dm.val_dataset.entries[0].path]
+    for path in gone:
+        Path(path).unlink()
+    again = _dm(root, holdout_fraction=0.25)
+    again.setup("fit")
+    assert again.train_dataset.num_missing == 3 and again.val_dataset.num_missing == 1
+    assert again.train_dataset.num_videos == 18 and len(again.train_dataset._failures) == 18
+    again.hparams.clips_per_device = 19
+    with pytest.raises(ValueError, match=r"data.clips_per_device: the train split has 15 usable videos \(24 listed "
+                                         r"in .*, 6 held out for validation, 3 of the 18 training videos missing\)"):
+        again._check_batches()
+
+
+def test_decode_short_side_is_a_data_setting(synthetic_root):
+    dm = _dm(synthetic_root, decode_short_side=24)
+    dm.setup("validate")
+    assert dm.val_dataset.decode_short_side == 24

@@ -12,7 +12,7 @@ from .conftest import cli_args
 
 @pytest.fixture(scope="module")
 def eight_class_root(tmp_path_factory):
-    from gnvideo.demo.synthetic import make_synthetic_dataset
+    from gnvideo.data.synthetic import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synthetic8")
     make_synthetic_dataset(root, num_classes=8, videos_per_class=1, val_videos_per_class=1, seed=1, workers=0,
@@ -21,7 +21,7 @@ def eight_class_root(tmp_path_factory):
 
 
 def test_400_class_checkpoint_fine_tunes_onto_8_classes(eight_class_root, tmp_path, capsys):
-    from gnvideo.module import VideoClassifier
+    from gnvideo.training.module import VideoClassifier
 
     src = VideoClassifier(backbone="tiny_r3d", num_classes=400, norm="bn")
     ckpt = tmp_path / "k400.ckpt"
@@ -89,7 +89,7 @@ def test_missing_imagenet_weights_stop_the_run_with_one_line(eight_class_root, t
 
 
 def test_precise_bn_on_test_for_imported_checkpoints(eight_class_root, tmp_path, capsys):
-    from gnvideo.module import VideoClassifier
+    from gnvideo.training.module import VideoClassifier
 
     ckpt = tmp_path / "imported.ckpt"
     torch.save({"state_dict": VideoClassifier(backbone="tiny_r3d", num_classes=8).state_dict()}, ckpt)

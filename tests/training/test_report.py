@@ -116,7 +116,7 @@ def test_result_files_are_never_overwritten(tmp_path):
 
 
 def test_read_metrics_later_row_of_a_step_wins(tmp_path):
-    from gnvideo.run_logs import read_metrics
+    from gnvideo.training.run_logs import read_metrics
 
     (tmp_path / "metrics.csv").write_text("epoch,step,train/loss,val/top1\n0,0,2.5,\n0,1,2.25,\n0,1,,0.5\n"
                                           "0,2,2.0,\n0,1,2.125,\n")  # a resumed attempt re-logged step 1

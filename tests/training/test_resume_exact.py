@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gnvideo.cli import main
-from gnvideo.run_logs import read_metrics
+from gnvideo.training.run_logs import read_metrics
 
 from .conftest import cli_args
 

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from gnvideo.data import pyav_reader, readers
-from gnvideo.data.mp4meta import mp4_rotation
-from gnvideo.data.readers import VideoDecodeError, open_video
+from gnvideo.data.decode import PyAVReader, VideoDecodeError, decord_reader, open_video, pyav_reader
+from gnvideo.data.decode.mp4meta import mp4_rotation
 
-BACKENDS = ["pyav"] + (["decord"] if readers.decord_available() else [])
+BACKENDS = ["pyav"] + (["decord"] if decord_reader.decord_available() else [])
 INDICES = [0, 1, 2, 3, 5, 8, 13, 21, 34, 39, 17, 17, 6]
 
 
@@ -17,7 +16,7 @@ INDICES = [0, 1, 2, 3, 5, 8, 13, 21, 34, 39, 17, 17, 6]
 def test_frames_are_the_requested_ones(video_dir, frame_index, name, backend):
     reader = open_video(video_dir / name, backend=backend)
     assert reader.backend == backend
-    n = reader.num_frames
+    n = reader.frame_count
     indices = [i for i in INDICES if i < n] + [n - 1]
     frames = reader.frames(indices)
     assert frames.dtype == torch.uint8 and frames.shape == (len(indices), 48, 64, 3)
@@ -37,7 +36,7 @@ def test_h264_fixture_has_b_frames(video_dir):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_short_video_repeats_last_frame(video_dir, frame_index, backend):
     reader = open_video(video_dir / "short.mp4", backend=backend)
-    assert reader.num_frames == 5
+    assert reader.frame_count == 5
     frames = reader.frames([0, 2, 4, 6, 8])
     assert [frame_index(f) for f in frames] == [0, 2, 4, 4, 4]
     assert reader.last_num_repeated == 2 and reader.num_repeated == 2
@@ -69,19 +68,19 @@ def test_cut_file_is_truncated_for_every_backend(tmp_path, make_video, backend):
 
 def test_count_off_by_a_frame_is_clamped(video_dir, frame_index, monkeypatch):
     """A header one frame too long is a rounding, not damage: reading stops at the real end."""
-    real_probe = pyav_reader._pyav_probe
-    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda p: (real_probe(p)[0] + 1,) + real_probe(p)[1:3] + (41,))
+    real_probe = pyav_reader.pyav_probe
+    monkeypatch.setattr(pyav_reader, "pyav_probe", lambda p: (real_probe(p)[0] + 1,) + real_probe(p)[1:3] + (41,))
     reader = open_video(video_dir / "h264.mp4", backend="pyav")
-    assert reader.num_frames == 41
+    assert reader.frame_count == 41
     frames = reader.frames([38, 40])
-    assert reader.num_frames == 40
+    assert reader.frame_count == 40
     assert [frame_index(f) for f in frames] == [38, 39]
     assert reader.last_num_repeated == 1
 
 
 def test_count_far_too_large_is_truncated(video_dir, monkeypatch):
-    real_probe = pyav_reader._pyav_probe
-    monkeypatch.setattr(pyav_reader, "_pyav_probe", lambda p: (real_probe(p)[0] + 25,) + real_probe(p)[1:3] + (65,))
+    real_probe = pyav_reader.pyav_probe
+    monkeypatch.setattr(pyav_reader, "pyav_probe", lambda p: (real_probe(p)[0] + 25,) + real_probe(p)[1:3] + (65,))
     reader = open_video(video_dir / "h264.mp4", backend="pyav")
     with pytest.raises(VideoDecodeError, match="truncated: 40 of 65 frames decodable"):
         reader.frames([38, 50, 64])
@@ -106,7 +105,7 @@ def test_other_rotations_match_pyav_metadata(tmp_path, make_video, rotation):
     import av
 
     path = make_video(tmp_path / f"rot{rotation}.mp4", 3, rotation=rotation)
-    assert mp4_rotation(str(path)) == pyav_reader._pyav_probe(str(path))[2] == rotation
+    assert mp4_rotation(str(path)) == pyav_reader.pyav_probe(str(path))[2] == rotation
     with av.open(str(path)) as c:
         raw = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
     reader = open_video(path)
@@ -145,13 +144,13 @@ def test_bad_arguments(video_dir):
 
 
 def test_pyav_fallback_when_decord_missing(video_dir, frame_index, monkeypatch):
-    monkeypatch.setattr(readers, "decord_available", lambda: False)
+    monkeypatch.setattr(decord_reader, "decord_available", lambda: False)
     reader = open_video(video_dir / "h264.mp4")
     assert reader.backend == "pyav"
     assert [frame_index(f) for f in reader.frames([3, 4])] == [3, 4]
 
 
-@pytest.mark.skipif(not readers.decord_available(), reason="decord not installed")
+@pytest.mark.skipif(not decord_reader.decord_available(), reason="decord not installed")
 def test_decord_failure_on_read_falls_back_to_pyav(video_dir, frame_index, monkeypatch):
     reader = open_video(video_dir / "h264.mp4", backend="decord")
 
@@ -166,8 +165,8 @@ def test_decord_failure_on_read_falls_back_to_pyav(video_dir, frame_index, monke
 
 @pytest.mark.parametrize("name", ["h264.mp4", "vp9.webm", "mpeg4.avi", "vfr.mp4"])
 def test_pyav_seek_path_is_frame_accurate(video_dir, frame_index, name):
-    reader = readers.PyAVReader(str(video_dir / name))
-    n = reader.num_frames
+    reader = PyAVReader(str(video_dir / name))
+    n = reader.frame_count
     g = torch.Generator().manual_seed(0)
     for _ in range(4):
         start = int(torch.randint(0, n - 4, (1,), generator=g))

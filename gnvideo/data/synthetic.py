@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gnvideo.data.layout import clip_filename, write_annotation_csv, write_text_atomic
-from gnvideo.data.video_writer import write_video
+from .decode.writer import write_video
+from .layout import clip_filename, write_annotation_csv, write_text_atomic
 
 __all__ = [
     "CLASS_NAMES",

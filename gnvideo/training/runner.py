@@ -36,11 +36,18 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from gnvideo.callbacks import ClipThroughput, GroupNormKernelSetup, LRMonitor, PreciseBN, PredictionWriter, RunRecorder
 from gnvideo.errors import ConfigError
-from gnvideo.module import VideoClassifier
-from gnvideo.resume import ExactResume
-from gnvideo.run_logs import AppendingCSVLogger, AttemptConfigCallback
+from gnvideo.training.callbacks import (
+    ClipThroughput,
+    GroupNormKernelSetup,
+    LRMonitor,
+    PreciseBN,
+    PredictionWriter,
+    RunRecorder,
+)
+from gnvideo.training.module import VideoClassifier
+from gnvideo.training.resume import ExactResume
+from gnvideo.training.run_logs import AppendingCSVLogger, AttemptConfigCallback
 
 __all__ = ["GNVideoCLI", "build_cli"]
 
@@ -58,6 +65,57 @@ def _find_checkpoint(exp_dir: Path, which: str) -> Path | None:
         if found:
             return found[-1]
     return None
+
+
+def _check_predict_inputs(cfg) -> None:
+    """``data.predict_files`` names files that exist; without weights to load, warn that predictions are random."""
+    files = cfg.data.get("predict_files")
+    if not files:
+        raise ConfigError("data.predict_files", "give the videos to classify (a video, a folder or a list file)")
+    for f in [files] if isinstance(files, str) else files:
+        if not Path(f).exists():
+            hint = "" if isinstance(files, str) else " (a comma in a file name splits the [..] list: pass the " \
+                "video alone, its folder, or a text file listing it)"
+            raise ConfigError("data.predict_files", f"{f} does not exist{hint}")
+    if not cfg.get("ckpt_path") and not cfg.model.get("init_from"):
+        print("gnvideo predict: warning: no --ckpt_path or --model.init_from, predicting with random weights",
+              file=sys.stderr)
+
+
+def _check_sub_bn_groups(cfg) -> None:
+    """``sub_bn`` splits each forward's clips into groups: ``clips_per_group`` must divide ``clips_per_device``."""
+    if cfg.model.get("norm") != "sub_bn":
+        return
+    k = (cfg.model.get("norm_options") or {}).get("clips_per_group")
+    if k and int(cfg.data.clips_per_device) % int(k):
+        raise ConfigError("model.norm_options.clips_per_group", f"{k} does not divide data.clips_per_device "
+                          f"{cfg.data.clips_per_device} (sub_bn splits each forward's clips into groups of {k})")
+
+
+def _follow_weights_statistics(cfg) -> None:
+    """Unless ``data.mean_std`` / ``data.mean`` / ``data.std`` is set, normalize the input with the statistics of
+    the ImageNet weights the model starts from (``model.pretrained_2d``)."""
+    from gnvideo.models.weights import input_statistics
+
+    data = cfg.data
+    if data.get("mean_std") is not None or data.get("mean") is not None or data.get("std") is not None:
+        return
+    stats = input_statistics(cfg.model.get("pretrained_2d"))
+    if stats is not None:
+        data.mean, data.std = (list(v) for v in stats)
+
+
+def _labels_for_predict(cfg) -> None:
+    """Without a dataset, the class names come from the checkpoint's run (its labels file, if it still exists)."""
+    data = cfg.data
+    if not cfg.get("ckpt_path") or data.get("labels") or (Path(data.root) / "labels.txt").is_file():
+        return
+    from gnvideo.data.datamodule import labels_from_checkpoint
+
+    data.labels, n = labels_from_checkpoint(cfg.ckpt_path)
+    if data.labels is None and n not in (None, 400):
+        raise ConfigError("data.labels", f"the checkpoint has {n} classes and its labels file is gone; give the "
+                          "class-name file (one name per line)")
 
 
 class GNVideoCLI(LightningCLI):
@@ -89,68 +147,56 @@ class GNVideoCLI(LightningCLI):
         raise SystemExit(2)
 
     def before_instantiate_classes(self) -> None:
+        """Check the settings that need no instantiated class, resolve ``--ckpt_path last|best``, fill what follows
+        from other settings, and choose the run folder; any mistake stops here with one line."""
         # run=False (the programmatic API, gnvideo.demo): one flat config, a fit run folder
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        data = cfg.data
-        if self.subcommand == "predict":
-            files = data.get("predict_files")
-            if not files:
-                self._fail("data.predict_files: give the videos to classify (a video, a folder or a list file)")
-            for f in [files] if isinstance(files, str) else files:
-                if not Path(f).exists():
-                    hint = "" if isinstance(files, str) else " (a comma in a file name splits the [..] list: pass " \
-                        "the video alone, its folder, or a text file listing it)"
-                    self._fail(f"data.predict_files: {f} does not exist{hint}")
-            if not cfg.get("ckpt_path") and not cfg.model.get("init_from"):
-                print("gnvideo predict: warning: no --ckpt_path or --model.init_from, predicting with random weights",
-                      file=sys.stderr)
-        elif not Path(data.root).is_dir():
-            self._fail(f"data.root: folder {data.root} does not exist")
-        configs = cfg.get("config") or []
-        name = cfg.get("run_name") or (Path(str(configs[-1])).stem if configs else "default")
-        root = Path(cfg.trainer.get("default_root_dir") or "runs")
-        exp_dir = root / name
-        self._run_name, self._version = name, None
+        try:
+            if self.subcommand == "predict":
+                _check_predict_inputs(cfg)
+            elif not Path(cfg.data.root).is_dir():
+                raise ConfigError("data.root", f"folder {cfg.data.root} does not exist")
+            _check_sub_bn_groups(cfg)
+            _follow_weights_statistics(cfg)
+            configs = cfg.get("config") or []
+            self._run_name = cfg.get("run_name") or (Path(str(configs[-1])).stem if configs else "default")
+            self._root = Path(cfg.trainer.get("default_root_dir") or "runs")
+            self._version = self._resolve_checkpoint(cfg, self._root / self._run_name)
+            if self.subcommand == "predict":
+                _labels_for_predict(cfg)
+        except ConfigError as err:
+            self._fail(str(err))
+        if self._version is None:
+            self._version = self._new_version(self._root / self._run_name)
+
+    def _resolve_checkpoint(self, cfg, exp_dir: Path) -> int | None:
+        """Check ``ckpt_path`` and resolve "last" / "best" to the newest such file of the run; returns the fit run
+        version to continue in (a resumed fit), else None."""
         ckpt = cfg.get("ckpt_path")
         if ckpt and ckpt not in ("last", "best") and not Path(ckpt).is_file():
-            self._fail(f"ckpt_path: checkpoint file not found: {ckpt}")
-        k = (cfg.model.get("norm_options") or {}).get("clips_per_group") if cfg.model.get("norm") == "sub_bn" else None
-        if k and int(data.clips_per_device) % int(k):
-            self._fail(f"model.norm_options.clips_per_group: {k} does not divide data.clips_per_device "
-                       f"{data.clips_per_device} (sub_bn splits each forward's clips into groups of {k})")
-        if ckpt in ("last", "best"):
-            found = _find_checkpoint(exp_dir, ckpt)
-            if found is None and (self.subcommand != "fit" or ckpt == "best"):
-                self._fail(f"ckpt_path: no '{ckpt}' checkpoint under {exp_dir}/version_*/checkpoints")
-            if found is None:
-                print(f"gnvideo fit: no last checkpoint under {exp_dir}; starting a new run", file=sys.stderr)
-            cfg.ckpt_path = str(found) if found else None
-            if found is not None and self.subcommand == "fit":
-                self._version = int(found.parent.parent.name[8:])
-        if self.subcommand == "predict" and cfg.get("ckpt_path") and not data.get("labels") and \
-                not (Path(data.root) / "labels.txt").is_file():  # no dataset: the class names of the checkpoint's run
-            from gnvideo.data.datamodule import labels_from_checkpoint
+            raise ConfigError("ckpt_path", f"checkpoint file not found: {ckpt}")
+        if ckpt not in ("last", "best"):
+            return None
+        found = _find_checkpoint(exp_dir, ckpt)
+        if found is None and (self.subcommand != "fit" or ckpt == "best"):
+            raise ConfigError("ckpt_path", f"no '{ckpt}' checkpoint under {exp_dir}/version_*/checkpoints")
+        if found is None:
+            print(f"gnvideo fit: no last checkpoint under {exp_dir}; starting a new run", file=sys.stderr)
+        cfg.ckpt_path = str(found) if found else None
+        return int(found.parent.parent.name[8:]) if found is not None and self.subcommand == "fit" else None
 
-            data.labels, n = labels_from_checkpoint(cfg.ckpt_path)
-            if data.labels is None and n not in (None, 400):
-                self._fail(f"data.labels: the checkpoint has {n} classes and its labels file is gone; give the "
-                           "class-name file (one name per line)")
-        if self._version is None:
-            if self.subcommand in ("fit", None):
-                self._version = int(_versions(exp_dir)[-1].name[8:]) + 1 if _versions(exp_dir) else 0
-            else:
-                n = sum(1 for _ in exp_dir.glob(f"{self.subcommand}_*"))
-                self._version = f"{self.subcommand}_{n}"
-        self._root = root
+    def _new_version(self, exp_dir: Path) -> int | str:
+        """``version_N`` (N = last + 1) for a fit, ``<subcommand>_N`` for the others."""
+        if self.subcommand in ("fit", None):
+            return int(_versions(exp_dir)[-1].name[8:]) + 1 if _versions(exp_dir) else 0
+        return f"{self.subcommand}_{sum(1 for _ in exp_dir.glob(f'{self.subcommand}_*'))}"
 
     def _run_subcommand(self, subcommand: str) -> None:
         from gnvideo.models.weights import WeightsError
 
         try:
             super()._run_subcommand(subcommand)
-        except WeightsError as e:  # initial weights load when the run starts: one line, nothing trained yet
-            self._fail(str(e))
-        except ConfigError as e:  # found by the data module once the trainer is known (devices)
+        except (WeightsError, ConfigError) as e:  # at the run's start (weights, devices): one line, nothing trained
             self._fail(str(e))
 
     def instantiate_classes(self) -> None:

@@ -5,18 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gnvideo.data import readers
-from gnvideo.data.readers import VideoDecodeError, open_video
-from gnvideo.data.validation import video_problem
+from gnvideo.data.decode import PyAVReader, VideoDecodeError, decord_available, open_video, video_problem
 
-needs_decord = pytest.mark.skipif(not readers.decord_available(), reason="decord not installed")
+needs_decord = pytest.mark.skipif(not decord_available(), reason="decord not installed")
 ORDER_FILES = ["h264.avi", "bframes.avi", "h264.mp4", "h264_30fps.mkv"]
 
 
 @pytest.mark.parametrize("name", ORDER_FILES)
 def test_pyav_single_reads_and_clips_are_exact(video_dir, frame_index, name):
-    reader = readers.PyAVReader(str(video_dir / name))
-    n = reader.num_frames
+    reader = PyAVReader(str(video_dir / name))
+    n = reader.frame_count
     assert [frame_index(reader.frames([i])[0]) for i in range(n)] == list(range(n))
     clip = list(range(1, n, 2))[:32]
     assert [frame_index(f) for f in reader.frames(clip)] == clip
@@ -43,7 +41,7 @@ def test_frames_numbered_as_decord_numbers_them(video_dir, name, backend):
     n = len(vr)
     ref = torch.from_numpy(vr.get_batch(list(range(n))).asnumpy()).float()
     reader = open_video(video_dir / name, backend=backend)
-    assert reader.num_frames == n
+    assert reader.frame_count == n
     g = torch.Generator().manual_seed(1)
     for _ in range(3):
         start = int(torch.randint(0, n - 16, (1,), generator=g))
@@ -71,10 +69,10 @@ def test_corrupt_fixture_fails_partway(video_dir):
     assert 5 < decoded < 45
 
 
-@pytest.mark.parametrize("backend", ["auto", "pyav"] + (["decord"] if readers.decord_available() else []))
+@pytest.mark.parametrize("backend", ["auto", "pyav"] + (["decord"] if decord_available() else []))
 def test_decode_error_midway_raises_never_repeats(video_dir, frame_index, backend):
     reader = open_video(video_dir / "corrupt.mp4", backend=backend)
-    assert reader.num_frames == 50
+    assert reader.frame_count == 50
     early = reader.frames([0, 2, 4])
     assert [frame_index(f) for f in early] == [0, 2, 4]
     with pytest.raises(VideoDecodeError, match=r"corrupt\.mp4: decode error at frame \d+") as info:

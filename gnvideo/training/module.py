@@ -1,8 +1,8 @@
 """LightningModule for video classification: model, loss, metrics, multi-view test.
 
-The optimizer recipe (LR scaling with the total batch, parameter groups, schedules) lives in :mod:`gnvideo.optim`,
-weight loading (ImageNet inflation, fine-tuning from checkpoints) in :mod:`gnvideo.models.weights`; this module passes
-its hyperparameters to them.
+The optimizer recipe (LR scaling with the total batch, parameter groups, schedules) lives in
+:mod:`gnvideo.training.optim`, weight loading (ImageNet inflation, fine-tuning from checkpoints) in
+:mod:`gnvideo.models.weights`; this module passes its hyperparameters to them.
 
 Batches are dicts from ``gnvideo.data``: ``video`` uint8 (B, T, H, W, 3) as the workers return it (or float
 (B, 3, T, H, W), already normalised), ``label`` int64 (B,), ``video_index`` (B,), ``view_index`` (B,), ``valid``
@@ -17,7 +17,6 @@ with any invalid view is never scored (see :mod:`gnvideo.evaluation`).
 
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Literal
 
@@ -28,32 +27,13 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from gnvideo.data.transforms import BatchTransform
+from gnvideo.errors import config_prefix
 from gnvideo.evaluation import MultiViewAggregator, video_metrics
 
 __all__ = ["VideoClassifier"]
 
 # Lightning warns whenever the module (and not the data module) defines this hook; here that is the design
 warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `LightningModule` but")
-
-
-def _config_key(message: str, norm_options: dict) -> str:
-    """Best guess of the config key an error from ``build_model``/``build_norm`` is about."""
-    low = message.lower()
-    if low.startswith("unknown model") or "available presets" in low:
-        return "model.backbone"
-    if "unknown norm kind" in low:
-        return "model.norm"
-    for opt in sorted(norm_options, key=len, reverse=True):
-        if f"{opt.lower()}=" in low or f"option {opt.lower()}" in low or f"{opt.lower()} must" in low:
-            return f"model.norm_options.{opt}"
-    named = re.search(r"option(?:\(s\))? \[?'?([a-z_]+)", low)
-    if named:
-        return f"model.norm_options.{named.group(1)}"
-    if "option" in low:
-        return "model.norm_options"
-    if "norm" in low:
-        return "model.norm"
-    return "model"
 
 
 class VideoClassifier(pl.LightningModule):
@@ -82,7 +62,7 @@ class VideoClassifier(pl.LightningModule):
         nesterov: Nesterov momentum.
         weight_decay: L2 weight decay.
         no_weight_decay: parameters without weight decay: "norm" (norm layers; the Non-local recipe, whose fc bias
-            is decayed), "norm_and_bias" (also every bias), "none" (see ``gnvideo.optim``).
+            is decayed), "norm_and_bias" (also every bias), "none" (see ``gnvideo.training.optim``).
         schedule: "step" (/10 at ``step_milestones``), "cosine", or "constant".
         step_milestones: fractions of the total optimizer steps at which the LR is multiplied by ``step_gamma``.
         step_gamma: LR factor at each milestone.
@@ -128,25 +108,32 @@ class VideoClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        with config_prefix("model."):  # settings are checked where they are used; their keys are model.<name>
+            self.model = self.configure_model()
+            from gnvideo.models.weights import check_init_options
+            from gnvideo.training.optim import check_schedule
+
+            check_schedule(schedule, step_milestones, warmup_fraction)
+            check_init_options(norm, pretrained_2d, pretrained_2d_file, init_from)  # loading waits for the run
+        self._weights_ready = not (pretrained_2d or init_from)
+        self.configure_metrics()
+        #: uint8 -> float transform of the input; None = the attached data module's ``batch_transform``
+        self.batch_transform: BatchTransform | None = None
+
+    def configure_model(self) -> torch.nn.Module:
+        """The network of the ``backbone`` preset with its norm and head settings, channels-last if asked."""
         from gnvideo.models import build_model
 
-        norm_options = dict(norm_options or {})
-        try:
-            self.model = build_model(backbone, num_classes=num_classes, norm=norm, norm_options=norm_options,
-                                     dropout=dropout, zero_init_residual=zero_init_residual, head_pool=head_pool,
-                                     head_pool_size=head_pool_size)
-        except (ValueError, TypeError, KeyError) as e:
-            raise ValueError(f"{_config_key(str(e), norm_options)}: {e}") from e
-        if not 0.0 <= warmup_fraction < 1.0:  # checked again by gnvideo.optim; here to fail before training
-            raise ValueError(f"model.warmup_fraction: must be in [0, 1), got {warmup_fraction}")
-        if any(not 0.0 < m < 1.0 for m in step_milestones):
-            raise ValueError(f"model.step_milestones: fractions must be in (0, 1), got {step_milestones}")
-        from gnvideo.models.weights import check_init_options
+        hp = self.hparams
+        model = build_model(hp.backbone, num_classes=hp.num_classes, norm=hp.norm,
+                            norm_options=dict(hp.norm_options or {}), dropout=hp.dropout,
+                            zero_init_residual=hp.zero_init_residual, head_pool=hp.head_pool,
+                            head_pool_size=hp.head_pool_size)
+        return model.to(memory_format=torch.channels_last_3d) if hp.channels_last else model
 
-        check_init_options(norm, pretrained_2d, pretrained_2d_file, init_from)  # loading waits for the run
-        self._weights_ready = not (pretrained_2d or init_from)
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
+    def configure_metrics(self) -> None:
+        """Clip-level top-1/top-5 for train and val (torchmetrics); video-level aggregators for test and predict."""
+        num_classes = self.hparams.num_classes
         k5 = min(5, num_classes)
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.train_top5 = MulticlassAccuracy(num_classes, top_k=k5, average="micro")
@@ -154,9 +141,7 @@ class VideoClassifier(pl.LightningModule):
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=k5, average="micro")
         self.test_views = MultiViewAggregator(num_classes)
         self.predict_views = MultiViewAggregator(num_classes)
-        self.test_metrics: dict | None = None  # set by each test epoch; written by gnvideo.callbacks.RunRecorder
-        #: uint8 -> float transform of the input; None = the attached data module's ``batch_transform``
-        self.batch_transform: BatchTransform | None = None
+        self.test_metrics: dict | None = None  # set by each test epoch; written by callbacks.RunRecorder
 
     # ------------------------------------------------------------------ forward
     def forward(self, video: Tensor) -> Tensor:
@@ -267,7 +252,8 @@ class VideoClassifier(pl.LightningModule):
         from gnvideo.models.weights import initialize
 
         hp = self.hparams
-        initialize(self.model, hp.norm, hp.pretrained_2d, hp.pretrained_2d_file, hp.inflate_mode, hp.init_from)
+        with config_prefix("model."):
+            initialize(self.model, hp.norm, hp.pretrained_2d, hp.pretrained_2d_file, hp.inflate_mode, hp.init_from)
         self._weights_ready = True
 
     def on_validation_start(self) -> None:
@@ -293,9 +279,10 @@ class VideoClassifier(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.train_clips:
-            from gnvideo.optim import steps_for_clips
+            from gnvideo.training.optim import steps_for_clips
 
-            steps = steps_for_clips(self.hparams.train_clips, self.total_batch_size())
+            with config_prefix("model."):
+                steps = steps_for_clips(self.hparams.train_clips, self.total_batch_size())
             if self.trainer.max_steps in (-1, None):
                 self.trainer.fit_loop.epoch_loop.max_steps = steps
                 print(f"model.train_clips: {self.hparams.train_clips} clips / {self.total_batch_size()} per step "
@@ -305,7 +292,7 @@ class VideoClassifier(pl.LightningModule):
                       f"{steps} from {self.hparams.train_clips} clips")
 
     def configure_optimizers(self):
-        from gnvideo.optim import build_optimizer, scaled_lr
+        from gnvideo.training.optim import build_optimizer, scaled_lr
 
         hp = self.hparams
         return build_optimizer(

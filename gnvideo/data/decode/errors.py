@@ -1,5 +1,4 @@
-"""The one definition of a broken video, shared by the readers, the datasets, ``check_videos`` and
-``prepare_kinetics``.
+"""The one definition of a broken video, shared by the readers, the encoder, the datasets and the data tools.
 
 A video is broken when it is missing or empty, cannot be opened, has no decodable frame, a frame fails to decode
 (FFmpeg reports an error on a packet), or it decodes to clearly fewer frames than its container announces
@@ -80,29 +79,5 @@ def problem_reason(err: BaseException) -> str:
     return " ".join(f"{type(err).__name__}: {err}".split())[:500]
 
 
-def video_problem(path: str | os.PathLike, backend: str = "auto", chunk: int = 256) -> str | None:
-    """Decode every frame of a video with the readers the datasets use; None when it is fine, else the reason.
-
-    Args:
-        path: the file.
-        backend: "auto", "decord" or "pyav" (see :func:`gnvideo.data.readers.open_video`).
-        chunk: frames decoded per read (bounds memory).
-    """
-    from .readers import open_video
-
-    try:
-        with open_video(path, backend=backend) as reader:
-            start = 0
-            while start < reader.num_frames:
-                stop = min(start + chunk, reader.num_frames)
-                frames = reader.frames(range(start, stop))
-                if frames.ndim != 4 or frames.shape[0] != stop - start or frames.shape[-1] != 3:
-                    return f"unexpected frame batch shape {tuple(frames.shape)}"
-                start = stop
-    except Exception as err:  # noqa: BLE001 - every failure is a verdict on this file
-        return problem_reason(err)
-    return None
-
-
 __all__ = ["VideoDecodeError", "check_file", "decode_error_reason", "ffmpeg_message", "problem_reason",
-           "truncation_reason", "video_problem"]
+           "truncation_reason"]

@@ -1,5 +1,5 @@
 """The reader interface shared by the decord and PyAV readers: :class:`VideoReader`, sizes, rotation, resizing and
-the frame-count check. See :mod:`gnvideo.data.readers` for what the readers guarantee."""
+the frame-count check. See :mod:`gnvideo.data.decode` for what the readers guarantee."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .validation import VideoDecodeError, truncation_reason
+from .errors import VideoDecodeError, truncation_reason
 
 
 def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
@@ -25,7 +25,8 @@ class VideoReader:
     Attributes:
         path: the file.
         backend: "decord" or "pyav" (the one actually used; "pyav" after a decord failure).
-        num_frames: decodable frames (the container's count until a read proves it wrong).
+        frame_count: decodable frames of the video (the container's count until a read proves it wrong); a clip's
+            length is ``num_frames`` everywhere else.
         fps: average frames per second.
         rotation: display rotation applied, degrees counter-clockwise (0, 90, 180 or 270).
         num_repeated: total frames returned as repeats of the last frame because an index was past the end.
@@ -37,7 +38,7 @@ class VideoReader:
     def __init__(self, path: str, short_side: int | None = None) -> None:
         self.path = path
         self.short_side = short_side
-        self.num_frames = 0
+        self.frame_count = 0
         self.fps = 0.0
         self.rotation = 0
         self.num_repeated = 0
@@ -45,16 +46,16 @@ class VideoReader:
 
     @property
     def duration(self) -> float:
-        """Length in seconds (num_frames / fps)."""
-        return self.num_frames / self.fps if self.fps > 0 else 0.0
+        """Length in seconds (frame_count / fps)."""
+        return self.frame_count / self.fps if self.fps > 0 else 0.0
 
     def _clamp(self, indices: Sequence[int]) -> list[int]:
         idx = [int(i) for i in indices]
         if any(i < 0 for i in idx):
             raise ValueError(f"negative frame index in {idx} for {self.path}")
-        if self.num_frames <= 0:
+        if self.frame_count <= 0:
             raise VideoDecodeError("no decodable frames", self.path)
-        last = self.num_frames - 1
+        last = self.frame_count - 1
         self.last_num_repeated = sum(i > last for i in idx)
         self.num_repeated += self.last_num_repeated
         return [min(i, last) for i in idx]
@@ -80,17 +81,17 @@ class VideoReader:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.path!r}, num_frames={self.num_frames}, fps={self.fps:.3f}, "
+        return (f"{type(self).__name__}({self.path!r}, frame_count={self.frame_count}, fps={self.fps:.3f}, "
                 f"rotation={self.rotation})")
 
 
-def _rotate(frames: torch.Tensor, rotation: int) -> torch.Tensor:
+def rotate_frames(frames: torch.Tensor, rotation: int) -> torch.Tensor:
     """Rotate (T, H, W, 3) counter-clockwise by ``rotation`` degrees (rounded to a multiple of 90)."""
     k = round(rotation / 90) % 4
     return torch.rot90(frames, k, dims=(1, 2)).contiguous() if k else frames
 
 
-def _resize(frames: torch.Tensor, short_side: int | None) -> torch.Tensor:
+def resize_frames(frames: torch.Tensor, short_side: int | None) -> torch.Tensor:
     """Scale uint8 (T, H, W, 3) so the short side is ``short_side`` (bilinear, antialiased)."""
     if short_side is None:
         return frames
@@ -104,11 +105,11 @@ def _resize(frames: torch.Tensor, short_side: int | None) -> torch.Tensor:
     return out.permute(0, 2, 3, 1).contiguous()
 
 
-def _check_count(reader: VideoReader, decoded: int, announced: int) -> None:
-    """Raise when ``decoded`` frames are clearly fewer than announced (the rule of :mod:`.validation`)."""
+def check_count(reader: VideoReader, decoded: int, announced: int) -> None:
+    """Raise when ``decoded`` frames are clearly fewer than announced (the rule of :mod:`.errors`)."""
     reason = truncation_reason(decoded, announced)
     if reason is not None:
         raise VideoDecodeError(reason, reader.path)
 
 
-__all__ = ["VideoReader", "scaled_size"]
+__all__ = ["VideoReader", "check_count", "resize_frames", "rotate_frames", "scaled_size"]

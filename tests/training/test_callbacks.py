@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from gnvideo.callbacks import PreciseBN, batch_norm_layers, update_bn_stats
 from gnvideo.models import build_model, build_norm
+from gnvideo.training.callbacks import PreciseBN, batch_norm_layers, update_bn_stats
 
 
 def _batches(n=5, seed=0):
@@ -59,7 +59,7 @@ def test_option_checks():
 def test_lr_monitor_without_a_logger_does_not_stop_training():
     import lightning.pytorch as pl
 
-    from gnvideo.callbacks import LRMonitor
+    from gnvideo.training.callbacks import LRMonitor
 
     class Tiny(pl.LightningModule):
         def __init__(self):
@@ -96,8 +96,8 @@ class _Trainer:
 @pytest.mark.parametrize("local_rank", [0, 1])
 def test_kernel_setup_loads_the_extension_once_before_a_cuda_run(monkeypatch, local_rank):
     from gnvideo import ops
-    from gnvideo.callbacks import GroupNormKernelSetup
     from gnvideo.models import build_model
+    from gnvideo.training.callbacks import GroupNormKernelSetup
 
     calls = []
     monkeypatch.setattr(ops, "load_extension", lambda: calls.append("load") or "cuda")
@@ -115,8 +115,8 @@ def test_kernel_setup_loads_the_extension_once_before_a_cuda_run(monkeypatch, lo
 
 def test_kernel_setup_reports_a_failed_build_and_goes_on(monkeypatch, capsys):
     from gnvideo import ops
-    from gnvideo.callbacks import GroupNormKernelSetup
     from gnvideo.models import build_model
+    from gnvideo.training.callbacks import GroupNormKernelSetup
 
     def fail():
         raise RuntimeError("nvcc not found")

@@ -15,13 +15,13 @@ input in different processes), and the RGB -> yuv420p conversion done in numpy (
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
-import torch
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".webm": "webm", ".avi": "avi", ".mov": "mov"}
 DETERMINISTIC_X264 = {"mbtree": "0", "aq-mode": "0", "psy": "0"}
@@ -48,9 +48,14 @@ def rgb_to_yuv420p(frames: np.ndarray) -> np.ndarray:
     return out.reshape(t, h * 3 // 2, w)
 
 
+def _is_tensor(x) -> bool:
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: no torch import here
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def _as_rgb_array(frames) -> np.ndarray:
     """uint8 (T, H, W, 3) numpy view of a numpy array or CPU tensor, (T, H, W, 3) or (H, W, 3)."""
-    array = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    array = frames.numpy() if _is_tensor(frames) else np.asarray(frames)
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
@@ -193,7 +198,7 @@ def write_video(path: str | os.PathLike, frames, fps: int | Fraction, **options)
         **options: :class:`VideoWriter` options (codec, crf, preset, pix_fmt, x264_params, options, threads, rotation,
             container_options, deterministic, ...).
     """
-    chunks = [frames] if isinstance(frames, (np.ndarray, torch.Tensor)) else frames
+    chunks = [frames] if isinstance(frames, np.ndarray) or _is_tensor(frames) else frames
     with VideoWriter(path, fps, **options) as writer:
         for chunk in chunks:
             writer.write(chunk)

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .validation import VideoDecodeError, decode_error_reason, ffmpeg_message
-from .validation import check_file as _check_file
-from .video_reader import VideoReader, _check_count, _rotate, scaled_size
+from .base import VideoReader, check_count, rotate_frames, scaled_size
+from .container import announced_count, frame_rate, times_in_decode_order
+from .errors import VideoDecodeError, check_file, decode_error_reason, ffmpeg_message
 
 
 class _MidStreamError(Exception):
@@ -40,7 +40,7 @@ def _iter_frames(container, stream, path: str):
             yield frame
 
 
-def _pyav_probe(path: str) -> tuple[int, float, int, int]:
+def pyav_probe(path: str) -> tuple[int, float, int, int]:
     """(frame count estimate, fps, rotation, announced count) from the container; decodes the first frame for the
     rotation. The estimate may come from the container's duration (all streams, audio too); the announced count only
     from the video stream's own count or duration (0 when it has neither), and only it can make a file truncated."""
@@ -51,10 +51,10 @@ def _pyav_probe(path: str) -> tuple[int, float, int, int]:
             if not container.streams.video:
                 raise VideoDecodeError("no video stream", path)
             stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            rate = frame_rate(stream)
             fps = float(rate) if rate else 0.0
-            count = _announced_count(container, stream, fps)
-            announced = _announced_count(container, stream, fps, video_only=True)
+            count = announced_count(container, stream, fps)
+            announced = announced_count(container, stream, fps, video_only=True)
             if count <= 0:  # no count or duration in the container: count the packets
                 count = sum(1 for packet in container.demux(stream) if packet.size)
                 container.seek(0)
@@ -72,28 +72,17 @@ def _pyav_probe(path: str) -> tuple[int, float, int, int]:
     return count, fps, rotation % 360, announced
 
 
-def _announced_count(container, stream, fps: float, video_only: bool = False) -> int:
-    """Frames the container announces: the stream's count, else its duration x rate, else (unless ``video_only``)
-    the container's duration x rate; 0 when unknown."""
-    count = int(stream.frames or 0)
-    if count <= 0 and stream.duration and stream.time_base and fps:
-        count = int(round(float(stream.duration * stream.time_base) * fps))
-    if count <= 0 and container.duration and fps and not video_only:
-        count = int(round(container.duration / 1e6 * fps))
-    return count
-
-
-def _pyav_header(path: str) -> tuple[int, bool]:
-    """(announced frame count, whether the codec reorders frames) from the container header, without decoding;
-    (0, False) when unknown or unreadable."""
+def pyav_header(path: str) -> tuple[int, bool]:
+    """(announced frame count, whether packet times are in decode order: :func:`.container.times_in_decode_order`)
+    from the container header, without decoding; (0, False) when unknown or unreadable."""
     import av
 
     try:
         with av.open(path) as container:
             stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            count = _announced_count(container, stream, float(rate) if rate else 0.0, video_only=True)
-            return count, bool(stream.codec_context.has_b_frames)
+            rate = frame_rate(stream)
+            count = announced_count(container, stream, float(rate) if rate else 0.0, video_only=True)
+            return count, times_in_decode_order(container, stream)
     except (av.error.FFmpegError, IndexError, UnicodeDecodeError):
         return 0, False
 
@@ -112,9 +101,9 @@ class PyAVReader(VideoReader):
 
     def __init__(self, path: str, short_side: int | None = None, probe: tuple | None = None) -> None:
         super().__init__(path, short_side)
-        _check_file(path)
-        self.num_frames, self.fps, self.rotation, *announced = probe or _pyav_probe(path)
-        self.announced = announced[0] if announced else self.num_frames  # frames the video stream announces
+        check_file(path)
+        self.frame_count, self.fps, self.rotation, *announced = probe or pyav_probe(path)
+        self.announced = announced[0] if announced else self.frame_count  # frames the video stream announces
         self._count_known = False
         self._timestamps_usable = True
 
@@ -159,7 +148,7 @@ class PyAVReader(VideoReader):
                 if not pts or not keys or len(set(pts)) != len(pts) or keys[0] != pts[0]:
                     self._timestamps_usable = False
                     return None
-                _check_count(self, len(pts), self.announced)
+                check_count(self, len(pts), self.announced)
                 end = len(pts) - 1
                 clamped = [min(i, end) for i in wanted]
                 first, last = pts[min(clamped)], pts[max(clamped)]
@@ -189,16 +178,16 @@ class PyAVReader(VideoReader):
             raise
         if len(got) != len(index_of):
             return None
-        self.num_frames = len(pts)
+        self.frame_count = len(pts)
         self._clamp(wanted)
-        return _rotate(torch.from_numpy(np.stack([got[i] for i in clamped])), self.rotation)
+        return rotate_frames(torch.from_numpy(np.stack([got[i] for i in clamped])), self.rotation)
 
     def _frames_sequential(self, wanted: list[int]) -> torch.Tensor:
         import av
 
         target = max(wanted)
         if self._count_known:
-            target = min(target, self.num_frames - 1)
+            target = min(target, self.frame_count - 1)
         needed = set(wanted)
         got: dict[int, np.ndarray] = {}
         last_frame, count = None, 0
@@ -220,16 +209,16 @@ class PyAVReader(VideoReader):
         if count == 0:
             raise VideoDecodeError("no decodable frames", self.path)
         if count <= target:  # the stream ended before the requested index: now the real count is known
-            _check_count(self, count, self.announced)
-            self.num_frames, self._count_known = count, True
-        elif count > self.num_frames:
-            self.num_frames = count
+            check_count(self, count, self.announced)
+            self.frame_count, self._count_known = count, True
+        elif count > self.frame_count:
+            self.frame_count = count
         end = count - 1
         if end not in got:
             got[end] = self._to_array(last_frame)
         self._clamp(wanted)
         out = torch.from_numpy(np.stack([got[min(i, end)] for i in wanted]))
-        return _rotate(out, self.rotation)
+        return rotate_frames(out, self.rotation)
 
 
-__all__ = ["PyAVReader"]
+__all__ = ["PyAVReader", "pyav_header", "pyav_probe"]

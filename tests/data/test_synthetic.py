@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gnvideo.data.layout import ANNOTATION_COLUMNS, clip_filename
-from gnvideo.demo.synthetic import (
+from gnvideo.data.synthetic import (
     CLASS_NAMES,
     COMPLETE_MARKER,
     make_synthetic_dataset,

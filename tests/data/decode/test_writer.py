@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from gnvideo.data.readers import open_video
-from gnvideo.data.video_writer import VideoWriter, partial_path, write_video
+from gnvideo.data.decode import open_video
+from gnvideo.data.decode.writer import VideoWriter, partial_path, write_video
 
 
 def _decode(path):

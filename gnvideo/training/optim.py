@@ -25,12 +25,14 @@ from typing import Literal
 import torch
 from torch import nn
 
+from gnvideo.errors import ConfigError
 from gnvideo.models.norms import is_norm_layer
 
 NoDecay = Literal["norm", "norm_and_bias", "none"]
 SCHEDULES = ("step", "cosine", "constant")
 
-__all__ = ["SCHEDULES", "build_optimizer", "lr_factor", "parameter_groups", "scaled_lr", "steps_for_clips"]
+__all__ = ["SCHEDULES", "build_optimizer", "check_schedule", "lr_factor", "parameter_groups", "scaled_lr",
+           "steps_for_clips"]
 
 
 def scaled_lr(base_lr: float, total_batch: int, base_batch_size: int = 64) -> float:
@@ -43,8 +45,8 @@ def scaled_lr(base_lr: float, total_batch: int, base_batch_size: int = 64) -> fl
 def steps_for_clips(train_clips: int, total_batch: int) -> int:
     """Optimizer steps that see ``train_clips`` clips at ``total_batch`` clips per step (rounded to nearest)."""
     if train_clips < 1 or total_batch < 1:
-        raise ValueError(f"model.train_clips: need train_clips >= 1 and a total batch >= 1, got {train_clips}, "
-                         f"{total_batch}")
+        raise ConfigError("train_clips", f"need train_clips >= 1 and a total batch >= 1, got {train_clips}, "
+                          f"{total_batch}")
     return max(1, round(train_clips / total_batch))
 
 
@@ -96,6 +98,20 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_weight_decay: NoD
     return [g for g in groups if g["params"]]
 
 
+def check_schedule(schedule: str, step_milestones: Sequence[float], warmup_fraction: float) -> None:
+    """Check the schedule options (before training starts).
+
+    Raises:
+        ConfigError: key ``schedule``, ``step_milestones`` or ``warmup_fraction``.
+    """
+    if schedule not in SCHEDULES:
+        raise ConfigError("schedule", f"must be one of {SCHEDULES}, got {schedule!r}")
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise ConfigError("warmup_fraction", f"must be in [0, 1), got {warmup_fraction}")
+    if any(not 0.0 < m < 1.0 for m in step_milestones):
+        raise ConfigError("step_milestones", f"fractions must be in (0, 1), got {tuple(step_milestones)}")
+
+
 def build_optimizer(
     model: nn.Module,
     lr: float,
@@ -121,18 +137,13 @@ def build_optimizer(
             "step"; ``warmup_fraction`` of the steps with linear warm-up.
 
     Raises:
-        ValueError: ``total_steps`` is not a finite positive number (no ``max_steps`` / ``max_epochs``), or a bad
-            schedule argument; the message names the option.
+        ConfigError: ``total_steps`` is not a finite positive number (no ``max_steps`` / ``max_epochs``), or a bad
+            schedule argument (:func:`check_schedule`); the key names the option.
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"model.schedule: must be one of {SCHEDULES}, got {schedule!r}")
+    check_schedule(schedule, step_milestones, warmup_fraction)
     if not math.isfinite(total_steps) or total_steps <= 0:
-        raise ValueError("trainer.max_steps or trainer.max_epochs must be set: the LR schedule needs the total "
-                         f"number of optimizer steps (got {total_steps})")
-    if not 0.0 <= warmup_fraction < 1.0:
-        raise ValueError(f"model.warmup_fraction: must be in [0, 1), got {warmup_fraction}")
-    if any(not 0.0 < m < 1.0 for m in step_milestones):
-        raise ValueError(f"model.step_milestones: fractions must be in (0, 1), got {tuple(step_milestones)}")
+        raise ConfigError("trainer.max_steps", "trainer.max_steps or trainer.max_epochs must be set: the LR schedule "
+                          f"needs the total number of optimizer steps (got {total_steps})")
     groups = parameter_groups(model, weight_decay, no_weight_decay)
     opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     total = int(total_steps)

@@ -1,7 +1,8 @@
-"""Cut, turn upright, resize and re-encode one source video: the encoding step of ``prepare_kinetics``.
+"""Cut, turn upright, resize and re-encode one source video: the encoding step of ``gnvideo-prepare-kinetics``.
 
-Frames are decoded with PyAV, timed from the source's own timestamps (or counted, where those are in decode order),
-and written through :class:`gnvideo.data.video_writer.VideoWriter` (h264/yuv420p, atomic temp file + rename).
+Frames are decoded with PyAV, timed from the source's own timestamps (or counted, where those are in decode order:
+:func:`.container.times_in_decode_order`, the rule the readers follow), and written through
+:class:`.writer.VideoWriter` (h264/yuv420p, atomic temp file + rename).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-from gnvideo.data.video_writer import VideoWriter
+from .container import announced_count, frame_rate, times_in_decode_order
+from .errors import VideoDecodeError, check_file, decode_error_reason, ffmpeg_message, truncation_reason
+from .writer import VideoWriter
 
 
 def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: float, short_side: int = 256,
@@ -28,12 +31,10 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
         Number of frames written.
 
     Raises:
-        VideoDecodeError: the source is broken by the rule of ``gnvideo.data.validation`` (a decode error, or
+        VideoDecodeError: the source is broken by the rule of :mod:`.errors` (a decode error, or
             truncated), has no video stream, or has no frame in the interval; ``reason`` is the check_videos text.
     """
     import av
-
-    from gnvideo.data.validation import VideoDecodeError, check_file, ffmpeg_message
 
     src, dst = str(src), Path(dst)
     check_file(src)
@@ -46,11 +47,11 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
             raise VideoDecodeError("no video stream", src)
         ist = inp.streams.video[0]
         ist.thread_type = "AUTO"
-        rate = ist.average_rate or ist.guessed_rate or Fraction(30)
-        if not 1 <= rate <= 240:
+        rate = frame_rate(ist)
+        if rate is None or not 1 <= rate <= 240:  # no usable rate in the header: assume 30 fps
             rate = Fraction(30)
         step = 1 / float(rate)
-        count_frames = inp.format.name == "avi" and bool(ist.codec_context.has_b_frames)
+        count_frames = times_in_decode_order(inp, ist)
         t0 = float(ist.start_time * ist.time_base) if ist.start_time is not None and ist.time_base else 0.0
         if start > 0 and not count_frames:
             inp.seek(int((start + t0) / ist.time_base), stream=ist, backward=True, any_frame=False)
@@ -91,7 +92,7 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
             else:
                 if prev is not None:
                     emit(prev, slot(prev_t) + 1)
-                    _check_not_truncated(ist, src, prev_t, rate, decoded if count_frames or start <= 0 else None)
+                    _check_not_truncated(inp, ist, src, prev_t, rate, decoded if count_frames or start <= 0 else None)
             if out is None or out.frames_written == 0:
                 raise VideoDecodeError(f"no frames in [{start}, {end}] s", src)
         except BaseException:
@@ -106,8 +107,6 @@ def _timed_frames(inp, ist, src: str, step: float, t0: float, count_frames: bool
     """``(k, frame, t)``: decoded frames with their time in seconds from the stream start (frame count x step when
     ``count_frames``); a decode error raises the check_videos verdict."""
     import av
-
-    from gnvideo.data.validation import VideoDecodeError, decode_error_reason, ffmpeg_message
 
     k, t = -1, None
     demux = inp.demux(ist)
@@ -131,13 +130,9 @@ def _timed_frames(inp, ist, src: str, step: float, t0: float, count_frames: bool
             yield k, frame, t
 
 
-def _check_not_truncated(ist, src: str, last_time: float, rate: Fraction, decoded: int | None) -> None:
+def _check_not_truncated(inp, ist, src: str, last_time: float, rate: Fraction, decoded: int | None) -> None:
     """The source ended: raise the check_videos verdict when it holds clearly fewer frames than announced."""
-    from gnvideo.data.validation import VideoDecodeError, truncation_reason
-
-    announced = int(ist.frames or 0)
-    if announced <= 0 and ist.duration and ist.time_base:
-        announced = round(float(ist.duration * ist.time_base) * float(rate))
+    announced = announced_count(inp, ist, float(rate), video_only=True)
     reason = truncation_reason(decoded if decoded is not None else round(last_time * float(rate)) + 1, announced)
     if reason is not None:
         raise VideoDecodeError(reason, src)
