@@ -109,7 +109,7 @@ class VideoClassifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         with config_prefix("model."):  # settings are checked where they are used; their keys are model.<name>
-            self.model = self.configure_model()
+            self.configure_models()
             from gnvideo.models.weights import check_init_options
             from gnvideo.training.optim import check_schedule
 
@@ -120,8 +120,9 @@ class VideoClassifier(pl.LightningModule):
         #: uint8 -> float transform of the input; None = the attached data module's ``batch_transform``
         self.batch_transform: BatchTransform | None = None
 
-    def configure_model(self) -> torch.nn.Module:
-        """The network of the ``backbone`` preset with its norm and head settings, channels-last if asked."""
+    def configure_models(self) -> None:
+        """``self.model``: the network of the ``backbone`` preset with its norm and head settings, channels-last if
+        asked. (Not Lightning's ``configure_model`` hook, which the Trainer calls again at every fit.)"""
         from gnvideo.models import build_model
 
         hp = self.hparams
@@ -129,7 +130,7 @@ class VideoClassifier(pl.LightningModule):
                             norm_options=dict(hp.norm_options or {}), dropout=hp.dropout,
                             zero_init_residual=hp.zero_init_residual, head_pool=hp.head_pool,
                             head_pool_size=hp.head_pool_size)
-        return model.to(memory_format=torch.channels_last_3d) if hp.channels_last else model
+        self.model = model.to(memory_format=torch.channels_last_3d) if hp.channels_last else model
 
     def configure_metrics(self) -> None:
         """Clip-level top-1/top-5 for train and val (torchmetrics); video-level aggregators for test and predict."""

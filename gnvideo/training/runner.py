@@ -1,7 +1,6 @@
 """gnvideo's LightningCLI (fit/validate/test/predict) and its programmatic run API :func:`build_cli`.
 
-:mod:`gnvideo.cli` (the ``gnvideo`` command) and :mod:`gnvideo.demo` both build on this module; it imports neither,
-so there is no cli <-> demo cycle. Examples (through ``gnvideo``)::
+:mod:`gnvideo.cli` (the ``gnvideo`` command) and :mod:`gnvideo.demo` build on this module. Examples::
 
     gnvideo fit --config configs/kinetics400/base.yaml --config configs/kinetics400/norm_gn.yaml \
         --config configs/kinetics400/i3d_r50_gn_32x2_8clips.yaml

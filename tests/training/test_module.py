@@ -64,3 +64,12 @@ def test_pretrained_2d_is_inflated(tmp_path):
     assert not w[:, :, 0].any()
     with pytest.raises(ValueError, match="model.pretrained_2d"):
         _model(pretrained_2d=str(path)).load_initial_weights()  # BN weights into a GN model
+
+
+def test_lightning_configure_model_hook_builds_nothing():
+    """The Trainer calls ``configure_model`` at every fit: building the network there again would draw from the
+    global RNG and change the run (the network is built once, in ``__init__``)."""
+    m = VideoClassifier(backbone="tiny_r3d", num_classes=8)
+    state = torch.get_rng_state()
+    m.configure_model()
+    assert torch.equal(state, torch.get_rng_state())
