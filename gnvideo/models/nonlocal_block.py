@@ -103,17 +103,22 @@ class NonLocal3d(nn.Module):
             self.norm.bias.zero_()
 
     def attend(self, theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """(N, Ci, L) queries, (N, Ci, S) keys and values -> (N, Ci, L): each query's weighted sum of the values."""
+        """Queries (N, Ci, T, H, W), keys and values (N, Ci, T', H', W') -> (N, Ci, T, H, W): each query position's
+        weighted sum of the values."""
+        n, ci, t, h, w = theta.shape
         if self.implementation == "explicit":
-            return self.attend_explicit(theta, phi, g)
+            return self.attend_explicit(theta.flatten(2), phi.flatten(2), g.flatten(2)).reshape(n, ci, t, h, w)
         if self.instantiation == "dot_product":  # linear in f: contract phi with g first, a Ci x Ci matrix
-            return torch.bmm(torch.bmm(g, phi.transpose(1, 2)) / phi.shape[2], theta)
-        q, k, v = (t.transpose(1, 2).unsqueeze(1) for t in (theta, phi, g))  # (N, 1 head, positions, Ci)
+            phi, g = phi.flatten(2), g.flatten(2)
+            return torch.bmm(torch.bmm(g, phi.transpose(1, 2)) / phi.shape[2], theta.flatten(2)).reshape(n, ci, t, h, w)
+        # (N, 1 head, positions, Ci) with unit stride along Ci, which fused kernels need (no copy for channels_last)
+        q, k, v = (u.permute(0, 2, 3, 4, 1).reshape(n, 1, -1, ci).contiguous() for u in (theta, phi, g))
         y = F.scaled_dot_product_attention(q, k, v, scale=self.inner_channels ** -0.5)
-        return y.squeeze(1).transpose(1, 2)
+        return y.reshape(n, t, h, w, ci).permute(0, 4, 1, 2, 3)
 
     def attend_explicit(self, theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """As :meth:`attend`, forming the (N, L, S) affinity matrix (the Non-local code's computation)."""
+        """(N, Ci, L) queries, (N, Ci, S) keys and values -> (N, Ci, L), forming the (N, L, S) affinity matrix (the
+        Non-local code's computation)."""
         affinity = torch.einsum("ncl,ncs->nls", theta, phi)
         if self.instantiation == "embedded_gaussian":
             affinity = torch.softmax(affinity * self.inner_channels ** -0.5, dim=2)
@@ -123,13 +128,10 @@ class NonLocal3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, T, H, W) -> x + norm(conv_out(y)), same shape and memory format."""
-        n, _, t, h, w = x.shape
-        theta = self.conv_theta(x).flatten(2)  # (N, Ci, L)
         pooled = self.pool(x)
-        phi, g = self.conv_phi(pooled).flatten(2), self.conv_g(pooled).flatten(2)  # (N, Ci, S)
-        y = self.attend(theta, phi, g).reshape(n, self.inner_channels, t, h, w)
-        channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
-        y = y.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+        y = self.attend(self.conv_theta(x), self.conv_phi(pooled), self.conv_g(pooled))
+        # y may be a channels_last view of the attention output: conv_out reads it as it is (a copy would be kept for
+        # backward beside the attention's saved output); the sum takes x's memory format, x being its first operand
         return x + self.norm(self.conv_out(y))
 
     def extra_repr(self) -> str:

@@ -82,6 +82,21 @@ def test_efficient_form_equals_the_explicit_one(instantiation, channels_last):
     assert outs[1].is_contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_embedded_gaussian_reaches_a_fused_attention_kernel(channels_last):
+    """Not the math fallback, which forms the matrix: q, k, v must have unit stride along the channels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    block = NonLocal3d(32)
+    x = torch.randn(2, 32, 2, 8, 8, requires_grad=True)
+    if channels_last:
+        x = x.detach().contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        block(x)
+    ops = [e.name for e in prof.events() if e.name.startswith("aten::_scaled_dot_product")]
+    assert ops and "math" not in ops[0], ops
+
+
 def test_initialization_is_the_nonlocal_codes():
     torch.manual_seed(0)
     block = NonLocal3d(512)
