@@ -143,7 +143,7 @@ def test_nonlocal_runs_get_rows_of_their_own(tmp_path, capsys):
     assert cells["BN (ours)"][col] == "73.0 / 90.0"
     assert cells["BN + NL5 (ours)"][col] == "74.5 ± 0.7 / 91.5 ± 0.7 (n=2)"
     assert cells["BN + NL5 dot (ours)"][col] == "74.5 / 91.5" and cells["GN + NL5 (ours)"][col] == "73.5 / 90.5"
-    assert cells["BN + NL5 (Non-local code)"][col] == "74.9 / —"
+    assert cells["BN + NL5 (Non-local code)"][col] == "74.9 / 91.6"
     assert "Non-local code" not in markdown_table(load_results([tmp_path / "bn"]), paper=True)
     assert main(["report", str(tmp_path), "--plot", str(tmp_path / "p.png")]) == 0
     assert "| GN + NL5 (ours) |" in capsys.readouterr().out
