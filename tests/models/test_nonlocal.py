@@ -234,20 +234,24 @@ def test_cli_names_the_blocks(capsys):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("instantiation", sorted(INSTANTIATIONS))
 def test_cuda_efficient_form_equals_the_explicit_one(instantiation, dtype):
-    """At the res3 shape of a 32x2 clip (4 x 28 x 28), on the GPU's attention kernels, forward and backward."""
+    """At the res3 shape of a 32x2 clip (4 x 28 x 28), on the GPU's attention kernels: the block's branch (output
+    minus input) and every weight gradient, by relative error (bf16 autocast: the recipe's precision)."""
     torch.manual_seed(0)
     explicit = _randomize(NonLocal3d(512, instantiation=instantiation, implementation="explicit")).cuda()
     efficient = NonLocal3d(512, instantiation=instantiation).cuda()
     efficient.load_state_dict(explicit.state_dict())
     x = torch.randn(2, 512, 4, 28, 28, device="cuda")
-    outs, grads = [], []
+    dy = torch.randn_like(x)
+    branches, grads = [], []
     for block in (explicit, efficient):
-        xi = x.clone().requires_grad_()
-        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-            out = block(xi)
-        out.float().square().mean().backward()
-        outs.append(out.float())
-        grads.append(xi.grad)
-    tol = {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {"rtol": 1e-4, "atol": 1e-4}
-    torch.testing.assert_close(outs[1], outs[0], **tol)
-    torch.testing.assert_close(grads[1], grads[0], **tol)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = block(x)
+        out.float().backward(dy)
+        branches.append(out.float() - x)
+        grads.append([p.grad.float() for p in block.parameters()])
+    tol = 3e-2 if dtype == torch.bfloat16 else 1e-4
+    assert float((branches[1] - branches[0]).norm()) < tol * float(branches[0].norm())
+    # a floor for gradients that are 0 in exact arithmetic (softmax ignores conv_phi's bias): rounding noise only
+    floor = 1e-3 * float(torch.cat([g.flatten() for g in grads[0]]).norm())
+    for (name, _), g_eff, g_ref in zip(explicit.named_parameters(), grads[1], grads[0]):
+        assert float((g_eff - g_ref).norm()) < tol * max(float(g_ref.norm()), floor), name
