@@ -3,7 +3,7 @@
 The block (``gnvideo.models.nonlocal_block.NonLocal3d``, BN) runs at the input of a res3 (or res4) non-local block of
 i3d_r50 for ``--clips`` clips of ``--frames`` x ``--size``^2 (default 8 x 32 x 224^2: (8, 512, 4, 28, 28), 3136
 queries and 784 keys per clip). Variants: the embedded Gaussian through ``scaled_dot_product_attention``
-(``gaussian_sdpa``) and with the affinity matrix (``gaussian_explicit``); the dot product as theta (phi g^T) / S
+(``gaussian_sdpa``) and with the affinity matrix (``gaussian_explicit``); the dot product as (g phi^T) theta / S
 (``dot_reassoc``) and with the matrix (``dot_explicit``). Each row gives the median forward + backward time, the peak
 memory above what was allocated before the step (inputs, output gradient and weights), the memory the autograd graph
 keeps for backward (saved tensors other than the input and the weights), and its ratios to the explicit form of the

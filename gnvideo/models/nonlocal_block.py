@@ -7,7 +7,7 @@ pytorchvideo do the same)::
     x_p   = pool(x)                             max-pool, kernel = stride = ``pool`` (default (1, 2, 2))
     phi, g = conv_phi(x_p), conv_g(x_p)         (N, C/2, T', H', W'): keys and values (S = T'*H'*W' positions)
     f     = softmax(theta^T phi * (C/2)^-1/2)   "embedded_gaussian" (rows sum to 1), or theta^T phi / S "dot_product"
-    y     = f g                                 (N, C/2, L): each position a weighted sum of the values
+    y     = g f^T                               (N, C/2, L): each position a weighted sum of the values
     out   = x + norm(conv_out(y))               conv_out back to C channels; the norm's scale starts at 0
 
 The 1x1x1 convs have biases; at initialization their weights are drawn from N(0, 0.01^2), biases and the norm's
@@ -17,7 +17,7 @@ what the model without them computes.
 ``implementation="efficient"`` (default) never forms the L x S matrix where the math allows: the embedded Gaussian is
 scaled dot-product attention with query theta, key phi, value g and scale (C/2)^-1/2, computed by
 ``torch.nn.functional.scaled_dot_product_attention`` (a fused kernel where the backend has one); the dot product is
-linear, so ``(theta^T phi / S) g = theta^T (phi g^T) / S`` needs only a (C/2) x (C/2) matrix. ``"explicit"`` forms
+linear in f, so ``g (theta^T phi / S)^T = (g phi^T) theta / S`` needs only a (C/2) x (C/2) matrix. ``"explicit"`` forms
 the matrix as the Non-local code does; it is the reference the efficient forms are tested against.
 """
 
