@@ -4,7 +4,9 @@ Reads every result file (``results*.json``, :mod:`gnvideo.results`) under the gi
 them by normalization (rows) and by ``frames x clips per GPU`` (columns), and prints the layout of Table 8 of the Group
 Normalization paper (Wu & He, 2018) as markdown: each cell is ``top-1 / top-5`` in percent, ``mean ± std`` when
 several seeds share a cell. "Clips per GPU" is the number of clips one normalization sees
-(:func:`gnvideo.results.clips_per_norm`: ``sub_bn`` runs fill the BN row at their ``clips_per_group``).
+(:func:`gnvideo.results.clips_per_norm`: ``sub_bn`` runs fill the BN row at their ``clips_per_group``). Runs of a
+backbone with non-local blocks fill rows of their own, after their norm's plain row (``BN + NL5``,
+:func:`gnvideo.results.report_row_of`); ``--paper`` then adds the Non-local code's result for the 5-block BN model.
 
 A cell averages only over seeds: every other field of the setting (backbone, dataset and class count, sampling rate,
 clips per device, devices x accumulation, norm and options, initialization, input normalization, test views and the
@@ -23,9 +25,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gnvideo.models.norms import REPORT_ORDER
-from gnvideo.results import clips_per_norm, comparison_key, load_results, norm_row
+from gnvideo.results import clips_per_norm, comparison_key, load_results, report_row_of
 
-__all__ = ["PAPER_TOP1", "MixedSettingsError", "collect", "load_results", "main", "markdown_table", "plot", "render"]
+__all__ = ["NONLOCAL_TOP1", "PAPER_TOP1", "MixedSettingsError", "collect", "load_results", "main", "markdown_table",
+           "plot", "render", "row_label"]
 
 #: Kinetics-400 top-1 (%) of ResNet-50 I3D from Table 8 of the GN paper: (norm, frames, clips per GPU) -> top-1.
 PAPER_TOP1: dict[tuple[str, int, int], float] = {
@@ -36,6 +39,9 @@ PAPER_TOP1: dict[tuple[str, int, int], float] = {
     ("bn", 64, 4): 73.3,
     ("gn", 64, 4): 74.5,
 }
+#: Kinetics-400 (top-1, top-5) (%) of R50 I3D with 5 non-local blocks, 32 x 2 frames, 8 clips per GPU, ImageNet
+#: init, from the Non-local code's model zoo (facebookresearch/video-nonlocal-net; without the blocks: 73.6 / 90.8).
+NONLOCAL_TOP1: dict[tuple[str, int, int], tuple[float, float]] = {("bn + NL5", 32, 8): (74.9, 91.6)}
 _NORM_ORDER = REPORT_ORDER  # from the norm registry
 _DASH = "—"
 
@@ -45,7 +51,7 @@ class MixedSettingsError(ValueError):
 
 
 def collect(results: Sequence[dict], notes: list[str] | None = None) -> dict[tuple[str, int, int], list[dict]]:
-    """Group results by ``(norm row, num_frames, clips per GPU)``, one result per seed.
+    """Group results by ``(report row, num_frames, clips per GPU)``, one result per seed.
 
     Args:
         results: result dicts (see :mod:`gnvideo.results`).
@@ -57,7 +63,7 @@ def collect(results: Sequence[dict], notes: list[str] | None = None) -> dict[tup
     cells: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
     for r in results:
         s = r["setting"]
-        cells[(norm_row(s), int(s.get("num_frames") or 0), clips_per_norm(s))].append(r)
+        cells[(report_row_of(s), int(s.get("num_frames") or 0), clips_per_norm(s))].append(r)
     out = {}
     for cell, rs in cells.items():
         keys = [comparison_key(r) for r in rs]
@@ -68,7 +74,7 @@ def collect(results: Sequence[dict], notes: list[str] | None = None) -> dict[tup
             detail = "; ".join(f"{field}: " + ", ".join(f"{v} in {path}" for v, path in sorted(ex.items()))
                                for field, ex in examples.items())
             raise MixedSettingsError(
-                f"report: the {n.upper()} cell at {f} frames, {c} clips/GPU mixes runs that differ in "
+                f"report: the {row_label(n)} cell at {f} frames, {c} clips/GPU mixes runs that differ in "
                 f"{', '.join(differ)} ({detail}); report them separately")
         by_seed: dict = defaultdict(list)
         for r in rs:
@@ -78,7 +84,7 @@ def collect(results: Sequence[dict], notes: list[str] | None = None) -> dict[tup
             same.sort(key=lambda r: Path(r["path"]).stat().st_mtime if Path(r.get("path", "")).is_file() else 0)
             kept.append(same[-1])
             if len(same) > 1 and notes is not None:
-                notes.append(f"Note: {len(same)} results of seed {seed} in {cell[0].upper()} {cell[1]} frames, "
+                notes.append(f"Note: {len(same)} results of seed {seed} in {row_label(cell[0])} {cell[1]} frames, "
                              f"{cell[2]} clips/GPU (repeated tests of one setting); the newest is used: "
                              f"{same[-1].get('path', '?')}.")
         out[cell] = kept
@@ -98,8 +104,18 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def _row_order(norms: Iterable[str]) -> list[str]:
-    return sorted(set(norms), key=lambda n: (_NORM_ORDER.index(n) if n in _NORM_ORDER else len(_NORM_ORDER), n))
+def row_label(row: str) -> str:
+    """Printed name of a report row: ``bn`` -> ``BN``, ``bn + NL5`` -> ``BN + NL5``."""
+    norm, _, tag = row.partition(" + ")
+    return norm.upper() + (f" + {tag}" if tag else "")
+
+
+def _row_order(rows: Iterable[str]) -> list[str]:
+    def key(row: str) -> tuple:
+        norm, _, tag = row.partition(" + ")
+        return (_NORM_ORDER.index(norm) if norm in _NORM_ORDER else len(_NORM_ORDER), norm, tag != "", tag)
+
+    return sorted(set(rows), key=key)
 
 
 def markdown_table(results: Sequence[dict], paper: bool = False, chance: bool = False) -> str:
@@ -107,7 +123,8 @@ def markdown_table(results: Sequence[dict], paper: bool = False, chance: bool = 
 
     Args:
         results: results dicts (``top1``, ``top5`` in percent and ``setting``).
-        paper: add rows with the paper's top-1 (its top-5 is not given: printed as "—").
+        paper: add rows with the paper's top-1 (its top-5 is not given: printed as "—"), and the Non-local code's
+            result beside a ``BN + NL5`` row of ours.
         chance: add a line with chance-level accuracy (needs ``num_classes`` in the results).
 
     Returns:
@@ -132,11 +149,15 @@ def markdown_table(results: Sequence[dict], paper: bool = False, chance: bool = 
             t1 = _fmt([_num(r["top1"]) for r in rs])
             t5 = _fmt([_num(r.get("top5")) for r in rs])
             row.append(f"{t1} / {t5}" + (f" (n={len(rs)})" if len(rs) > 1 else ""))
-        lines.append(f"| {n.upper()} (ours) | " + " | ".join(row) + " |")
+        lines.append(f"| {row_label(n)} (ours) | " + " | ".join(row) + " |")
     if paper:
         for n in ("bn", "gn"):
             row = [f"{PAPER_TOP1[(n, f, c)]:.1f} / {_DASH}" if (n, f, c) in PAPER_TOP1 else _DASH for f, c in cols]
             lines.append(f"| {n.upper()} (paper) | " + " | ".join(row) + " |")
+        for n in sorted({n for (n, _, _) in NONLOCAL_TOP1} & set(norms)):
+            row = ["{:.1f} / {:.1f}".format(*NONLOCAL_TOP1[(n, f, c)]) if (n, f, c) in NONLOCAL_TOP1 else _DASH
+                   for f, c in cols]
+            lines.append(f"| {row_label(n)} (Non-local code) | " + " | ".join(row) + " |")
     lines.append("")
     lines.append("Cells: video-level top-1 / top-5 (%), mean ± std over seeds when n > 1.")
     lines.extend(notes)
@@ -175,7 +196,7 @@ def plot(results: Sequence[dict], out: str | Path, paper: bool = False, chance: 
     for (n, f), pts in sorted(series.items(), key=lambda kv: (norms.index(kv[0][0]), kv[0][1])):
         pts.sort()
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker=markers.get(f, "o"),
-                    capsize=3, color=color[n], label=f"{n.upper()} {f} frames")
+                    capsize=3, color=color[n], label=f"{row_label(n)} {f} frames")
     if paper:
         for n in ("bn", "gn"):
             for f in sorted({f for (m, f, _) in PAPER_TOP1 if m == n}):

@@ -7,7 +7,8 @@ folder (``runs/<name>/test_N/``), so every test invocation has its own file.
 
 The rule that makes simulated devices comparable: ``sub_bn`` with ``clips_per_group = k`` normalizes each group of
 ``k`` clips on its own, which is per-device BN at ``k`` clips per device; :func:`clips_per_norm` gives that batch and
-:func:`norm_row` puts the run in the BN row.
+:func:`norm_row` puts the run in the BN row. A backbone with non-local blocks gets a row of its own,
+:func:`report_row_of` (``bn + NL5``), apart from the same norm without them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from gnvideo.models.norms import report_row
 
 __all__ = ["RESULT_GLOB", "RunSetting", "TestResult", "clips_per_norm", "comparison_key", "load_results",
-           "new_result_path", "norm_row", "setting_from_run", "write_result"]
+           "new_result_path", "nonlocal_tag", "norm_row", "report_row_of", "setting_from_run", "write_result"]
 
 RESULT_GLOB = "results*.json"
 
@@ -52,6 +53,8 @@ class RunSetting:
         mean: per-channel input mean (RGB, 0-1 scale).
         std: per-channel input std (RGB, 0-1 scale).
         seed: training seed (the only field the report averages over).
+        nonlocal_blocks: non-local blocks in the backbone (0: none).
+        nonlocal_instantiation: their kind ("embedded_gaussian" or "dot_product"), None without blocks.
     """
 
     backbone: str
@@ -73,6 +76,8 @@ class RunSetting:
     mean: list[float] | None = None
     std: list[float] | None = None
     seed: int | None = None
+    nonlocal_blocks: int = 0
+    nonlocal_instantiation: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSetting:
@@ -133,6 +138,29 @@ def norm_row(setting: dict) -> str:
     return report_row(str(setting.get("norm", "?")))
 
 
+def nonlocal_tag(setting: dict) -> str:
+    """"" for a backbone without non-local blocks, else ``NL<count>`` (``NL5``; ``NL5 dot`` for dot-product blocks).
+
+    A setting stored before ``RunSetting`` recorded the blocks takes them from its backbone preset.
+    """
+    count, kind = setting.get("nonlocal_blocks"), setting.get("nonlocal_instantiation")
+    if count is None:
+        from gnvideo.models.presets import PRESETS  # imports torch: only for old result files
+
+        preset = PRESETS.get(str(setting.get("backbone")), {})
+        count = sum(len(stage) for stage in preset.get("nonlocal_blocks") or ())
+        kind = preset.get("nonlocal_instantiation", "embedded_gaussian")
+    if not count:
+        return ""
+    return f"NL{int(count)}" + (" dot" if kind == "dot_product" else "")
+
+
+def report_row_of(setting: dict) -> str:
+    """Report row of a run: :func:`norm_row`, joined by `` + `` with the :func:`nonlocal_tag` when there is one."""
+    tag = nonlocal_tag(setting)
+    return norm_row(setting) + (f" + {tag}" if tag else "")
+
+
 #: Setting fields that separate otherwise equal runs without being the table's rows or columns.
 _CONTEXT_FIELDS = ("backbone", "dataset", "train_annotation", "num_classes", "sampling_rate",
                    "train_crop_size", "pretrained_2d", "init_from", "head_pool", "mean", "std", "norm", "norm_options",
@@ -142,15 +170,16 @@ _CONTEXT_FIELDS = ("backbone", "dataset", "train_annotation", "num_classes", "sa
 def comparison_key(result: dict) -> dict[str, Any]:
     """Every field of a result that must be equal for two results to be averaged (all but the seed).
 
-    Covers the training setting (backbone, dataset and class count, frames x sampling rate, clips per device,
-    devices x accumulation, norm and options, initialization, head, input normalization), the test views and the
-    scored annotation file.
+    Covers the training setting (backbone and its non-local blocks, dataset and class count, frames x sampling rate,
+    clips per device, devices x accumulation, norm and options, initialization, head, input normalization), the test
+    views and the scored annotation file.
     """
     s = result.get("setting") or {}
     key: dict[str, Any] = {f: s.get(f) for f in _CONTEXT_FIELDS}
     if key["train_crop_size"] is None:  # results written before the option was named data.train_crop_size
         key["train_crop_size"] = s.get("crop_size")
     key["num_frames"] = s.get("num_frames")
+    key["nonlocal"] = nonlocal_tag(s)  # settings stored before the field existed: from the backbone preset
     key["test_views"] = result.get("test_views") or s.get("test_views")
     key["test_annotation"] = result.get("annotation")
     return key
@@ -168,6 +197,11 @@ def setting_from_run(trainer, module, datamodule=None) -> RunSetting:
     def listed(v):
         return [float(x) for x in v] if v is not None else None
 
+    from gnvideo.models.nonlocal_block import NonLocal3d
+
+    model = getattr(module, "model", None)
+    blocks = [m for m in model.modules() if isinstance(m, NonLocal3d)] if model is not None else []
+
     return RunSetting(
         backbone=str(hp.get("backbone")), dataset=dh.get("root"),
         train_annotation=getattr(dm, "train_annotation", dh.get("train_annotation")),
@@ -178,7 +212,8 @@ def setting_from_run(trainer, module, datamodule=None) -> RunSetting:
         accumulate_grad_batches=int(trainer.accumulate_grad_batches), norm=str(hp.get("norm")),
         norm_options=dict(hp.get("norm_options") or {}), pretrained_2d=hp.get("pretrained_2d"),
         init_from=hp.get("init_from"), head_pool=hp.get("head_pool"), mean=listed(dh.get("mean")),
-        std=listed(dh.get("std")), seed=int(seed) if seed is not None else None)
+        std=listed(dh.get("std")), seed=int(seed) if seed is not None else None, nonlocal_blocks=len(blocks),
+        nonlocal_instantiation=blocks[0].instantiation if blocks else None)
 
 
 def new_result_path(folder: str | Path) -> Path:

@@ -43,7 +43,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--clips_per_device", type=list[int], default=[8, 2], help="settings compared (c), e.g. [8,2]")
     p.add_argument("--simulated_devices", type=int, default=2, help="V: clips per step = c x V")
     p.add_argument("--epochs", type=int, default=20, help="per run; 20 keeps the demo under 10 minutes on 2 CPU cores")
-    p.add_argument("--backbone", type=str, default="tiny_r3d")
+    p.add_argument("--backbone", type=str, default="tiny_r3d",
+                   help="model preset; tiny_r3d_nl adds non-local blocks (report rows 'BN + NL2', ...)")
     p.add_argument("--num_groups", type=int, default=8, help="groups of gn and bgn")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--sampling_rate", type=int, default=2)

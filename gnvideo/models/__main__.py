@@ -1,7 +1,7 @@
 """Inspect a preset: ``python -m gnvideo.models i3d_r50 --norm gn --frames 32 --size 224``.
 
-Prints the parameter count, the output shape of a forward pass on zeros (batch 1, eval mode, no grad) and the norm
-layers used (kind and count).
+Prints the parameter count, the output shape of a forward pass on zeros (batch 1, eval mode, no grad), the norm
+layers used (kind and count) and the non-local blocks (where, which kind, their parameters).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from gnvideo.models.nonlocal_block import NonLocal3d
 from gnvideo.models.norms import NORM_KINDS, is_norm_layer
 from gnvideo.models.presets import PRESETS, build_model
 
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     print("norm layers: " + ", ".join(f"{name} x{count}" for name, count in norms.items()))
     if fused.get("relu"):
         print(f"fused norm+relu: {fused['relu']}")
+    nonlocal_blocks = {name: m for name, m in model.named_modules() if isinstance(m, NonLocal3d)}
+    if nonlocal_blocks:
+        kinds = sorted({f"{m.instantiation}, pool {m.pool_size}" for m in nonlocal_blocks.values()})
+        nl_params = sum(p.numel() for m in nonlocal_blocks.values() for p in m.parameters())
+        print(f"non-local blocks: {len(nonlocal_blocks)} ({'; '.join(kinds)}; {nl_params:,} parameters): "
+              + ", ".join(nonlocal_blocks))
     return 0
 
 

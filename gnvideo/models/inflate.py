@@ -9,7 +9,8 @@
 
 Norms map one to one: BatchNorm state (it has ``running_mean``) only into the "bn" family of the norm registry,
 GroupNorm state only into the "gn" family (``gnvideo.models.norms.kinds_of_family``). Anything else is an error
-naming the layer. The fc is skipped when the class counts differ.
+naming the layer. The fc is skipped when the class counts differ. Non-local blocks have no 2D counterpart: they keep
+their initialization (the identity) and are reported apart, not as missing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from gnvideo.models.nonlocal_block import fresh_nonlocal_blocks
 from gnvideo.models.norms import family_of, is_norm_layer, kinds_of_family
 
 INFLATION_MODES = ("mean", "center")
@@ -33,18 +35,21 @@ class InflationReport:
         loaded: model keys filled from the 2D state dict.
         inflated: the subset of ``loaded`` that are conv weights inflated over time.
         skipped: 2D key -> reason it was not used.
-        missing: model keys left as they were.
+        missing: model keys left as they were, outside the non-local blocks.
+        fresh_nonlocal: the model's non-local blocks (names), all left at their initialization.
     """
 
     loaded: list[str] = field(default_factory=list)
     inflated: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    fresh_nonlocal: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [
             f"inflation: loaded {len(self.loaded)} tensors ({len(self.inflated)} conv weights inflated), "
             f"skipped {len(self.skipped)}, missing {len(self.missing)}"
+            + (f", {len(self.fresh_nonlocal)} non-local blocks at their initialization" if self.fresh_nonlocal else "")
         ]
         lines += [f"  skipped {k}: {why}" for k, why in self.skipped.items()]
         lines += [f"  missing {k}" for k in self.missing]
@@ -142,7 +147,7 @@ def inflate_2d_state_dict(
             raise ValueError(f"layer {key3d!r}: 2D shape {tuple(value.shape)} does not match {tuple(want.shape)}")
         report.loaded.append(key3d)
     model.load_state_dict(new_state, strict=False)
-    report.missing = [k for k in target if k not in new_state]
+    report.fresh_nonlocal, report.missing = fresh_nonlocal_blocks(model, [k for k in target if k not in new_state])
     if verbose:
         print(report)
     return report

@@ -5,6 +5,12 @@ Temporal output sizes (T_in -> res5 T) for 224x224 input (res5 7x7):
 - ``i3d_r50`` / ``i3d_r101``: ResNet-50/101 I3D of the Non-local paper (Wang et al., 2018): conv1 5x7x7 stride
   (2, 2, 2), max-pool (2, 3, 3) stride (2, 2, 2), 3x1x1 first convs in the marked blocks, (2, 1, 1) max-pool after
   res2. 32 -> 4, 64 -> 8. 28.0M parameters with 400 classes (R50).
+- ``i3d_r50_nl5`` / ``i3d_r50_nl10``: ``i3d_r50`` with the Non-local paper's non-local blocks
+  (``gnvideo.models.nonlocal_block``: embedded Gaussian, (1, 2, 2) max-pool before phi and g, the backbone's norm):
+  after residual blocks 1 and 3 of res3 and 1, 3 and 5 of res4 (0-based; the Non-local code's ``LAYER_MOD = 2``,
+  PySlowFast's ``I3D_NLN`` ``NONLOCAL.LOCATION``), or after every block of res3 and res4 (``LAYER_MOD = 1``).
+  ``i3d_r50_nl5_dot``: the 5 blocks with the dot-product instantiation (mmaction2's other NL model). 35.4M / 42.8M
+  parameters with 400 classes.
 - ``i3d_r50_pytorchvideo``: pytorchvideo's 8-frame ``i3d_r50`` (conv1 and first pool with temporal stride 1, then the
   (2, 1, 1) pool after res2). 8 -> 4. Same parameters as ``i3d_r50``.
 - ``slow_r50``: Slow pathway of SlowFast (pytorchvideo ``slow_r50``): temporal kernels only in res4 and res5, no
@@ -12,6 +18,7 @@ Temporal output sizes (T_in -> res5 T) for 224x224 input (res5 7x7):
 - ``r3d_18`` / ``r3d_34`` / ``r3d_10``: 3x3x3 basic blocks, temporal stride 2 in res3..res5. ``r3d_50``: bottleneck
   with 3x3x3 middle convs. 16 -> 2.
 - ``tiny_r3d``: basic blocks, widths 16/32/64/128, one block per stage, for CPU demos on small clips.
+  ``tiny_r3d_nl``: the same with a non-local block after the res3 and the res4 block.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from gnvideo.models.resnet3d import ResNet3d
 
 _I3D_R50_KERNELS = ((3, 3, 3), (3, 1, 3, 1), (3, 1, 3, 1, 3, 1), (1, 3, 1))
 _I3D_R101_KERNELS = ((3, 3, 3), (3, 1, 3, 1), (3, 1) * 11 + (1,), (1, 3, 1))
+
+#: Residual blocks (0-based, per stage res2..res5) that a non-local block follows.
+NONLOCAL_5 = ((), (1, 3), (1, 3, 5), ())
+NONLOCAL_10 = ((), (0, 1, 2, 3), (0, 1, 2, 3, 4, 5), ())
 
 _I3D_COMMON: dict[str, Any] = dict(
     block="bottleneck",
@@ -47,6 +58,12 @@ _R3D_COMMON: dict[str, Any] = dict(
 
 PRESETS: dict[str, dict[str, Any]] = {
     "i3d_r50": dict(_I3D_COMMON, layers=(3, 4, 6, 3), temporal_kernels=_I3D_R50_KERNELS),
+    "i3d_r50_nl5": dict(_I3D_COMMON, layers=(3, 4, 6, 3), temporal_kernels=_I3D_R50_KERNELS,
+                        nonlocal_blocks=NONLOCAL_5),
+    "i3d_r50_nl10": dict(_I3D_COMMON, layers=(3, 4, 6, 3), temporal_kernels=_I3D_R50_KERNELS,
+                         nonlocal_blocks=NONLOCAL_10),
+    "i3d_r50_nl5_dot": dict(_I3D_COMMON, layers=(3, 4, 6, 3), temporal_kernels=_I3D_R50_KERNELS,
+                            nonlocal_blocks=NONLOCAL_5, nonlocal_instantiation="dot_product"),
     "i3d_r101": dict(_I3D_COMMON, layers=(3, 4, 23, 3), temporal_kernels=_I3D_R101_KERNELS),
     "i3d_r50_pytorchvideo": dict(
         _I3D_COMMON, layers=(3, 4, 6, 3), temporal_kernels=_I3D_R50_KERNELS, stem_stride=(1, 2, 2),
@@ -61,6 +78,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "r3d_34": dict(_R3D_COMMON, layers=(3, 4, 6, 3)),
     "r3d_50": dict(_R3D_COMMON, block="bottleneck", layers=(3, 4, 6, 3), temporal_position="b"),
     "tiny_r3d": dict(_R3D_COMMON, layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16),
+    "tiny_r3d_nl": dict(_R3D_COMMON, layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16,
+                        nonlocal_blocks=((), (0,), (0,), ())),
 }
 
 _BUILD_ARGS = ("num_classes", "norm", "norm_options", "dropout", "zero_init_residual")

@@ -4,6 +4,12 @@ Layout (module names)::
 
     conv1 -> norm1 -> act1 -> pool1 -> layer1 [-> pool2] -> layer2 -> layer3 -> layer4 -> avgpool -> dropout -> fc
 
+A stage ``layerX`` is an ``nn.Sequential`` of residual blocks ``layerX.0``, ``layerX.1``, ...; with
+``nonlocal_blocks`` a non-local block (``gnvideo.models.nonlocal_block``) follows residual block ``j`` as
+``layerX.nonlocalJ`` (PySlowFast's ``NONLOCAL.LOCATION``). The residual blocks keep their names, so weights of the
+model without non-local blocks (ImageNet inflation, ``init_from``) load by name and the non-local blocks keep their
+initialization, under which they are the identity.
+
 Heads (``head_pool``): "global" averages the res5 map (N, C, T', H', W') to (N, C) and classifies it. "local" is the
 pytorchvideo / Non-local head: average-pool with kernel (T', 7, 7) (``head_pool_size``, capped at the map) and
 stride 1, classify each position, and average the logits over the positions. At the training crop (224 px: res5 7x7)
@@ -15,6 +21,7 @@ Input (N, C_in, T, H, W) float (contiguous or ``torch.channels_last_3d``) -> log
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +31,7 @@ from torch import nn
 
 from gnvideo.errors import ConfigError
 from gnvideo.models.blocks import BLOCKS
+from gnvideo.models.nonlocal_block import NonLocal3d
 from gnvideo.models.norms import NORM_KINDS, build_norm_act
 
 
@@ -45,6 +53,21 @@ def _per_block(kernels: int | Sequence[int], depth: int, stage: int) -> list[int
             f"temporal_kernels for res{stage + 2} has {len(kernels)} entries, the stage has {depth} blocks"
         )
     return kernels
+
+
+def _nonlocal_positions(nonlocal_blocks: Sequence[Sequence[int]] | None, layers: Sequence[int]) -> list[set[int]]:
+    if nonlocal_blocks is None:
+        return [set() for _ in layers]
+    if len(nonlocal_blocks) != len(layers):
+        raise ValueError(f"nonlocal_blocks has {len(nonlocal_blocks)} entries, layers has {len(layers)} stages")
+    positions = []
+    for stage, (blocks, depth) in enumerate(zip(nonlocal_blocks, layers)):
+        chosen = [int(j) for j in blocks]
+        if any(j < 0 or j >= depth for j in chosen) or len(set(chosen)) != len(chosen):
+            raise ValueError(f"nonlocal_blocks for res{stage + 2} must be distinct block indices in [0, {depth}), "
+                             f"got {list(blocks)}")
+        positions.append(set(chosen))
+    return positions
 
 
 class ResNet3d(nn.Module):
@@ -72,6 +95,11 @@ class ResNet3d(nn.Module):
         zero_init_residual: the last norm of every residual block starts with weight 0.
         head_pool: "global" or "local" (module docstring).
         head_pool_size: (H, W) of the "local" head's pooling window, in res5 positions.
+        nonlocal_blocks: per stage, the 0-based indices of the residual blocks that a non-local block follows
+            (None: none); e.g. ``((), (1, 3), (1, 3, 5), ())``, the Non-local paper's 5 blocks.
+        nonlocal_instantiation: "embedded_gaussian" or "dot_product" (``NonLocal3d``).
+        nonlocal_pool: max-pool (T, H, W) before phi and g in each non-local block, None for none.
+        nonlocal_implementation: "efficient" (scaled dot-product attention) or "explicit" (affinity matrix).
     """
 
     def __init__(
@@ -97,6 +125,10 @@ class ResNet3d(nn.Module):
         zero_init_residual: bool = True,
         head_pool: str = "global",
         head_pool_size: Sequence[int] = (7, 7),
+        nonlocal_blocks: Sequence[Sequence[int]] | None = None,
+        nonlocal_instantiation: str = "embedded_gaussian",
+        nonlocal_pool: Sequence[int] | None = (1, 2, 2),
+        nonlocal_implementation: str = "efficient",
     ):
         super().__init__()
         if head_pool not in ("global", "local"):
@@ -119,6 +151,7 @@ class ResNet3d(nn.Module):
             raise ConfigError("dropout", f"must be in [0, 1), got {dropout}")
         if num_classes < 1:
             raise ConfigError("num_classes", f"must be >= 1, got {num_classes}")
+        nonlocal_at = _nonlocal_positions(nonlocal_blocks, layers)
         opts = dict(norm_options or {})
         self.norm_kind = norm
         self.norm_options = opts
@@ -139,17 +172,21 @@ class ResNet3d(nn.Module):
         in_ch = stem_width
         for i in range(n_stages):
             kernels = _per_block(temporal_kernels[i], layers[i], i)
-            blocks = []
+            blocks: OrderedDict[str, nn.Module] = OrderedDict()
             for j in range(layers[i]):
-                blocks.append(block_cls(
+                blocks[str(j)] = block_cls(
                     in_ch, widths[i],
                     stride=stage_spatial_strides[i] if j == 0 else 1,
                     temporal_stride=stage_temporal_strides[i] if j == 0 else 1,
                     temporal_kernel=kernels[j], norm=norm, norm_options=opts,
                     temporal_position=temporal_position,
-                ))
+                )
                 in_ch = widths[i] * block_cls.expansion
-            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+                if j in nonlocal_at[i]:
+                    blocks[f"nonlocal{j}"] = NonLocal3d(
+                        in_ch, instantiation=nonlocal_instantiation, pool=nonlocal_pool, norm=norm,
+                        norm_options=opts, implementation=nonlocal_implementation)
+            self.add_module(f"layer{i + 1}", nn.Sequential(blocks))
         self.num_stages = n_stages
         self.num_features = in_ch
         self.avgpool = nn.AdaptiveAvgPool3d(1)
@@ -158,8 +195,10 @@ class ResNet3d(nn.Module):
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
+        nonlocal_blocks = [m for m in self.modules() if isinstance(m, NonLocal3d)]
+        in_nonlocal = {id(sub) for block in nonlocal_blocks for sub in block.modules()}
         for m in self.modules():
-            if isinstance(m, nn.Conv3d):
+            if isinstance(m, nn.Conv3d) and id(m) not in in_nonlocal:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         nn.init.normal_(self.fc.weight, std=0.01)
         nn.init.zeros_(self.fc.bias)
@@ -169,6 +208,8 @@ class ResNet3d(nn.Module):
                 if isinstance(last, nn.Module) and getattr(last, "weight", None) is not None:
                     with torch.no_grad():
                         last.weight.zero_()
+        for block in nonlocal_blocks:  # their own init (the Non-local code's), not the backbone's
+            block.reset_parameters()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, T, H, W) -> res5 feature map (N, num_features, T', H', W')."""

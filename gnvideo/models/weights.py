@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from gnvideo.errors import ConfigError
+from gnvideo.models.nonlocal_block import fresh_nonlocal_blocks
 from gnvideo.models.norms import NORMS
 
 #: ImageNet input statistics (RGB, [0, 1] units) of torchvision's and timm's ResNet weights
@@ -203,16 +204,25 @@ def check_source_family(name: str, norm: str) -> None:
 
 @dataclass
 class LoadReport:
-    """What ``load_matching`` did: loaded names, skipped names with the reason, model names left as initialized."""
+    """What ``load_matching`` did: loaded names, skipped names with the reason, model names left as initialized.
+
+    ``fresh_nonlocal`` names the non-local blocks the checkpoint had nothing for (a checkpoint of the model without
+    them): they keep their initialization, under which they are the identity, and their tensors are not in
+    ``missing``.
+    """
 
     source: str
     loaded: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    fresh_nonlocal: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [f"{self.source}: loaded {len(self.loaded)} tensors, skipped {len(self.skipped)}, "
                  f"left as initialized {len(self.missing)}"]
+        if self.fresh_nonlocal:
+            lines.append(f"  {len(self.fresh_nonlocal)} non-local blocks not in the checkpoint start at their "
+                         f"initialization (the identity): {', '.join(self.fresh_nonlocal)}")
         lines += [f"  skipped {k}: {why}" for k, why in self.skipped.items()]
         lines += [f"  initialized {k}" for k in self.missing]
         return "\n".join(lines)
@@ -267,7 +277,8 @@ def load_matching(model: nn.Module, checkpoint: str | os.PathLike | Mapping[str,
         raise ValueError(f"{label}: no tensor matches the model by name and shape (another architecture?); "
                          f"first checkpoint names: {list(sd)[:3]}")
     model.load_state_dict(new, strict=False)
-    report.missing = [k for k in target if k not in new and not k.endswith("num_batches_tracked")]
+    report.fresh_nonlocal, report.missing = fresh_nonlocal_blocks(
+        model, [k for k in target if k not in new and not k.endswith("num_batches_tracked")])
     if verbose:
         print(report)
     return report
@@ -349,8 +360,10 @@ def _inflate_imagenet(model: nn.Module, pretrained_2d: str, file: str | None, mo
     except ValueError as e:
         raise ValueError(f"{key} ({source}): {e}") from e
     if verbose:
+        n_fresh = len(report.fresh_nonlocal)
+        fresh = f"; {n_fresh} non-local blocks at their initialization (the identity)" if n_fresh else ""
         print(f"{key}: inflated {len(report.loaded)} tensors from {source} ({len(report.skipped)} skipped: "
-              f"{', '.join(report.skipped) or 'none'}; {len(report.missing)} left as initialized)")
+              f"{', '.join(report.skipped) or 'none'}; {len(report.missing)} left as initialized{fresh})")
 
 
 __all__ = [

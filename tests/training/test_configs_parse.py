@@ -21,10 +21,17 @@ CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.y
                  if p.parent.name not in ("study", "kinetics400"))
 
 
+def parts(cell: str) -> tuple[str, str, list[str]]:
+    """(backbone, norm overlay, the rest) of a cell's name ``<backbone>_<norm>_<frames x stride>_<clips>...``: the norm
+    is the first part naming an overlay (a backbone name may hold underscores: i3d_r50_nl5)."""
+    words = cell.removesuffix(".yaml").split("_")
+    i = next(i for i, w in enumerate(words) if i > 0 and (K400 / f"norm_{w}.yaml").is_file())
+    return "_".join(words[:i]), words[i], words[i + 1:]
+
+
 def compose(cell: str) -> list[str]:
     """The --config arguments of a Kinetics cell: base, the norm overlay named in the cell's file name, the cell."""
-    norm = cell.split("_")[2]
-    return ["--config", str(K400 / "base.yaml"), "--config", str(K400 / f"norm_{norm}.yaml"), "--config",
+    return ["--config", str(K400 / "base.yaml"), "--config", str(K400 / f"norm_{parts(cell)[1]}.yaml"), "--config",
             str(K400 / cell)]
 
 
@@ -39,8 +46,10 @@ def test_there_are_configs():
     for norm in ("bn", "gn"):
         for cell in ("32x2_8clips", "32x2_4clips", "64x1_4clips"):
             assert f"i3d_r50_{norm}_{cell}.yaml" in CELLS
+    for norm in ("bn", "gn"):
+        assert f"i3d_r50_nl5_{norm}_32x2_8clips.yaml" in CELLS
     for cell in CELLS:
-        assert (K400 / f"norm_{cell.split('_')[2]}.yaml").is_file(), cell
+        assert (K400 / f"norm_{parts(cell)[1]}.yaml").is_file(), cell
         assert len((K400 / cell).read_text().splitlines()) <= 15, f"{cell}: a cell is a few lines"
 
 
@@ -55,7 +64,7 @@ def test_config_parses_alone(config, capsys):
 @pytest.mark.parametrize("cell", CELLS)
 def test_kinetics_cell_composes(cell, capsys):
     resolved = _resolved(compose(cell), capsys)
-    assert resolved["model"]["backbone"] == cell.split("_")[0] + "_" + cell.split("_")[1]
+    assert resolved["model"]["backbone"] == parts(cell)[0]
     assert resolved["model"]["nesterov"] is True and resolved["model"]["no_weight_decay"] == "norm"
     assert resolved["data"]["holdout_fraction"] > 0  # checkpoint choice on held-out training videos
     assert resolved["checkpoint"]["save_last"] is True
@@ -67,7 +76,7 @@ def test_paper_cells_show_the_recipe_and_keep_steps_x_batch(cell, capsys):
     computed from the total batch so that every cell sees the recipe's 400k x 64 clips."""
     r = _resolved(compose(cell), capsys)
     name = Path(cell).stem
-    norm, fxs = name.split("_")[2:4]
+    _, norm, (fxs, *rest) = parts(cell)
     m, d, t = r["model"], r["data"], r["trainer"]
     assert m["norm"] == {"subbn": "sub_bn"}.get(norm, norm)
     bn = m["norm"] in ("bn", "sub_bn")
@@ -78,7 +87,7 @@ def test_paper_cells_show_the_recipe_and_keep_steps_x_batch(cell, capsys):
     frames, stride = map(int, fxs.split("x"))
     assert (d["num_frames"], d["sampling_rate"]) == (frames, stride)
     if not name.endswith("_1gpu"):
-        assert d["clips_per_device"] == int(name.split("_")[4].removesuffix("clips"))
+        assert d["clips_per_device"] == int(rest[0].removesuffix("clips"))
         assert t["devices"] == 8
     total = d["clips_per_device"] * t["devices"] * t["num_nodes"] * t["accumulate_grad_batches"]
     assert t["max_steps"] == -1  # from model.train_clips
@@ -86,6 +95,21 @@ def test_paper_cells_show_the_recipe_and_keep_steps_x_batch(cell, capsys):
     assert scaled_lr(m["base_lr"], total, m["base_batch_size"]) == pytest.approx(0.01 * total / 64)
     assert t["sync_batchnorm"] is False
     assert (d["test_num_clips"], d["test_num_crops"], d["test_crop_size"]) == (10, 3, 256)
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn"])
+def test_nonlocal_cells_are_the_plain_cells_with_the_nl_backbone(norm, capsys):
+    """The NL cell resolves to its plain cell's config but for the backbone: same recipe, data, init and schedule."""
+    plain = _resolved(compose(f"i3d_r50_{norm}_32x2_8clips.yaml"), capsys)
+    nl = _resolved(compose(f"i3d_r50_nl5_{norm}_32x2_8clips.yaml"), capsys)
+    assert (plain["model"].pop("backbone"), nl["model"].pop("backbone")) == ("i3d_r50", "i3d_r50_nl5")
+    assert nl == plain
+
+
+def test_nonlocal_cells_init_from_a_plain_checkpoint_in_the_comment():
+    for norm in ("bn", "gn"):
+        text = (K400 / f"i3d_r50_nl5_{norm}_32x2_8clips.yaml").read_text()
+        assert f"--model.init_from runs/i3d_r50_{norm}_32x2_8clips/version_0/checkpoints/last.ckpt" in text
 
 
 def test_a_cell_alone_is_not_a_run(capsys):

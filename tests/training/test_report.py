@@ -122,3 +122,41 @@ def test_read_metrics_later_row_of_a_step_wins(tmp_path):
                                           "0,2,2.0,\n0,1,2.125,\n")  # a resumed attempt re-logged step 1
     assert read_metrics(tmp_path, "train/loss") == {0: 2.5, 1: 2.125, 2: 2.0}
     assert read_metrics(tmp_path, "val/top1") == {1: 0.5}
+
+
+def test_nonlocal_runs_get_rows_of_their_own(tmp_path, capsys):
+    """Same norm and cell, with and without non-local blocks: separate rows, never a mixed-settings error; a setting
+    stored without the non-local fields takes them from its backbone preset."""
+    nl5 = {"backbone": "i3d_r50_nl5", "nonlocal_blocks": 5, "nonlocal_instantiation": "embedded_gaussian"}
+    _write(tmp_path / "bn", "bn", 32, 8, 0, 73.0, 90.0)
+    _write(tmp_path / "bn_nl5" / "s0", "bn", 32, 8, 0, 74.0, 91.0, **nl5)
+    _write(tmp_path / "bn_nl5" / "s1", "bn", 32, 8, 1, 75.0, 92.0, backbone="i3d_r50_nl5")  # no nonlocal_* fields
+    _write(tmp_path / "bn_nl5_dot", "bn", 32, 8, 0, 74.5, 91.5, backbone="i3d_r50_nl5_dot", nonlocal_blocks=5,
+           nonlocal_instantiation="dot_product")
+    _write(tmp_path / "gn_nl5", "gn", 32, 8, 0, 73.5, 90.5, **nl5)
+    _write(tmp_path / "gn", "gn", 32, 8, 0, 72.0, 89.0)
+    table = markdown_table(load_results([tmp_path]), paper=True)
+    cells = _cells(table)
+    assert list(cells) == ["BN (ours)", "BN + NL5 (ours)", "BN + NL5 dot (ours)", "GN (ours)", "GN + NL5 (ours)",
+                           "BN (paper)", "GN (paper)", "BN + NL5 (Non-local code)"]
+    col = "32 frames, 8 clips/GPU"
+    assert cells["BN (ours)"][col] == "73.0 / 90.0"
+    assert cells["BN + NL5 (ours)"][col] == "74.5 ± 0.7 / 91.5 ± 0.7 (n=2)"
+    assert cells["BN + NL5 dot (ours)"][col] == "74.5 / 91.5" and cells["GN + NL5 (ours)"][col] == "73.5 / 90.5"
+    assert cells["BN + NL5 (Non-local code)"][col] == "74.9 / 91.6"
+    assert "Non-local code" not in markdown_table(load_results([tmp_path / "bn"]), paper=True)
+    assert main(["report", str(tmp_path), "--plot", str(tmp_path / "p.png")]) == 0
+    assert "| GN + NL5 (ours) |" in capsys.readouterr().out
+
+
+def test_the_setting_records_the_nonlocal_blocks():
+    from types import SimpleNamespace
+
+    from gnvideo.models import build_model
+    from gnvideo.results import setting_from_run
+
+    trainer = SimpleNamespace(num_devices=1, num_nodes=1, accumulate_grad_batches=1, datamodule=None)
+    for backbone, count, kind in (("tiny_r3d_nl", 2, "embedded_gaussian"), ("tiny_r3d", 0, None)):
+        module = SimpleNamespace(hparams={"backbone": backbone, "norm": "bn"}, model=build_model(backbone))
+        s = setting_from_run(trainer, module)
+        assert (s.nonlocal_blocks, s.nonlocal_instantiation) == (count, kind)
