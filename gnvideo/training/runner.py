@@ -70,12 +70,17 @@ def _find_checkpoint(exp_dir: Path, which: str) -> Path | None:
 
 
 def check_run_checkpoint(path: str, subcommand: str | None) -> None:
-    """``path`` (``--ckpt_path``) is a Lightning checkpoint of a run that reads without running code, and for ``fit``
-    one that can resume (it holds the optimizer state).
+    """``path`` (``--ckpt_path``) is a Lightning checkpoint of a gnvideo run that reads without running code, and for
+    ``fit`` one that can resume (it holds the optimizer state).
+
+    Lightning reads the file's ``hyper_parameters`` into the model's settings (a ``_class_path`` there would name the
+    class to build), so they must be arguments of :class:`VideoClassifier`.
 
     Raises:
         ConfigError: key ``ckpt_path`` (``CheckpointError`` when the file cannot be read safely).
     """
+    import inspect
+
     from gnvideo.models.checkpoint_io import read_checkpoint
 
     ckpt = read_checkpoint(path, "ckpt_path", mmap=True)  # the tensors stay on disk; Lightning reads them later
@@ -83,6 +88,13 @@ def check_run_checkpoint(path: str, subcommand: str | None) -> None:
             or "pytorch-lightning_version" not in ckpt:
         raise ConfigError("ckpt_path", f"{path} is not the checkpoint of a run (no Lightning 'state_dict'): to start "
                           f"from its weights, give it as --model.init_from {path}")
+    hparams = ckpt.get("hyper_parameters") or {}
+    known = {*inspect.signature(VideoClassifier).parameters, "_instantiator"}
+    foreign = sorted(str(k) for k in hparams if k not in known) if isinstance(hparams, Mapping) else ["(not a dict)"]
+    if foreign:
+        raise ConfigError("ckpt_path", f"{path} is not the checkpoint of a gnvideo run: its hyper_parameters hold "
+                          f"{', '.join(foreign[:3])}, which VideoClassifier does not take; to start from its weights, "
+                          f"give it as --model.init_from {path}")
     if subcommand == "fit" and not ckpt.get("optimizer_states"):
         raise ConfigError("ckpt_path", f"{path} holds weights only (no optimizer state) and cannot resume a fit: "
                           f"fine-tune from it with --model.init_from {path}")

@@ -57,13 +57,17 @@ def _files(tmp_path):
     cut.write_bytes(cut.read_bytes()[:4000])
     (tmp_path / "notes.ckpt").write_text("not a checkpoint\n")
     torch.save({"conv1.weight": torch.zeros(16, 3, 3, 7, 7)}, tmp_path / "weights.pth")  # a state dict, no run
+    torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6.6",  # Lightning would build the class it names
+                "hyper_parameters": {"_class_path": "subprocess.Popen", "args": "touch x"}}, tmp_path / "other.ckpt")
     return {"truncated": (cut, "is truncated or damaged"),
+            "other module": (tmp_path / "other.ckpt", "is not the checkpoint of a gnvideo run: its hyper_parameters "
+                             "hold _class_path, args, which VideoClassifier does not take"),
             "text": (tmp_path / "notes.ckpt", "is neither a PyTorch checkpoint (torch.save) nor a safetensors file"),
             "state dict": (tmp_path / "weights.pth", "is not the checkpoint of a run (no Lightning 'state_dict'): "
                            "to start from its weights, give it as --model.init_from")}
 
 
-@pytest.mark.parametrize("kind", ["truncated", "text", "state dict"])
+@pytest.mark.parametrize("kind", ["truncated", "text", "state dict", "other module"])
 def test_ckpt_path_bad_files_are_one_line(kind, synthetic_root, tmp_path, capsys):
     path, expected = _files(tmp_path)[kind]
     runs = tmp_path / "runs"
