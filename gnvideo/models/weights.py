@@ -200,9 +200,10 @@ def load_matching(model: nn.Module, checkpoint: str | os.PathLike | Mapping[str,
         A ``LoadReport``. A classifier with another class count is skipped, so it keeps its fresh initialization.
 
     Raises:
-        WeightsError: (``CheckpointError``: the file cannot be read safely) no tensor matches (another
-            architecture), or the checkpoint leaves a stem or stage tensor of the model out or holds one with
-            another shape (the rule of the module docstring; names the first ones); key ``key``.
+        WeightsError: key ``key``: no tensor matches (another architecture), or a stem or stage tensor of the model
+            is left out or has another shape in the file (the rule of the module docstring; names the first ones;
+            the model may then hold part of the file's tensors); its subclass ``CheckpointError`` when the file
+            cannot be read without running code.
     """
     is_path = isinstance(checkpoint, (str, os.PathLike))
     label = f"{key} ({checkpoint})" if is_path else key
@@ -338,7 +339,7 @@ def _inflate_imagenet(model: nn.Module, pretrained_2d: str, file: str | None, mo
     if pretrained_2d in IMAGENET_SOURCES:
         sd = imagenet_state_dict(pretrained_2d, file)
     else:
-        sd = unwrap_state_dict(read_checkpoint(pretrained_2d, key), key)
+        sd = unwrap_state_dict(read_checkpoint(file or pretrained_2d, key), key)
     source = pretrained_2d + (f" (file {file})" if file else "")
     try:
         report = inflate_2d_state_dict(model, sd, mode=mode)
