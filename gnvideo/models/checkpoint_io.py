@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,24 @@ def _checked_format(p: Path, key: str) -> str:
         what = "a plain Python pickle (not written by torch.save), which gnvideo never unpickles" if pickled else \
             "neither a PyTorch checkpoint (torch.save) nor a safetensors file"
         raise CheckpointError(key, f"{p} is {what}")
+    if kind == "torch":
+        _check_zip(p, key)
     return kind
+
+
+def _check_zip(p: Path, key: str) -> None:
+    """A zip file is a ``torch.save`` checkpoint: complete, with a ``data.pkl``, and not a TorchScript program."""
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(key, f"{p} is truncated or damaged: it starts as a zip archive (torch.save) but its "
+                                   f"directory is missing or broken") from e
+    if any(n.endswith("/constants.pkl") for n in names):
+        raise CheckpointError(key, f"{p} is a TorchScript program (torch.jit.save), not a checkpoint: save its "
+                                   f"state_dict() with torch.save instead")
+    if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        raise CheckpointError(key, f"{p} is a zip archive without data.pkl, not a PyTorch checkpoint")
 
 
 def read_checkpoint(path: str | os.PathLike, key: str, mmap: bool = False) -> Any:

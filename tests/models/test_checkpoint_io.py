@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import zipfile
 
 import pytest
 import torch
@@ -45,7 +46,9 @@ def _truncated(tmp_path):
 
 
 @pytest.mark.parametrize("make, expected", [
-    (_truncated, r"cut.ckpt is truncated or damaged \(RuntimeError: PytorchStreamReader failed"),
+    (_truncated, r"cut.ckpt is truncated or damaged: it starts as a zip archive \(torch.save\) but its directory"),
+    (lambda d: d / "archive.zip", r"archive.zip is a zip archive without data.pkl, not a PyTorch checkpoint$"),
+    (lambda d: d / "program.pt", r"program.pt is a TorchScript program \(torch.jit.save\), not a checkpoint"),
     (lambda d: d / "empty.pth", r"empty.pth is empty \(0 bytes\), not a checkpoint$"),
     (lambda d: d / "notes.ckpt", r"notes.ckpt is neither a PyTorch checkpoint \(torch.save\) nor a safetensors file$"),
     (lambda d: d / "raw.pkl", r"raw.pkl is a plain Python pickle \(not written by torch.save\), which gnvideo never"),
@@ -53,13 +56,18 @@ def _truncated(tmp_path):
     (lambda d: d / "namespace.ckpt", r"namespace.ckpt is refused: its pickle names argparse.Namespace"),
     (lambda d: d, r"is a folder, not a checkpoint file$"),
     (lambda d: d / "missing.ckpt", r"file .*missing.ckpt does not exist$"),
-], ids=["truncated", "empty", "text", "plain-pickle", "numpy", "namespace", "folder", "missing"])
+], ids=["truncated", "zip", "torchscript", "empty", "text", "plain-pickle", "numpy", "namespace", "folder", "missing"])
 def test_bad_files_are_one_line_naming_key_and_file(tmp_path, make, expected):
     import numpy as np
 
     (tmp_path / "empty.pth").write_bytes(b"")
     (tmp_path / "notes.ckpt").write_text("these are not weights\n")
     (tmp_path / "raw.pkl").write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
+    with zipfile.ZipFile(tmp_path / "archive.zip", "w") as z:
+        z.writestr("notes.txt", "hello")
+    with zipfile.ZipFile(tmp_path / "program.pt", "w") as z:  # the layout of torch.jit.save (deprecated to call)
+        for name in ("program/data.pkl", "program/constants.pkl", "program/code/__torch__.py"):
+            z.writestr(name, b"")
     torch.save({"state_dict": {"w": torch.zeros(2)}, "score": np.zeros(3)}, tmp_path / "numpy.pth")
     torch.save({"state_dict": {"w": torch.zeros(2)}, "hparams": argparse.Namespace(lr=0.1)},
                tmp_path / "namespace.ckpt")
