@@ -1,7 +1,8 @@
-"""``gnvideo`` command: ``fit|validate|test|predict`` (LightningCLI, :mod:`gnvideo.training.runner`), ``report``
-and ``demo``.
+"""``gnvideo`` command: ``fit|validate|test|predict`` (LightningCLI, :mod:`gnvideo.training.runner`), ``report``,
+``demo`` and ``convert-weights``.
 
-This module only dispatches: ``report`` to :mod:`gnvideo.report`, ``demo`` to :mod:`gnvideo.demo`, the rest to
+This module only dispatches: ``report`` to :mod:`gnvideo.report`, ``demo`` to :mod:`gnvideo.demo`,
+``convert-weights`` to :mod:`gnvideo.models.convert_weights`, the rest to
 :func:`gnvideo.training.runner.build_cli`; it is the top layer. Run folders, resume and result files are described in
 :mod:`gnvideo.training.runner`.
 """
@@ -24,6 +25,7 @@ commands:
   predict    top-5 classes of videos (--data.predict_files)
   report     BN-vs-GN table (and plot) from results.json files: gnvideo report RUN_DIR... [--paper] [--plot OUT]
   demo       the BN-vs-GN experiment end to end on a built-in synthetic dataset
+  convert-weights  a checkpoint you trust -> .safetensors (gnvideo reads no file whose unpickling could run code)
 
 gnvideo COMMAND --help lists a command's options; e.g.
   gnvideo fit --config configs/synthetic/tiny_r3d_gn.yaml --trainer.max_epochs 2
@@ -42,6 +44,10 @@ def main(args: Sequence[str] | None = None) -> int:
         from gnvideo.demo import main as demo_main
 
         return demo_main(argv[1:]) or 0
+    if argv and argv[0] == "convert-weights":
+        from gnvideo.models.convert_weights import main as convert_main
+
+        return convert_main(argv[1:])
     if not argv or argv[:1] in (["-h"], ["--help"]):  # answered without importing Lightning
         print(USAGE)
         return 0 if argv else 2

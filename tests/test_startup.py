@@ -25,6 +25,7 @@ print("usage" in out.getvalue().lower(), heavy)
     ("gnvideo.cli", ["--help"]),
     ("gnvideo.cli", ["report", "--help"]),
     ("gnvideo.cli", ["demo", "--help"]),
+    ("gnvideo.cli", ["convert-weights", "--help"]),
     ("data_prep.check_videos", ["--help"]),
     ("data_prep.prepare_kinetics", ["--help"]),
     ("data_prep.make_synthetic", ["--help"]),

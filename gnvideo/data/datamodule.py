@@ -29,10 +29,15 @@ logger = logging.getLogger(__name__)
 
 def labels_from_checkpoint(path: str) -> tuple[str | None, int | None]:
     """(class-name file the checkpoint's run used, if it still exists; number of classes), for predicting without
-    the dataset. Reads only the checkpoint's hyper-parameters (memory-mapped)."""
-    import torch
+    the dataset. Reads only the checkpoint's hyper-parameters (tensors memory-mapped), without running code.
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    Raises:
+        CheckpointError: key ``ckpt_path``, the file cannot be read safely (``gnvideo.models.checkpoint_io``).
+    """
+    from gnvideo.models.checkpoint_io import read_checkpoint
+
+    ckpt = read_checkpoint(path, "ckpt_path", mmap=True)
+    ckpt = ckpt if isinstance(ckpt, dict) else {}
     num_classes = (ckpt.get("hyper_parameters") or {}).get("num_classes")
     data = ckpt.get("datamodule_hyper_parameters") or {}
     for candidate in (data.get("labels"), os.path.join(str(data.get("root") or ""), "labels.txt")):

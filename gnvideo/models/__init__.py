@@ -1,7 +1,8 @@
 """3D ResNets for video classification with pluggable normalization.
 
 Public API: ``build_norm``, ``NORM_KINDS``, ``build_model``, ``PRESETS``, ``ResNet3d``, ``weights`` (ImageNet,
-init_from), ``inflate_2d_state_dict``, ``load_pytorchvideo_checkpoint``.
+init_from), ``checkpoint_io`` (every checkpoint file read without running code), ``inflate_2d_state_dict``,
+``load_pytorchvideo_checkpoint``.
 """
 
 from importlib import import_module

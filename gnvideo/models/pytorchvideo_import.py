@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from gnvideo.models.checkpoint_io import read_checkpoint
+
 _BLOCK_PARTS = {
     "branch1_conv": "downsample.0",
     "branch1_norm": "downsample.1",
@@ -76,20 +78,19 @@ def load_pytorchvideo_checkpoint(
 
     Args:
         model: ``build_model("i3d_r50_pytorchvideo")`` or ``build_model("slow_r50")`` with a BN-family norm.
-        state_dict: a state dict, a model-zoo checkpoint dict (``model_state``), or a path to a ``.pyth`` file.
+        state_dict: a state dict, a model-zoo checkpoint dict (``model_state``), or a path to a ``.pyth`` file
+            (read with ``gnvideo.models.checkpoint_io.read_checkpoint``: tensors and plain types only).
         strict: passed to ``load_state_dict``.
 
     Returns:
         The ``load_state_dict`` result (missing and unexpected keys).
 
     Raises:
-        FileNotFoundError: the path does not exist.
+        CheckpointError: the file is missing or cannot be read without running code (key ``state_dict``).
         ValueError: unknown keys or shapes that do not match the model (names the key).
     """
     if isinstance(state_dict, (str, os.PathLike)):
-        if not os.path.isfile(state_dict):
-            raise FileNotFoundError(f"pytorchvideo checkpoint not found: {state_dict}")
-        state_dict = torch.load(state_dict, map_location="cpu", weights_only=True)
+        state_dict = read_checkpoint(state_dict, "state_dict")
     converted = convert_pytorchvideo_state_dict(state_dict)
     target = model.state_dict()
     for key, value in converted.items():

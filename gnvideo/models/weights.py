@@ -19,6 +19,15 @@ Fine-tuning: ``load_matching(model, path)`` reads a gnvideo Lightning ``.ckpt``,
 pytorchvideo / PySlowFast checkpoint (``model_state``, ``blocks.*`` names), loads every tensor whose name and shape
 match the model, leaves the others as initialized (the classifier when the class count differs), and says what it
 skipped.
+
+Files are read without running code (``gnvideo.models.checkpoint_io.read_checkpoint``). A file that initializes
+only part of the model is an error naming the first tensors it lacks, not a log line:
+
+- ImageNet (``pretrained_2d``, ``pretrained_2d_file``): every tensor of the stem and the stages comes from the 2D
+  weights, and every 2D tensor finds its place; only the classifier (``fc``) may be left out on either side.
+- ``init_from``: every tensor of the stem and the stages loads (only the classifier keeps its initialization), and
+  no tensor of the file with a model name has another shape outside the classifier; tensors of the file the model
+  does not have are skipped and listed.
 """
 
 from __future__ import annotations
@@ -33,16 +42,13 @@ import torch
 from torch import nn
 
 from gnvideo.errors import ConfigError
+from gnvideo.models.checkpoint_io import WeightsError, check_checkpoint, read_checkpoint, unwrap_state_dict
 from gnvideo.models.nonlocal_block import fresh_nonlocal_blocks
 from gnvideo.models.norms import NORMS
 
 #: ImageNet input statistics (RGB, [0, 1] units) of torchvision's and timm's ResNet weights
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class WeightsError(ValueError):
-    """Initial weights could not be loaded (the message starts with the config key)."""
 
 
 class WeightsUnavailable(WeightsError):
@@ -96,7 +102,7 @@ def _timm(arch: str, tag: str) -> Callable[[bool], nn.Module]:
         try:
             import timm
         except ImportError as e:
-            raise WeightsUnavailable(f"{arch}: timm is not installed (pip install timm)") from e
+            raise WeightsUnavailable("pretrained_2d", f"{arch}: timm is not installed (pip install timm)") from e
         return timm.create_model(f"{arch}.{tag}" if pretrained else arch, pretrained=pretrained)
 
     return build
@@ -115,51 +121,6 @@ IMAGENET_SOURCES: dict[str, ImageNetSource] = {
 }
 
 
-def read_state_file(path: str | os.PathLike, key: str = "weights") -> Any:
-    """Load a ``.pth`` / ``.pt`` / ``.ckpt`` / ``.pyth`` / ``.bin`` / ``.safetensors`` file on the CPU.
-
-    Raises:
-        FileNotFoundError: no such file (message starts with ``key``).
-        ValueError: the file is not a torch or safetensors checkpoint.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{key}: file {p} does not exist")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(p))
-        # Lightning checkpoints hold hyperparameters and loop state next to the tensors: a full unpickle
-        return torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any reader error means "not a checkpoint"; the message keeps the cause
-        raise ValueError(f"{key}: {p} is not a readable checkpoint ({type(e).__name__}: {e})") from e
-
-
-def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
-    """The model tensors of a checkpoint object.
-
-    Accepts a plain state dict, a Lightning checkpoint (``state_dict`` with ``model.`` prefixes, as gnvideo's
-    ``VideoClassifier`` saves), a PySlowFast / pytorchvideo model-zoo dict (``model_state``), ``{"model": ...}``, and
-    removes a DDP ``module.`` prefix.
-    """
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
-    for key in ("state_dict", "model_state", "model"):
-        if key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-            break
-    sd = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not sd:
-        raise ValueError("the checkpoint holds no tensors")
-    for prefix in ("module.", "model."):
-        if all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-        elif prefix == "model." and any(k.startswith(prefix) for k in sd):  # Lightning: model.* plus metric states
-            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    return sd
-
-
 def imagenet_state_dict(name: str, file: str | os.PathLike | None = None, pretrained: bool = True) -> dict:
     """2D state dict of the ImageNet source ``name``.
 
@@ -172,20 +133,22 @@ def imagenet_state_dict(name: str, file: str | os.PathLike | None = None, pretra
         The 2D state dict (torchvision / timm ResNet names: ``conv1``, ``bn1``, ``layerX.Y.*``, ``fc``).
 
     Raises:
-        ValueError: unknown name.
+        ConfigError: unknown name (key ``pretrained_2d``).
+        CheckpointError: ``file`` cannot be read safely (key ``pretrained_2d_file``).
         WeightsUnavailable: neither the library (network or cache) nor ``file`` gave the weights; names the source.
     """
     if name not in IMAGENET_SOURCES:
-        raise ValueError(f"unknown ImageNet source {name!r}; available: {sorted(IMAGENET_SOURCES)}")
+        raise ConfigError("pretrained_2d", f"unknown ImageNet source {name!r}; available: {sorted(IMAGENET_SOURCES)}")
     src = IMAGENET_SOURCES[name]
     if file is not None:
-        return unwrap_state_dict(read_state_file(file, f"{name} local file"))
+        return unwrap_state_dict(read_checkpoint(file, "pretrained_2d_file"), "pretrained_2d_file")
     try:
         return src.build(pretrained).state_dict()
     except WeightsUnavailable:
         raise
     except Exception as e:  # noqa: BLE001 - download/cache errors differ per library and version
         raise WeightsUnavailable(
+            "pretrained_2d",
             f"ImageNet weights {name!r} ({src.library} {src.weights}) are not available: {type(e).__name__}: {e}. "
             f"Without network access, copy the file ({src.file_hint}) here and give it with "
             f"--model.pretrained_2d_file PATH (checkpoints/README.md)"
@@ -238,28 +201,32 @@ def load_matching(model: nn.Module, checkpoint: str | os.PathLike | Mapping[str,
 
     Args:
         model: a ``ResNet3d``.
-        checkpoint: a path (gnvideo ``.ckpt``, state dict, pytorchvideo ``.pyth``) or an object as ``torch.load``
-            returns it.
-        key: config key for messages.
+        checkpoint: a path (gnvideo ``.ckpt``, state dict, pytorchvideo ``.pyth``, ``.safetensors``; read without
+            running code) or an object as ``torch.load`` returns it.
+        key: the setting that names the checkpoint, for messages.
         verbose: print the report (one summary line plus one line per skipped / re-initialized tensor).
 
     Returns:
         A ``LoadReport``. A classifier with another class count is skipped, so it keeps its fresh initialization.
 
     Raises:
-        FileNotFoundError, ValueError: unreadable file, or no tensor matches (another architecture); names ``key``.
+        WeightsError: key ``key``: no tensor matches (another architecture), or a stem or stage tensor of the model
+            is left out or has another shape in the file (the rule of the module docstring; names the first ones;
+            the model may then hold part of the file's tensors); its subclass ``CheckpointError`` when the file
+            cannot be read without running code.
     """
-    label = f"{key} ({checkpoint})" if isinstance(checkpoint, (str, os.PathLike)) else key
-    obj = read_state_file(checkpoint, key) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
-    try:
-        sd = unwrap_state_dict(obj)
-        if _is_pytorchvideo(sd):
-            from gnvideo.models.pytorchvideo_import import convert_pytorchvideo_state_dict
+    is_path = isinstance(checkpoint, (str, os.PathLike))
+    label = f"{key} ({checkpoint})" if is_path else key
+    where = f"{checkpoint}: " if is_path else ""
+    sd = unwrap_state_dict(read_checkpoint(checkpoint, key) if is_path else checkpoint, key)
+    if _is_pytorchvideo(sd):
+        from gnvideo.models.pytorchvideo_import import convert_pytorchvideo_state_dict
 
+        try:
             sd = convert_pytorchvideo_state_dict(sd)
-            label += " [pytorchvideo]"
-    except ValueError as e:
-        raise ValueError(f"{label}: {e}") from e
+        except ValueError as e:
+            raise WeightsError(key, f"{where}{e}") from e
+        label += " [pytorchvideo]"
     target = model.state_dict()
     report = LoadReport(label)
     new: dict[str, torch.Tensor] = {}
@@ -274,22 +241,56 @@ def load_matching(model: nn.Module, checkpoint: str | os.PathLike | Mapping[str,
             new[name] = value.to(target[name].dtype)
             report.loaded.append(name)
     if not new:
-        raise ValueError(f"{label}: no tensor matches the model by name and shape (another architecture?); "
-                         f"first checkpoint names: {list(sd)[:3]}")
+        raise WeightsError(key, f"{where}no tensor matches the model by name and shape (another architecture?); "
+                                f"first checkpoint names: {list(sd)[:3]}")
     model.load_state_dict(new, strict=False)
     report.fresh_nonlocal, report.missing = fresh_nonlocal_blocks(
         model, [k for k in target if k not in new and not k.endswith("num_batches_tracked")])
+    _require_backbone(key, where, report.loaded, report.missing,
+                      [f"{k} {_dims(sd[k])} vs {_dims(target[k])}" for k, why in report.skipped.items()
+                       if why.startswith("shape differs")], "have another shape in the model (file vs model)",
+                      "fine-tuning loads every tensor of the stem and the stages: is it a checkpoint of the same "
+                      "backbone and norm family?")
     if verbose:
         print(report)
     return report
 
 
+def _is_classifier(name: str) -> bool:
+    return name.removeprefix("module.").removeprefix("model.").startswith("fc.")
+
+
+def _dims(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "scalar"
+
+
+def _first(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _require_backbone(key: str, where: str, loaded: list[str], missing: list[str], unfit: list[str],
+                      unfit_what: str, rule: str) -> None:
+    """Raise ``WeightsError`` unless every model tensor outside the classifier was loaded (``missing``: the model
+    names left as initialized) and no tensor of the file outside the classifier was unfit (``unfit``, with
+    ``unfit_what`` saying why); ``rule`` ends the message."""
+    left = [k for k in missing if not _is_classifier(k) and not k.endswith("num_batches_tracked")]
+    unfit = [k for k in unfit if not _is_classifier(k)]
+    if not left and not unfit:
+        return
+    done = sum(not _is_classifier(k) and not k.endswith("num_batches_tracked") for k in loaded)
+    parts = [f"initializes {done} of the model's {done + len(left)} tensors outside the classifier "
+             f"(first left out: {_first(left)})"] if left else []
+    parts += [f"{len(unfit)} of its tensors outside the classifier {unfit_what}: {_first(unfit)}"] if unfit else []
+    raise WeightsError(key, f"{where}{'; '.join(parts)}; {rule}")
+
+
 def check_init_options(norm: str, pretrained_2d: str | None = None, pretrained_2d_file: str | None = None,
                        init_from: str | None = None) -> None:
-    """Check the weight options without loading anything (names, norm family, files exist).
+    """Check the weight options without loading their tensors (names, norm family, files exist and read safely).
 
     Raises:
-        ConfigError: key ``pretrained_2d``, ``pretrained_2d_file`` or ``init_from`` (the caller prefixes it).
+        ConfigError: key ``pretrained_2d``, ``pretrained_2d_file`` or ``init_from`` (the caller prefixes it);
+            ``CheckpointError`` for a file that is not a checkpoint, is damaged or would need a full unpickle.
     """
     if pretrained_2d_file and not pretrained_2d:
         raise ConfigError("pretrained_2d_file", "set pretrained_2d to the source the file holds "
@@ -302,15 +303,16 @@ def check_init_options(norm: str, pretrained_2d: str | None = None, pretrained_2
     elif pretrained_2d and not (Path(pretrained_2d).suffix or os.sep in pretrained_2d):
         raise ConfigError("pretrained_2d", f"{pretrained_2d!r} is neither an ImageNet source "
                           f"({sorted(IMAGENET_SOURCES)}) nor a file path")
-    elif pretrained_2d and not Path(pretrained_2d).is_file():
-        raise ConfigError("pretrained_2d", f"file {pretrained_2d} does not exist")
+    elif pretrained_2d:
+        check_checkpoint(pretrained_2d, "pretrained_2d")
     for key, path in (("pretrained_2d_file", pretrained_2d_file), ("init_from", init_from)):
-        if path and not Path(path).is_file():
-            raise ConfigError(key, f"file {path} does not exist")
+        if path:
+            check_checkpoint(path, key)
 
 
 def initialize(model: nn.Module, norm: str, pretrained_2d: str | None = None, pretrained_2d_file: str | None = None,
-               inflate_mode: str = "mean", init_from: str | None = None, verbose: bool = True) -> None:
+               inflate_mode: str = "mean", init_from: str | None = None, verbose: bool = True,
+               prefix: str = "") -> None:
     """Load the initial weights of ``model`` as ``VideoClassifier`` configures them.
 
     Args:
@@ -321,48 +323,46 @@ def initialize(model: nn.Module, norm: str, pretrained_2d: str | None = None, pr
         inflate_mode: "mean" or "center" (``inflate_2d_state_dict``).
         init_from: a checkpoint to fine-tune from, applied after the ImageNet weights (``load_matching``).
         verbose: print what was loaded and skipped.
+        prefix: put before the setting names in the printed lines (``"model."`` from ``VideoClassifier``; raised
+            errors carry the bare key, which the caller prefixes).
 
     Raises:
-        FileNotFoundError: a named file is missing (``check_init_options``).
-        WeightsError: anything else; the message starts with ``model.pretrained_2d``, ``model.pretrained_2d_file``
-            or ``model.init_from`` (``WeightsUnavailable``: ImageNet weights neither downloadable nor in a file).
+        ConfigError: a bad name or a missing file (``check_init_options``); ``WeightsError`` with key
+            ``pretrained_2d``, ``pretrained_2d_file`` or ``init_from`` when the weights cannot be loaded or leave
+            part of the model as initialized (``CheckpointError``: the file cannot be read safely;
+            ``WeightsUnavailable``: ImageNet weights neither downloadable nor in a file).
     """
     check_init_options(norm, pretrained_2d, pretrained_2d_file, init_from)
-    try:
-        if pretrained_2d:
-            _inflate_imagenet(model, pretrained_2d, pretrained_2d_file, inflate_mode, verbose)
-        if init_from:
-            load_matching(model, init_from, key="model.init_from", verbose=verbose)
-    except WeightsError:
-        raise
-    except ValueError as e:
-        raise WeightsError(str(e)) from e
+    if pretrained_2d:
+        _inflate_imagenet(model, pretrained_2d, pretrained_2d_file, inflate_mode, verbose, prefix)
+    if init_from:
+        report = load_matching(model, init_from, key="init_from", verbose=False)
+        if verbose:
+            report.source = prefix + report.source
+            print(report)
 
 
-def _inflate_imagenet(model: nn.Module, pretrained_2d: str, file: str | None, mode: str, verbose: bool) -> None:
+def _inflate_imagenet(model: nn.Module, pretrained_2d: str, file: str | None, mode: str, verbose: bool,
+                      prefix: str = "") -> None:
     from gnvideo.models.inflate import inflate_2d_state_dict
 
-    key = "model.pretrained_2d_file" if file else "model.pretrained_2d"
-    if pretrained_2d in IMAGENET_SOURCES and not file:
-        try:
-            sd = imagenet_state_dict(pretrained_2d)
-        except WeightsUnavailable as e:
-            raise WeightsUnavailable(f"{key}: {e}") from e
+    key = "pretrained_2d_file" if file else "pretrained_2d"
+    if pretrained_2d in IMAGENET_SOURCES:
+        sd = imagenet_state_dict(pretrained_2d, file)
     else:
-        path = file or pretrained_2d
-        try:
-            sd = unwrap_state_dict(read_state_file(path, key))
-        except ValueError as e:
-            raise ValueError(str(e) if str(e).startswith(key) else f"{key} ({path}): {e}") from e
+        sd = unwrap_state_dict(read_checkpoint(file or pretrained_2d, key), key)
     source = pretrained_2d + (f" (file {file})" if file else "")
     try:
         report = inflate_2d_state_dict(model, sd, mode=mode)
     except ValueError as e:
-        raise ValueError(f"{key} ({source}): {e}") from e
+        raise WeightsError(key, f"{source}: {e}") from e
+    _require_backbone(key, f"{source}: ", report.loaded, report.missing, list(report.skipped),
+                      "have no place in the model", "outside the classifier, the model and the 2D weights must match "
+                      "tensor for tensor: is it a 2D ResNet of the model's depth in torchvision / timm naming?")
     if verbose:
         n_fresh = len(report.fresh_nonlocal)
         fresh = f"; {n_fresh} non-local blocks at their initialization (the identity)" if n_fresh else ""
-        print(f"{key}: inflated {len(report.loaded)} tensors from {source} ({len(report.skipped)} skipped: "
+        print(f"{prefix}{key}: inflated {len(report.loaded)} tensors from {source} ({len(report.skipped)} skipped: "
               f"{', '.join(report.skipped) or 'none'}; {len(report.missing)} left as initialized{fresh})")
 
 
@@ -378,6 +378,5 @@ __all__ = [
     "imagenet_state_dict",
     "initialize",
     "load_matching",
-    "read_state_file",
     "unwrap_state_dict",
 ]

@@ -51,9 +51,10 @@ class VideoClassifier(pl.LightningModule):
             state dict; inflated into the 3D model.
         pretrained_2d_file: a local copy of the named source's weights (no network needed).
         inflate_mode: "mean" (replicate / T) or "center" (center frame only).
-        init_from: a gnvideo ``.ckpt``, a state dict or a pytorchvideo checkpoint to fine-tune from: every tensor
-            whose name and shape match is loaded, the rest (the classifier when the class count differs) keeps its
-            initialization, and what was skipped is printed.
+        init_from: a gnvideo ``.ckpt``, a state dict, a pytorchvideo checkpoint or a ``.safetensors`` file to
+            fine-tune from (read without running code): every tensor whose name and shape match is loaded, the
+            classifier keeps its initialization when the class count differs, and what was skipped is printed; a
+            file that leaves a stem or stage tensor out is an error (``gnvideo.models.weights``).
         label_smoothing: cross-entropy label smoothing.
         base_lr: LR for ``base_batch_size`` clips; scaled linearly with the total batch.
         base_batch_size: clips per optimizer step that ``base_lr`` is meant for (64 in the Non-local recipe).
@@ -254,7 +255,8 @@ class VideoClassifier(pl.LightningModule):
 
         hp = self.hparams
         with config_prefix("model."):
-            initialize(self.model, hp.norm, hp.pretrained_2d, hp.pretrained_2d_file, hp.inflate_mode, hp.init_from)
+            initialize(self.model, hp.norm, hp.pretrained_2d, hp.pretrained_2d_file, hp.inflate_mode, hp.init_from,
+                       prefix="model.")
         self._weights_ready = True
 
     def on_validation_start(self) -> None:

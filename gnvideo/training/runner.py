@@ -22,13 +22,15 @@ state, the train loader's position in the epoch (``ResumableDataLoader``) and ev
 ``metrics.csv`` is appended to (``run_logs.AppendingCSVLogger``) and each resumed attempt writes
 ``config.attempt-N.yaml``. ``test`` writes a new result file in its own run folder (``test_N/results.json``; see
 :mod:`gnvideo.results`); ``predict`` prints the top-5 classes per video and writes ``predict_N/predictions.json``.
-Config mistakes stop before training with the key named.
+Config mistakes stop before training with the key named. ``--ckpt_path`` is read as every checkpoint is
+(``gnvideo.models.checkpoint_io``: tensors and plain types only, nothing of the file runs), and a file that is
+missing, refused, damaged or not a gnvideo run's checkpoint stops with one line before any run folder is made.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -48,7 +50,7 @@ from gnvideo.training.module import VideoClassifier
 from gnvideo.training.resume import ExactResume
 from gnvideo.training.run_logs import AppendingCSVLogger, AttemptConfigCallback
 
-__all__ = ["GNVideoCLI", "build_cli"]
+__all__ = ["GNVideoCLI", "build_cli", "check_run_checkpoint"]
 
 
 def _versions(exp_dir: Path) -> list[Path]:
@@ -64,6 +66,37 @@ def _find_checkpoint(exp_dir: Path, which: str) -> Path | None:
         if found:
             return found[-1]
     return None
+
+
+def check_run_checkpoint(path: str, subcommand: str | None) -> None:
+    """``path`` (``--ckpt_path``) is a Lightning checkpoint of a gnvideo run that reads without running code, and for
+    ``fit`` one that can resume (it holds the optimizer state).
+
+    Lightning reads the file's ``hyper_parameters`` into the model's settings (a ``_class_path`` there would name the
+    class to build), so they must be arguments of :class:`VideoClassifier`.
+
+    Raises:
+        ConfigError: key ``ckpt_path`` (``CheckpointError`` when the file cannot be read safely).
+    """
+    import inspect
+
+    from gnvideo.models.checkpoint_io import read_checkpoint
+
+    ckpt = read_checkpoint(path, "ckpt_path", mmap=True)  # the tensors stay on disk; Lightning reads them later
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping) \
+            or "pytorch-lightning_version" not in ckpt:
+        raise ConfigError("ckpt_path", f"{path} is not the checkpoint of a run (no Lightning 'state_dict'): to start "
+                          f"from its weights, give it as --model.init_from {path}")
+    hparams = ckpt.get("hyper_parameters") or {}
+    known = {*inspect.signature(VideoClassifier).parameters, "_instantiator"}
+    foreign = sorted(str(k) for k in hparams if k not in known) if isinstance(hparams, Mapping) else ["(not a dict)"]
+    if foreign:
+        raise ConfigError("ckpt_path", f"{path} is not the checkpoint of a gnvideo run: its hyper_parameters hold "
+                          f"{', '.join(foreign[:3])}, which VideoClassifier does not take; to start from its weights, "
+                          f"give it as --model.init_from {path}")
+    if subcommand == "fit" and not ckpt.get("optimizer_states"):
+        raise ConfigError("ckpt_path", f"{path} holds weights only (no optimizer state) and cannot resume a fit: "
+                          f"fine-tune from it with --model.init_from {path}")
 
 
 def _check_predict_inputs(cfg) -> None:
@@ -142,8 +175,21 @@ class GNVideoCLI(LightningCLI):
         parser.set_defaults({"precise_bn.num_batches": 0})
 
     def _fail(self, message: str) -> None:
-        print(f"gnvideo {self.subcommand or 'run'}: error: {message}", file=sys.stderr)
+        subcommand = getattr(self, "subcommand", None) or self.config.get("subcommand")  # set after parsing
+        print(f"gnvideo {subcommand or 'run'}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then check a ``--ckpt_path`` file before Lightning reads it (its hyperparameters, then the run's
+        restore): a file that cannot be read safely or is no run's checkpoint stops here with one line."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and ckpt not in ("last", "best"):
+            try:
+                check_run_checkpoint(ckpt, subcommand)
+            except ConfigError as err:
+                self._fail(str(err))
 
     def before_instantiate_classes(self) -> None:
         """Check the settings that need no instantiated class, resolve ``--ckpt_path last|best``, fill what follows
@@ -157,6 +203,13 @@ class GNVideoCLI(LightningCLI):
                 raise ConfigError("data.root", f"folder {cfg.data.root} does not exist")
             _check_sub_bn_groups(cfg)
             _follow_weights_statistics(cfg)
+            if "weights_only" in cfg:  # Lightning's restore of --ckpt_path: never a full unpickle
+                if cfg.weights_only is False:
+                    raise ConfigError("weights_only", "gnvideo reads checkpoints as tensors and plain types only "
+                                      "(unpickling more can run code); convert a file you trust with "
+                                      "'gnvideo convert-weights FILE OUT.safetensors' and fine-tune from it with "
+                                      "--model.init_from")
+                cfg.weights_only = True
             configs = cfg.get("config") or []
             self._run_name = cfg.get("run_name") or (Path(str(configs[-1])).stem if configs else "default")
             self._root = Path(cfg.trainer.get("default_root_dir") or "runs")
@@ -172,15 +225,15 @@ class GNVideoCLI(LightningCLI):
         """Check ``ckpt_path`` and resolve "last" / "best" to the newest such file of the run; returns the fit run
         version to continue in (a resumed fit), else None."""
         ckpt = cfg.get("ckpt_path")
-        if ckpt and ckpt not in ("last", "best") and not Path(ckpt).is_file():
-            raise ConfigError("ckpt_path", f"checkpoint file not found: {ckpt}")
-        if ckpt not in ("last", "best"):
+        if ckpt not in ("last", "best"):  # a file: checked when the arguments were parsed
             return None
         found = _find_checkpoint(exp_dir, ckpt)
         if found is None and (self.subcommand != "fit" or ckpt == "best"):
             raise ConfigError("ckpt_path", f"no '{ckpt}' checkpoint under {exp_dir}/version_*/checkpoints")
         if found is None:
             print(f"gnvideo fit: no last checkpoint under {exp_dir}; starting a new run", file=sys.stderr)
+        else:
+            check_run_checkpoint(str(found), self.subcommand)
         cfg.ckpt_path = str(found) if found else None
         return int(found.parent.parent.name[8:]) if found is not None and self.subcommand == "fit" else None
 
@@ -191,11 +244,9 @@ class GNVideoCLI(LightningCLI):
         return f"{self.subcommand}_{sum(1 for _ in exp_dir.glob(f'{self.subcommand}_*'))}"
 
     def _run_subcommand(self, subcommand: str) -> None:
-        from gnvideo.models.weights import WeightsError
-
         try:
             super()._run_subcommand(subcommand)
-        except (WeightsError, ConfigError) as e:  # at the run's start (weights, devices): one line, nothing trained
+        except ConfigError as e:  # at the run's start (weights, devices): one line, nothing trained
             self._fail(str(e))
 
     def instantiate_classes(self) -> None:

@@ -50,7 +50,7 @@ def _error(capsys, argv: list[str]) -> str:
     ("no_annotation", ["--data.train_annotation", "{tmp}/nope.csv"], r"data\.train_annotation: annotation file "
                                                                      r"not found: .*nope\.csv"),
     ("no_exclude", ["--data.exclude_list", "{tmp}/nope.txt"], r"data\.exclude_list: file not found: .*nope\.txt"),
-    ("no_ckpt", ["--ckpt_path", "{tmp}/nope.ckpt"], r"ckpt_path: checkpoint file not found: .*nope\.ckpt"),
+    ("no_ckpt", ["--ckpt_path", "{tmp}/nope.ckpt"], r"ckpt_path: file .*nope\.ckpt does not exist"),
     ("sub_bn", ["--model.norm", "sub_bn", "--model.norm_options", "{clips_per_group: 3}"],
      r"model\.norm_options\.clips_per_group: 3 does not divide data\.clips_per_device 2"),
     ("tiny", ["--data.clips_per_device", "8"], r"data\.clips_per_device: the train split has 6 usable videos "
@@ -70,7 +70,7 @@ def test_fit_errors_are_one_line_and_leave_no_run_folder(tiny_root, tmp_path, ca
 
 def test_test_without_checkpoint_file(tiny_root, tmp_path, capsys):
     line = _error(capsys, ["test", *_args(tiny_root, tmp_path / "runs", "--ckpt_path", str(tmp_path / "x.ckpt"))])
-    assert line.startswith("gnvideo test: error: ckpt_path: checkpoint file not found")
+    assert line == f"gnvideo test: error: ckpt_path: file {tmp_path / 'x.ckpt'} does not exist"
 
 
 def test_predict_needs_no_dataset_root_and_takes_a_list_file(tiny_root, tmp_path, capsys):

@@ -10,6 +10,7 @@ hub = pytest.importorskip("pytorchvideo.models.hub.resnet")
 from pytorchvideo.models.resnet import create_resnet  # noqa: E402
 
 from gnvideo.models import build_model, convert_pytorchvideo_state_dict, load_pytorchvideo_checkpoint  # noqa: E402
+from gnvideo.models.checkpoint_io import CheckpointError  # noqa: E402
 
 
 def _randomize(net: nn.Module, seed: int = 0) -> None:
@@ -63,7 +64,7 @@ def test_wrong_preset_and_bad_keys_are_errors(tmp_path):
         load_pytorchvideo_checkpoint(build_model("i3d_r50_pytorchvideo"), pv.state_dict())
     with pytest.raises(ValueError, match=r"unexpected pytorchvideo key 'blocks\.9\.foo\.weight'"):
         convert_pytorchvideo_state_dict(dict(pv.state_dict(), **{"blocks.9.foo.weight": torch.zeros(1)}))
-    with pytest.raises(FileNotFoundError, match="missing.pyth"):
+    with pytest.raises(CheckpointError, match="^state_dict: file .*missing.pyth does not exist"):
         load_pytorchvideo_checkpoint(build_model("slow_r50"), tmp_path / "missing.pyth")
 
 

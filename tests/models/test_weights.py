@@ -9,9 +9,12 @@ import torch
 
 from gnvideo.errors import ConfigError
 from gnvideo.models import build_model
+from gnvideo.models.checkpoint_io import CheckpointError
 from gnvideo.models.weights import (
     IMAGENET_SOURCES,
+    WeightsError,
     WeightsUnavailable,
+    check_init_options,
     imagenet_state_dict,
     initialize,
     load_matching,
@@ -64,10 +67,12 @@ def test_no_network_and_no_file_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     model = build_model("tiny_r3d", num_classes=8, norm="bn")
-    with pytest.raises(WeightsUnavailable, match=r"model.pretrained_2d: ImageNet weights 'torchvision_resnet50' "
+    with pytest.raises(WeightsUnavailable, match=r"^pretrained_2d: ImageNet weights 'torchvision_resnet50' "
                                                  r"\(torchvision ResNet50_Weights.IMAGENET1K_V1\).*no network.*"
-                                                 r"--model.pretrained_2d_file"):
+                                                 r"--model.pretrained_2d_file") as info:
         initialize(model, "bn", "torchvision_resnet50")
+    assert isinstance(info.value, ConfigError) and info.value.key == "pretrained_2d"
+    assert info.value.under("model.").key == "model.pretrained_2d"
 
 
 def test_timm_offline_is_a_clear_error(monkeypatch, tmp_path):
@@ -109,11 +114,11 @@ def test_fine_tune_from_400_classes_loads_everything_but_the_head(tmp_path, caps
     for k, v in src.state_dict().items():
         if not k.startswith("fc."):
             assert torch.equal(dst.state_dict()[k], v), k
-    with pytest.raises(ValueError, match=r"init_from: no tensor matches"):
+    with pytest.raises(WeightsError, match=r"^init_from: no tensor matches"):
         load_matching(dst, {"foo.weight": torch.zeros(1)})
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"init_from: .*bad.ckpt is not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"^init_from: .*bad.ckpt is neither a PyTorch checkpoint"):
         load_matching(dst, str(bad))
 
 
@@ -145,3 +150,84 @@ def test_torchvision_weight_api_reads_its_cache(r50_bn_2d, monkeypatch, tmp_path
     initialize(model, "bn", "torchvision_resnet50")
     assert "inflated 318 tensors from torchvision_resnet50 (2 skipped" in capsys.readouterr().out
     torch.testing.assert_close(model.layer4[2].norm3.running_var, r50_bn_2d["layer4.2.bn3.running_var"])
+
+
+def _as_2d(model) -> dict:
+    """A 2D ResNet state dict in torchvision naming (``bnZ``, centre frame of each kernel) that fits ``model``."""
+    out = {}
+    for k, v in model.state_dict().items():
+        k2 = ".".join("bn" + p[4:] if p.startswith("norm") and p[4:].isdigit() else p for p in k.split("."))
+        out[k2] = v[:, :, v.shape[2] // 2] if v.ndim == 5 else v
+    return out
+
+
+def test_2d_weights_that_initialize_almost_nothing_are_an_error(tmp_path):
+    """The issue's case: one unrelated tensor once printed 'inflated 0 tensors' and trained from random weights."""
+    model = build_model("tiny_r3d", num_classes=8, norm="gn", norm_options={"num_groups": 4})
+    one = tmp_path / "one.pth"
+    torch.save({"fc.weight": torch.zeros(1000, 2048)}, one)
+    with pytest.raises(WeightsError, match=r"^pretrained_2d_file: timm_resnet50_gn \(file .*one.pth\): initializes 0 "
+                                           r"of the model's 36 tensors outside the classifier \(first left out: "
+                                           r"conv1.weight, norm1.weight, norm1.bias and 33 more\)") as info:
+        initialize(model, "gn", "timm_resnet50_gn", str(one))
+    assert info.value.key == "pretrained_2d_file" and "\n" not in str(info.value)
+    with pytest.raises(WeightsError, match=r"^pretrained_2d: .*one.pth: initializes 0 of the model's 36"):
+        initialize(model, "gn", str(one))  # a path in pretrained_2d: the same rule, its own key
+    deeper = _as_2d(build_model("tiny_r3d", num_classes=8, norm="bn"))
+    deeper["layer4.1.conv1.weight"] = torch.zeros(128, 128, 3, 3)  # a block the model does not have
+    path = tmp_path / "deeper.pth"
+    torch.save(deeper, path)
+    bn_model = build_model("tiny_r3d", num_classes=8, norm="bn")
+    with pytest.raises(WeightsError, match=r"^pretrained_2d: .*deeper.pth: 1 of its tensors outside the classifier "
+                                           r"have no place in the model: layer4.1.conv1.weight; .*tensor for tensor"):
+        initialize(bn_model, "bn", str(path))
+    del deeper["layer4.1.conv1.weight"]
+    torch.save(deeper, path)
+    initialize(bn_model, "bn", str(path))  # every tensor has its place: loads
+
+
+def test_init_from_must_load_the_whole_backbone(tmp_path):
+    bn = build_model("tiny_r3d", num_classes=8, norm="bn")
+    gn = build_model("tiny_r3d", num_classes=8, norm="gn", norm_options={"num_groups": 4})
+    with pytest.raises(WeightsError, match=r"^init_from: initializes 36 of the model's 60 tensors outside the "
+                                           r"classifier \(first left out: norm1.running_mean, norm1.running_var, "
+                                           r"layer1.0.norm1.running_mean and 21 more\); fine-tuning loads every"):
+        load_matching(bn, gn.state_dict())  # GN weights hold no BN statistics
+    wider = build_model("r3d_10", num_classes=8, norm="bn").state_dict()
+    with pytest.raises(WeightsError, match=r"have another shape in the model \(file vs model\): conv1.weight "
+                                           r"64x3x3x7x7 vs 16x3x3x7x7, norm1.weight 64 vs 16"):
+        load_matching(bn, wider)
+    path = tmp_path / "no_res5.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in bn.state_dict().items() if not k.startswith("layer4.")}},
+               path)
+    with pytest.raises(WeightsError, match=r"^init_from: .*no_res5.ckpt: initializes 45 of the model's 60 tensors "
+                                           r"outside the classifier \(first left out: layer4.0.conv1.weight"):
+        initialize(bn, "bn", init_from=str(path))
+    extra = dict(bn.state_dict(), **{"layer5.0.conv1.weight": torch.zeros(1)})
+    assert load_matching(bn, extra, verbose=False).skipped == {"layer5.0.conv1.weight": "not in the model"}
+
+
+def test_weights_files_that_would_run_code_are_refused_before_loading(code_running_checkpoint):
+    path = str(code_running_checkpoint())
+    model = build_model("tiny_r3d", num_classes=8, norm="bn")
+    for kwargs, key in (({"init_from": path}, "init_from"), ({"pretrained_2d": path}, "pretrained_2d"),
+                        ({"pretrained_2d": "torchvision_resnet50", "pretrained_2d_file": path},
+                         "pretrained_2d_file")):
+        with pytest.raises(CheckpointError, match=rf"^{key}: .*evil.ckpt is refused: its pickle names io.open"):
+            check_init_options("bn", **kwargs)  # when the config is read
+        with pytest.raises(CheckpointError, match=rf"^{key}: .*is refused"):
+            initialize(model, "bn", **kwargs)
+    assert not code_running_checkpoint.marker.exists()
+
+
+def test_non_local_models_pass_the_backbone_rule(r50_gn_2d, tmp_path, capsys):
+    """Fresh non-local blocks are not 'left out' tensors: ImageNet weights and a plain model's checkpoint both
+    initialize a non-local model, whose blocks stay at their initialization."""
+    nl = build_model("i3d_r50_nl5", num_classes=8, norm="gn")
+    path = tmp_path / "gn2d.pth"
+    torch.save(r50_gn_2d, path)
+    initialize(nl, "gn", "timm_resnet50_gn", str(path))
+    assert "5 non-local blocks at their initialization" in capsys.readouterr().out
+    plain = build_model("tiny_r3d", num_classes=8, norm="bn")
+    report = load_matching(build_model("tiny_r3d_nl", num_classes=8, norm="bn"), plain.state_dict(), verbose=False)
+    assert report.fresh_nonlocal and not report.missing

@@ -51,6 +51,30 @@ def test_fit_writes_run_folder_and_loss_falls(trained):
     assert "max_epochs: 8" in saved and "clips_per_device: 8" in saved
 
 
+def test_checkpoints_hold_only_tensors_and_plain_types(trained):
+    """gnvideo reads every checkpoint with weights_only=True, its own included: they must stay loadable that way,
+    with the few globals every torch since 1.13 allows there (no numpy, no custom class, no add_safe_globals)."""
+    import pickletools
+    import zipfile
+
+    from gnvideo.models.checkpoint_io import read_checkpoint
+    from gnvideo.training.runner import check_run_checkpoint
+
+    files = [trained / "checkpoints" / "last.ckpt", *(trained / "checkpoints").glob("best-*.ckpt")]
+    assert len(files) == 2
+    for path in files:
+        with zipfile.ZipFile(path) as z:
+            pkl = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+        named = {str(arg) for op, arg, _ in pickletools.genops(pkl) if op.name in ("GLOBAL", "STACK_GLOBAL")}
+        basic = {"collections OrderedDict", "torch._utils _rebuild_tensor_v2", "torch._utils _rebuild_parameter"}
+        assert all(g in basic or (g.startswith("torch ") and g.endswith("Storage")) for g in named), named
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        expected = {"state_dict", "optimizer_states", "loops", "callbacks", "hyper_parameters", "gnvideo_setting"}
+        assert expected <= set(ckpt)
+        assert read_checkpoint(path, "ckpt_path").keys() == ckpt.keys()
+        check_run_checkpoint(str(path), "fit")  # can resume
+
+
 def test_validate(trained, synthetic_root, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
     assert main(["validate", *cli_args(synthetic_root, tmp_path), "--ckpt_path", str(ckpt)]) == 0
