@@ -72,8 +72,8 @@ def test_dry_run_runs_every_stage_against_the_installed_torch(tmp_path):
             assert s["tests"] == {"ran": 0, "passed": 0, "failed": 0, "skipped": 0} and s["failed_tests"] == []
     log = (out / "gpu_check.log").read_text()
     assert "-m gnvideo.ops build --dry-run" in log and "build_dir: " in log and "ninja: True" in log
-    assert f"--json {out}/bench_group_norm.json --dry-run" in log and "dry run: would make 144 timings" in log
-    assert f"--json {out}/bench_train_step.json --dry-run" in log and "gn_kernel: i3d_r50, norm gn" in log
+    assert f"--json {out}/bench_group_norm.json --dry-run" in log and "dry run: would make " in log
+    assert f"--json {out}/bench_train_step.json --dry-run" in log and "M parameters" in log
     # The two test stages together select every CUDA test of tests/ops, each once, and none is left out.
     outputs = dict(re.findall(r"stage (\w+) \(limit \d+s\): [^\n]*\n(.*?)\n\[gpu_check", log, flags=re.S))
     per_stage = [_collected(outputs[name]) for name in TEST_STAGES]
