@@ -11,11 +11,13 @@ percentage of the copy bandwidth. The weighted total multiplies each layer by ho
 Example:
     python benchmarks/bench_group_norm.py --json runs/bench_gn.json
     python benchmarks/bench_group_norm.py --configs 8x32 --dtypes bf16 --layouts cl --no-compile
+    python benchmarks/bench_group_norm.py --dry-run     # check the arguments and print the plan (no GPU needed)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -28,6 +30,7 @@ from gnvideo.ops import backend, group_norm, load_extension, reference_group_nor
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 LAYOUTS = {"contig": torch.contiguous_format, "cl": torch.channels_last_3d}
 CONFIGS = {"8x32": (8, 32), "4x64": (4, 64)}  # clips x frames at 224^2
+ACT_MODES = {"model": "the layer's own activation", "none": "no activation"}
 
 
 def i3d_r50_gn_layers(clips: int, frames: int, size: int = 224) -> list[dict]:
@@ -89,12 +92,12 @@ def time_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     return statistics.median(times)
 
 
-def copy_bandwidth(dtype: torch.dtype, nbytes: int) -> float:
+def copy_bandwidth(dtype: torch.dtype, nbytes: int, rep_ms: int = 100) -> float:
     """GB/s of a device-to-device copy (read + write) of ``nbytes``."""
     n = max(nbytes // torch.empty((), dtype=dtype).element_size(), 1)
     src = torch.randn(n, device="cuda").to(dtype)
     dst = torch.empty_like(src)
-    ms = time_ms(lambda: dst.copy_(src))
+    ms = time_ms(lambda: dst.copy_(src), rep_ms=rep_ms)
     return 2 * src.numel() * src.element_size() / ms / 1e6
 
 
@@ -107,8 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--groups", type=int, default=32)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile'd F.group_norm")
-    parser.add_argument("--json", default=None, help="write all rows to this JSON file")
+    parser.add_argument("--rep-ms", type=int, default=100, help="milliseconds of timed repetitions per measurement")
+    parser.add_argument("--json", default=None, help="write all rows to this JSON file (rewritten after each table)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the arguments, run the reference path once per table on the CPU, print the plan")
     args = parser.parse_args(argv)
+    for flag, value, table in (("--configs", args.configs, CONFIGS), ("--dtypes", args.dtypes, DTYPES),
+                               ("--layouts", args.layouts, LAYOUTS), ("--acts", args.acts, ACT_MODES)):
+        unknown = [v for v in value.split(",") if v not in table]
+        if unknown:
+            parser.error(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(table)}")
+    if args.rep_ms <= 0:
+        parser.error(f"--rep-ms must be positive, got {args.rep_ms}")
+    if args.dry_run:
+        return dry_run(args)
     if not torch.cuda.is_available():
         sys.exit("bench_group_norm: needs a CUDA device (torch.cuda.is_available() is False); nothing measured")
     if load_extension() != "cuda":
@@ -125,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.cuda.get_device_name()
     print(f"device: {device}; torch {torch.__version__}")
-    copy_gbps = {name: copy_bandwidth(DTYPES[name], 1 << 30) for name in args.dtypes.split(",")}
+    copy_gbps = {name: copy_bandwidth(DTYPES[name], 1 << 30, args.rep_ms) for name in args.dtypes.split(",")}
     print("device-to-device copy: " + ", ".join(f"{k} {v:.0f} GB/s" for k, v in copy_gbps.items()))
     rows, totals = [], []
     header = (
@@ -142,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"\n{header}")
                     total = {"config": cfg, "dtype": dname, "layout": lname, "act": amode}
                     for layer in layers:
-                        row = bench_layer(layer, DTYPES[dname], LAYOUTS[lname], amode, impls, copy_gbps[dname])
+                        row = bench_layer(layer, DTYPES[dname], LAYOUTS[lname], amode, impls, copy_gbps[dname],
+                                          args.rep_ms)
                         row.update(config=cfg, dtype=dname, layout=lname, act=amode)
                         rows.append(row)
                         for key, val in row["ms"].items():
@@ -153,25 +169,42 @@ def main(argv: list[str] | None = None) -> int:
                         "  weighted total (ms, x count): "
                         + ", ".join(f"{k} {v:.2f}" for k, v in total.items() if isinstance(v, float))
                     )
+                    if args.json:  # after each table: a run stopped at a time limit keeps what it measured
+                        write_json(args.json, device, copy_gbps, rows, totals, complete=False)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {
-                    "device": device,
-                    "torch": torch.__version__,
-                    "copy_gbps": copy_gbps,
-                    "backend": backend(),
-                    "rows": rows,
-                    "totals": totals,
-                },
-                fh,
-                indent=1,
-            )
+        write_json(args.json, device, copy_gbps, rows, totals, complete=True)
         print(f"wrote {args.json}")
     return 0
 
 
-def bench_layer(layer: dict, dtype: torch.dtype, layout, amode: str, impls: dict, copy_gbps: float) -> dict:
+def write_json(path: str, device: str, copy_gbps: dict, rows: list, totals: list, complete: bool) -> None:
+    payload = {"device": device, "torch": torch.__version__, "copy_gbps": copy_gbps, "backend": backend(),
+               "complete": complete, "rows": rows, "totals": totals}
+    with open(path, "w") as fh:
+        json.dump(payload, fh, indent=1)
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    """Prints the plan of a run with ``args`` and runs each table's eager path once on a small CPU tensor."""
+    tables = list(itertools.product(args.dtypes.split(","), args.layouts.split(","), args.acts.split(",")))
+    for dname, lname, amode in tables:
+        x = torch.randn(2, args.groups, 2, 3, 3).to(DTYPES[dname]).contiguous(memory_format=LAYOUTS[lname])
+        w, b = torch.rand(args.groups).to(x.dtype) + 0.5, torch.randn(args.groups).to(x.dtype)
+        reference_group_norm(x, args.groups, w, b, activation="relu" if amode == "model" else "none")
+    impls = 2 if args.no_compile else 3
+    timings = 0
+    for cfg in args.configs.split(","):
+        layers = i3d_r50_gn_layers(*CONFIGS[cfg], args.size)
+        timings += len(layers) * len(tables) * impls * 2
+        print(f"{cfg}: {len(layers)} GN layers x {len(tables)} tables (dtype x layout x activation) x {impls} "
+              "implementations x (fwd, fwd+bwd)")
+    print(f"dry run: would make {timings} timings of {args.rep_ms} ms each (plus warm-up and compiles); "
+          f"json {args.json or '-'}; torch {torch.__version__}")
+    return 0
+
+
+def bench_layer(layer: dict, dtype: torch.dtype, layout, amode: str, impls: dict, copy_gbps: float,
+                rep_ms: int = 100) -> dict:
     """Times every implementation on one layer; returns a JSON-able row."""
     shape, c = layer["shape"], layer["shape"][1]
     act = layer["activation"] if amode == "model" else "none"
@@ -182,13 +215,13 @@ def bench_layer(layer: dict, dtype: torch.dtype, layout, amode: str, impls: dict
     nbytes = x.numel() * x.element_size()
     ms = {}
     for name, fn in impls.items():
-        ms[f"fwd_{name}"] = time_ms(lambda fn=fn: fn(x, w, b, act))
+        ms[f"fwd_{name}"] = time_ms(lambda fn=fn: fn(x, w, b, act), rep_ms=rep_ms)
         leaves = [t.detach().requires_grad_(True) for t in (x, w, b)]
 
         def fwd_bwd(fn=fn, leaves=leaves):
             torch.autograd.grad(fn(*leaves, act), leaves, dy)
 
-        ms[f"fwdbwd_{name}"] = time_ms(fwd_bwd)
+        ms[f"fwdbwd_{name}"] = time_ms(fwd_bwd, rep_ms=rep_ms)
     row = {
         "layer": layer["name"],
         "shape": list(shape),

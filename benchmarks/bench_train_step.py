@@ -6,6 +6,7 @@ steps (CUDA events, after --warmup steps) and the peak allocated memory, plus ra
 Example:
     python benchmarks/bench_train_step.py                      # 8 clips x 32 frames x 224^2
     python benchmarks/bench_train_step.py --clips 2 --frames 8 --size 112 --iters 5
+    python benchmarks/bench_train_step.py --dry-run      # check the arguments, build the models on the CPU (no GPU)
 """
 
 from __future__ import annotations
@@ -81,8 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list from {list(VARIANTS)}")
-    parser.add_argument("--json", default=None, help="write the rows to this JSON file")
+    parser.add_argument("--json", default=None, help="write the rows to this JSON file (rewritten after each variant)")
+    parser.add_argument("--dry-run", action="store_true", help="check the arguments and build each model on the CPU")
     args = parser.parse_args(argv)
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if args.iters < 1 or args.warmup < 0:
+        parser.error(f"--iters must be >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}")
+    if args.dry_run:
+        return dry_run(args)
     if not torch.cuda.is_available():
         sys.exit("bench_train_step: needs a CUDA device (torch.cuda.is_available() is False); nothing measured")
     # Built (or loaded from the cache) before any step: a training step never compiles the extension.
@@ -98,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(measure(name, args))
         gc.collect()  # the previous model is gone once measure() returns
         torch.cuda.empty_cache()
+        if args.json:  # after each variant: a run stopped at a time limit keeps what it measured
+            write_json(args.json, args, rows, complete=False)
     base = next((r for r in rows if r["variant"] == "bn"), None)
     print(f"\n{'variant':10} {'step ms':>9} {'peak GiB':>9} {'time/BN':>8} {'mem/BN':>7}")
     for r in rows:
@@ -105,9 +116,29 @@ def main(argv: list[str] | None = None) -> int:
         rm = r["peak_mem_gib"] / base["peak_mem_gib"] if base else float("nan")
         print(f"{r['variant']:10} {r['step_ms_median']:9.1f} {r['peak_mem_gib']:9.2f} {rt:8.2f} {rm:7.2f}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"device": torch.cuda.get_device_name(), "args": vars(args), "rows": rows}, fh, indent=1)
+        write_json(args.json, args, rows, complete=True)
         print(f"wrote {args.json}")
+    return 0
+
+
+def write_json(path: str, args: argparse.Namespace, rows: list, complete: bool) -> None:
+    payload = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "args": vars(args),
+               "complete": complete, "rows": rows}
+    with open(path, "w") as fh:
+        json.dump(payload, fh, indent=1)
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    """Builds each variant's model on the CPU (no step is run) and prints the plan of a run with ``args``."""
+    from gnvideo.models import build_model
+
+    for name in args.variants.split(","):
+        norm, options = VARIANTS[name]
+        model = build_model(args.model, num_classes=args.num_classes, norm=norm, norm_options=dict(options))
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{name}: {args.model}, norm {norm} {options}, {params / 1e6:.1f} M parameters")
+    print(f"dry run: would time {args.iters} steps after {args.warmup} warm-up steps per variant, {args.clips} clips x "
+          f"{args.frames} frames x {args.size}^2; json {args.json or '-'}; torch {torch.__version__}")
     return 0
 
 

@@ -163,8 +163,12 @@ def reference_group_norm(
 ) -> torch.Tensor:
     """``F.group_norm`` followed by ``activation`` (the reference path); shapes as :func:`group_norm`.
 
-    Under autocast the computation runs in float32 with autocast off and y is cast back to x's dtype.
+    Under autocast the computation runs in float32 with autocast off and y is cast back to x's dtype. A bias without
+    a weight gets a ones weight (exact): torch 2.11's backward of ``F.group_norm(x, G, None, bias)`` raises
+    "tensor does not have a device".
     """
+    if weight is None and bias is not None:
+        weight = torch.ones_like(bias)
     if torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64:
         with torch.autocast(x.device.type, enabled=False):
             w32 = None if weight is None else weight.float()

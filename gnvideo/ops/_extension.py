@@ -108,6 +108,36 @@ def prebuilt(variant: str | None = None) -> bool:
     return _library(variant or default_variant()).exists()
 
 
+def build_plan(cuda: bool | None = None) -> dict[str, object]:
+    """What :func:`load` would compile, compiling nothing: the variant and why, the sources (and which are missing),
+    the include directories, the CUDA architectures, the build directory, whether that build exists, and whether
+    ninja (which ``torch.utils.cpp_extension`` needs) is installed.
+
+    Args:
+        cuda: the CUDA part; None = when :func:`can_build_cuda` says so.
+    """
+    from torch.utils.cpp_extension import is_ninja_available
+
+    ok, why = can_build_cuda()
+    cuda = ok if cuda is None else cuda
+    variant = "cuda" if cuda else "cpu"
+    sources = _sources(cuda)
+    arch = os.environ.get("TORCH_CUDA_ARCH_LIST") or (
+        "the visible GPUs" if torch.cuda.device_count() else DEFAULT_ARCH_LIST_WITHOUT_GPU
+    )
+    return {
+        "variant": variant,
+        "why": why,
+        "sources": [str(s) for s in sources],
+        "missing_sources": [str(s) for s in sources if not s.is_file()],
+        "include_dirs": _include_dirs(),
+        "cuda_arch_list": arch if cuda else None,
+        "build_dir": str(_build_dir(variant)),
+        "prebuilt": _library(variant).exists(),
+        "ninja": is_ninja_available(),
+    }
+
+
 def load(cuda: bool | None = None, verbose: bool = False) -> str:
     """Build (if needed) and load the extension; returns the loaded variant, ``"cuda"`` or ``"cpu"``.
 

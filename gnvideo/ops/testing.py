@@ -183,12 +183,14 @@ def reference(s: Sample) -> Result:
     """float64 forward and backward of ``s`` (F.group_norm + activation, autograd), from the same inputs.
 
     Computed on contiguous copies: PyTorch's channels-last CPU GroupNorm loses about 1e-7 relative in float64 when
-    |mean| >> std, which would hide the kernels' own float64 accuracy.
+    |mean| >> std, which would hide the kernels' own float64 accuracy. A bias without a weight gets a ones weight
+    (exact): torch 2.11's backward of ``F.group_norm(x, G, None, bias)`` raises "tensor does not have a device".
     """
     xd = s.x.detach().double().contiguous().requires_grad_(True)
     wd = s.weight.detach().double().requires_grad_(True) if s.weight is not None else None
     bd = s.bias.detach().double().requires_grad_(True) if s.bias is not None else None
-    y = _act(F.group_norm(xd, s.num_groups, wd, bd, s.eps), s.activation)
+    w_or_ones = torch.ones_like(bd) if wd is None and bd is not None else wd
+    y = _act(F.group_norm(xd, s.num_groups, w_or_ones, bd, s.eps), s.activation)
     leaves = [t for t in (xd, wd, bd) if t is not None]
     grads = list(torch.autograd.grad(y, leaves, s.dy.double().contiguous()))
     dx = grads.pop(0)

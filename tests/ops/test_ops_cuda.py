@@ -85,20 +85,12 @@ def _layout(t):
     return CL3D if t.dim() == 5 else CL
 
 
-def _act(y, activation):
-    return {"none": y, "relu": F.relu(y), "silu": F.silu(y)}[activation]
-
-
 def _reference(x, g, w, b, eps, activation, dy):
-    """float64 y, mean, rstd and grads (dx, dw, db) from the same (quantized) inputs."""
-    xd = x.detach().double().requires_grad_(True)
-    wd = w.detach().double().requires_grad_(True) if w is not None else None
-    bd = b.detach().double().requires_grad_(True) if b is not None else None
-    y = _act(F.group_norm(xd, g, wd, bd, eps), activation)
-    leaves = [t for t in (xd, wd, bd) if t is not None]
-    grads = torch.autograd.grad(y, leaves, dy.double())
-    xr = xd.detach().reshape(x.shape[0], g, -1)
-    return y.detach(), xr.mean(-1), (xr.var(-1, unbiased=False) + eps).rsqrt(), grads
+    """float64 y, mean, rstd and grads (dx, then dw and db where given) from the same (quantized) inputs: the
+    reference of the CPU tests (``testing.reference``, which runs on every supported torch)."""
+    ref = testing.reference(testing.Sample("reference", x, w, b, dy, g, eps, activation))
+    grads = tuple(t for t in (ref.dx, ref.dweight, ref.dbias) if t is not None)
+    return ref.y, ref.mean, ref.rstd, grads
 
 
 def _ours(x, g, w, b, eps, activation, dy):

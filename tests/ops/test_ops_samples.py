@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gnvideo.ops import group_norm, testing
 
@@ -43,6 +44,26 @@ def test_extension_cpu_op_matches_float64(ext, name):
     s = testing.sample_inputs("cpu", [name])[0]
     bad = testing.compare(s, testing.run_group_norm(s, "kernel"))
     assert not bad, "; ".join(bad)
+
+
+def test_references_give_a_bias_without_weight_a_ones_weight(monkeypatch):
+    """torch 2.11's backward of F.group_norm(x, G, None, bias) raises ("tensor does not have a device"; 2.14 does not):
+    here that call is refused on any torch, and both references (the reference path and the float64 one, which the
+    CUDA tests use as well) must still give the bias-only case its float64 result."""
+    group_norm_of_torch = F.group_norm
+
+    def like_torch_2_11(x, num_groups, weight=None, bias=None, eps=1e-5):
+        if weight is None and bias is not None and bias.requires_grad:
+            raise RuntimeError("F.group_norm(x, G, None, bias) with a bias that needs a gradient (torch 2.11)")
+        return group_norm_of_torch(x, num_groups, weight, bias, eps)
+
+    monkeypatch.setattr(F, "group_norm", like_torch_2_11)
+    s = testing.sample_inputs("cpu", ["bias_only_f32_cl"])[0]
+    with pytest.raises(RuntimeError, match="torch 2.11"):  # the stand-in refuses what torch 2.11 cannot do
+        F.group_norm(s.x, s.num_groups, None, s.bias.detach().requires_grad_(True))
+    ref = testing.reference(s)
+    assert ref.dweight is None and ref.dbias is not None
+    assert not testing.compare(s, testing.run_group_norm(s, "reference"), ref, stats=False)
 
 
 def test_sample_inputs_cover_the_issue_cases():
