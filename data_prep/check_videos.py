@@ -19,16 +19,24 @@ unless ``--relative``. Verdicts are written as they come: broken lines are appen
 rewrites the output with the broken files among the inputs, in input order. Every broken file is printed once with
 its reason. Exit status: 0 all good, 1 some broken, 2 bad arguments.
 
+``--keyframes`` decodes nothing and writes no list: it reports how cheap the videos are to read at random clip
+positions, from their headers and packet flags: the distribution of the longest keyframe interval per video, the
+frames a random training clip (``--num-frames`` x ``--sampling-rate``) decodes on average, the x264 settings found,
+and, when the keyframes lie far above the clip span, the command that re-encodes the folder (``--json`` keeps it all).
+
 Example (``python data_prep/check_videos.py`` and ``python -m data_prep.check_videos`` take the same arguments)::
 
     gnvideo-check-videos data/kinetics400 --workers 16
     gnvideo-check-videos clip.mp4 other.avi
     gnvideo-check-videos --annotation data/kinetics400/annotations/val.csv --root data/kinetics400
+    gnvideo-check-videos data/kinetics400 --keyframes --num-frames 32 --sampling-rate 2
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import multiprocessing
 import os
 import sys
@@ -239,6 +247,68 @@ def read_done(done: str | os.PathLike) -> dict[str, str | None]:
     return verdicts
 
 
+def keyframe_facts(paths: list[str], num_frames: int = 32, sampling_rate: int = 2, workers: int | None = None,
+                   progress: bool = False) -> list[dict]:
+    """:func:`gnvideo.data.random_access.inspect_video` of every file, in input order, in ``workers`` processes
+    (None = all CPUs, 0 = in this process); header and packet reads only, nothing is decoded."""
+    from gnvideo.data.random_access import inspect_video
+
+    work = functools.partial(inspect_video, num_frames=num_frames, sampling_rate=sampling_rate)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    bar = task = None
+    if progress and paths:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        bar = Progress(TextColumn("reading keyframes"), BarColumn(), MofNCompleteColumn())
+        task = bar.add_task("keyframes", total=len(paths))
+        bar.start()
+    facts = []
+    try:
+        if workers <= 0 or len(paths) < 2:
+            results = map(work, paths)
+            pool = None
+        else:
+            pool = multiprocessing.get_context().Pool(min(workers, len(paths)))
+            results = pool.imap(work, paths, chunksize=16)
+        try:
+            for f in results:
+                facts.append(f)
+                if bar is not None:
+                    bar.advance(task)
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+    finally:
+        if bar is not None:
+            bar.stop()
+    return facts
+
+
+def print_keyframe_summary(summary: dict, facts: list[dict], root: str | None) -> None:
+    """The ``--keyframes`` report, a few lines."""
+    from gnvideo.data.random_access import REENCODE_COMMAND
+
+    clip = summary["clip"]
+    print(f"keyframes of {summary['videos']} videos ({summary['unreadable']} unreadable), clip "
+          f"{clip['num_frames']}x{clip['sampling_rate']} (span {clip['span']} frames):")
+    for f in facts:
+        if "problem" in f:
+            print(f"  unreadable: {f['path']}: {f['problem']}")
+    if "max_interval" not in summary:
+        return
+    mi = summary["max_interval"]
+    print(f"  longest keyframe interval per video: median {mi['median']:g}, 90 % <= {mi['p90']}, max {mi['max']} "
+          "frames; videos per interval:")
+    print("    " + "  ".join(f"{name}: {n}" for name, n in mi["histogram"].items()))
+    print(f"  frames decoded per random training clip: {summary['frames_decoded_per_clip']:.1f} on average for the "
+          f"{clip['num_frames']} it uses ({summary['decoded_per_frame_used']:.2f} per frame used)")
+    print("  encoders: " + "; ".join(f"{name}: {n}" for name, n in summary["encoders"].items()))
+    if summary["slow"]:
+        print(f"  keyframes far above the clip span: re-encode in place (resumable) with: "
+              f"{REENCODE_COMMAND.format(root=root or 'ROOT')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", metavar="PATH", help="dataset folder(s) or video file(s) to check")
@@ -252,10 +322,17 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"seconds one file may take before it is listed as hung (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--fresh", action="store_true", help="check every file again instead of continuing")
     p.add_argument("--backend", default="auto", choices=("auto", "decord", "pyav"))
+    p.add_argument("--keyframes", action="store_true", help="instead of decoding: report keyframe intervals and the "
+                   "frames a random training clip decodes (headers and packet flags only)")
+    p.add_argument("--num-frames", type=int, default=32, help="--keyframes: frames per training clip (default 32)")
+    p.add_argument("--sampling-rate", type=int, default=2, help="--keyframes: stride between clip frames (default 2)")
+    p.add_argument("--json", metavar="OUT", help="--keyframes: also write the summary and per-video facts to OUT")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.timeout <= 0:
         p.error(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.num_frames < 1 or args.sampling_rate < 1:
+        p.error("--num-frames and --sampling-rate must be >= 1")
     root = args.root or (args.inputs[0] if len(args.inputs) == 1 and os.path.isdir(args.inputs[0]) else None)
     if not args.inputs and not args.annotation:
         p.error("give dataset folders or video files, or --annotation with --root")
@@ -269,6 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.keyframes:
+        from gnvideo.data.random_access import summarize
+
+        facts = keyframe_facts(paths, args.num_frames, args.sampling_rate, args.workers, not args.no_progress)
+        summary = summarize(facts, args.num_frames, args.sampling_rate)
+        print_keyframe_summary(summary, facts, root)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"summary": summary, "videos": facts}, indent=1), encoding="utf-8")
+        return 0
     output = args.output or (os.path.join(root, "broken_videos.txt") if root else None)
     done_file = f"{output}.done" if output else None
     earlier = {} if args.fresh or done_file is None else read_done(done_file)
