@@ -67,6 +67,8 @@ from .encoder_records import clip_settings, encoder_tables, recorded_encoders
 
 REPORT = "prepare_report.json"
 REENCODE_REPORT = "reencode_report.json"
+#: containers --reencode writes h264 into (WebM holds no h264; h264 in AVI loses its presentation times)
+REENCODE_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv")
 
 
 @dataclass(frozen=True)
@@ -226,9 +228,12 @@ def reencode(root: str, keyint: int | None = DEFAULT_KEYINT, cabac: bool = False
     if not root_dir.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
     options = {"short_side": None, "crf": crf, "preset": preset, "x264_params": prepared_x264_params(keyint, cabac)}
-    jobs, fine, unreadable = [], [], []
+    jobs, fine, unreadable, kept = [], [], [], []
     for path in list_video_files(root_dir):
         relpath = Path(path).relative_to(root_dir).as_posix()
+        if Path(path).suffix.lower() not in REENCODE_CONTAINERS:
+            kept.append({"path": relpath, "reason": "not re-encoded: h264 is written into .mp4/.m4v/.mov/.mkv only"})
+            continue
         try:
             if not needs_reencode(path, keyint, cabac):
                 fine.append(relpath)
@@ -254,8 +259,8 @@ def reencode(root: str, keyint: int | None = DEFAULT_KEYINT, cabac: bool = False
     report = {
         "root": str(root), "encoder": {"codec": "libx264", "crf": crf, "preset": preset,
                                        "x264_params": options["x264_params"]},
-        "videos": len(fine) + len(jobs) + len(unreadable),
-        "reencoded": len(done), "already_fine": len(fine), "broken": broken,
+        "videos": len(fine) + len(jobs) + len(unreadable) + len(kept),
+        "reencoded": len(done), "already_fine": len(fine), "broken": broken, "other_containers": kept,
         "encoders": encoders, "clip_encoders": clip_encoders,
     }
     write_text_atomic(root_dir / REENCODE_REPORT, json.dumps(report, indent=1))
@@ -337,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.reencode:
+        others = f", {len(report['other_containers'])} in other containers (kept)" if report["other_containers"] else ""
         print(f"{report['videos']} videos: {report['reencoded']} re-encoded, {report['already_fine']} already fine, "
-              f"{len(report['broken'])} broken (left as they are); report: "
+              f"{len(report['broken'])} broken (left as they are){others}; report: "
               f"{Path(args.reencode) / REENCODE_REPORT}")
         return 0
     print(f"{report['done']}/{report['clips']} clips ready ({report['newly_encoded']} encoded now, "

@@ -79,12 +79,14 @@ def test_reencode_in_place_keeps_names_frames_and_size_and_resumes(tmp_path, cap
     b = write_raw(root / "val" / "b_000000_000004.mkv", 90, width=96, height=128, fps=30)
     broken = root / "train" / "x" / "c_000000_000002.mp4"
     broken.write_bytes(os.urandom(3000))
+    (root / "val" / "d_000000_000002.webm").write_bytes(b"a webm file")  # no h264 in WebM: listed, kept
     junk = broken.read_bytes()
     (root / "prepare_report.json").write_text(json.dumps({"clips": 2, "encoders": [], "clip_encoders": {}}))
     names = sorted(p.relative_to(root) for p in root.rglob("*.m*"))
 
     report = pk.reencode(str(root), keyint=32, workers=2, progress=False)
-    assert report["videos"] == 3 and report["reencoded"] == 2 and report["already_fine"] == 0
+    assert report["videos"] == 4 and report["reencoded"] == 2 and report["already_fine"] == 0
+    assert [x["path"] for x in report["other_containers"]] == ["val/d_000000_000002.webm"]
     assert [x["path"] for x in report["broken"]] == ["train/x/c_000000_000002.mp4"]
     assert broken.read_bytes() == junk  # a broken file is reported and left as it was
     assert sorted(p.relative_to(root) for p in root.rglob("*.m*")) == names and not list(root.rglob(".*partial"))
@@ -102,7 +104,7 @@ def test_reencode_in_place_keeps_names_frames_and_size_and_resumes(tmp_path, cap
 
     stamps = {p: p.stat().st_mtime_ns for p in (a, b)}
     assert pk.main(["--reencode", str(root), "--keyint", "32", "--workers", "1", "--no-progress"]) == 0
-    assert "0 re-encoded, 2 already fine, 1 broken" in capsys.readouterr().out
+    assert "0 re-encoded, 2 already fine, 1 broken (left as they are), 1 in other containers" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in (a, b)} == stamps  # a rerun skips the files done
     assert pk.reencode(str(root), keyint=16, workers=1, progress=False)["reencoded"] == 2  # a smaller interval
     with pytest.raises(SystemExit):

@@ -39,6 +39,12 @@ def _shares(result, buffer: torch.Tensor) -> bool:
     return False
 
 
+def _copy(frames: torch.Tensor) -> torch.Tensor:
+    """A copy made by numpy: torch's own copy may start its thread pool, which hangs in a process forked from one that
+    used it (check_videos' workers are such processes)."""
+    return torch.from_numpy(frames.numpy().copy())
+
+
 def _through(holder: list[torch.Tensor], short_side: int | None, fn):
     """``fn`` of decord's frames (the one tensor in ``holder``, taken out so that no caller's frame keeps it),
     resized to ``short_side``; neither the result nor a traceback ever holds decord's buffer."""
@@ -46,18 +52,17 @@ def _through(holder: list[torch.Tensor], short_side: int | None, fn):
     frames = resize_frames(view, short_side)
     if frames is not view:  # resized: torch's own memory
         del view
-        return frames if fn is None else fn(frames)
+        return fn(frames)
     del frames
-    if fn is not None:
-        try:
-            result = fn(view)
-        except Exception:  # noqa: BLE001 - raised again below, from a copy, so its traceback holds no decord memory
-            result = _FAILED
-        if result is not _FAILED and not _shares(result, view):
-            return result
-    copy = view.clone()
+    try:
+        result = fn(view)
+    except Exception:  # noqa: BLE001 - raised again below, from a copy, so its traceback holds no decord memory
+        result = _FAILED
+    if result is not _FAILED and not _shares(result, view):
+        return result
+    copy = _copy(view)
     del view
-    return copy if fn is None else fn(copy)
+    return fn(copy)
 
 
 def last_line(err: BaseException) -> str:
@@ -85,26 +90,36 @@ class DecordReader(VideoReader):
         self._fallback: PyAVReader | None = None
 
     def frames(self, indices: Sequence[int]) -> torch.Tensor:
-        return self.frames_through(indices, None)
+        return self._read(indices, None)
 
-    def frames_through(self, indices: Sequence[int], fn: Callable[[torch.Tensor], T] | None) -> T:
+    def frames_through(self, indices: Sequence[int], fn: Callable[[torch.Tensor], T]) -> T:
         """``fn`` gets decord's own output buffer, uncopied (``frames`` copies it once): a crop of it then costs one
         copy of the crop instead of a copy of every full frame first. The buffer never outlives this call (decord
         memory freed in a forked DataLoader worker crashed it): when ``fn`` fails, or returns something that shares
         the buffer, it runs again on a copy, so neither its result nor a traceback keeps the buffer."""
+        return self._read(indices, fn)
+
+    def _read(self, indices: Sequence[int], fn):
+        """The frames, copied (``fn`` None), or ``fn`` of decord's buffer (:meth:`frames_through`)."""
         if self._fallback is None:
             idx = self._clamp(indices)
             holder: list[torch.Tensor] = []
             try:
                 batch = self._vr.get_batch(idx)
                 # under decord's torch bridge (importing pytorchvideo.data sets it process-wide) a tensor already
-                holder.append(batch if isinstance(batch, torch.Tensor) else from_dlpack(batch.to_dlpack()))
+                bridged = isinstance(batch, torch.Tensor)
+                if fn is None:  # a copy, as frames always made it (numpy's: no torch thread pool)
+                    holder.append(_copy(batch) if bridged else torch.from_numpy(batch.asnumpy()))
+                else:
+                    holder.append(batch if bridged else from_dlpack(batch.to_dlpack()))
                 del batch
                 shape = tuple(holder[0].shape)
                 reason = None if len(shape) == 4 and shape[-1] == 3 and shape[0] == len(idx) else \
                     f"unexpected frame shape {shape}"
             except Exception as err:  # noqa: BLE001 - any decord failure sends this file to PyAV
                 reason = last_line(err)
+            if reason is None and fn is None:
+                return resize_frames(holder.pop(), self.short_side)
             if reason is None:  # fn runs outside the try: its errors are not decord's
                 return _through(holder, self.short_side, fn)
             holder.clear()
