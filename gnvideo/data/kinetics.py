@@ -202,7 +202,7 @@ class ClipDataset(Dataset):
         rows = [torch.tensor([where[i] for i in clip]) for clip in clips]
         # per crop (U, h, w, 3), views of the scaled frames: overlapping clips are scaled once
         crops = [crop.permute(0, 2, 3, 1) for crop in self.transform.crops(frames)]
-        out = batch_tensor((len(rows) * len(crops), len(clips[0]), *crops[0].shape[1:]), frames.dtype)
+        out = _batch_tensor((len(rows) * len(crops), len(clips[0]), *crops[0].shape[1:]), frames.dtype)
         for c, r in enumerate(rows):  # view = clip x num_crops + crop, copied row by row (no strided gather)
             for k, crop in enumerate(crops):
                 torch.index_select(crop, 0, r, out=out[c * len(crops) + k])
@@ -324,7 +324,7 @@ class VideoFilesDataset(ClipDataset):
         return [e.path for e in self.entries]
 
 
-def batch_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+def _batch_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialized tensor, in shared memory when made in a DataLoader worker (as torch's default collate makes
     its batches), so that handing it to the main process copies nothing."""
     if get_worker_info() is None:
@@ -344,7 +344,7 @@ def collate_views(items: Sequence[dict]) -> dict:
     if len(videos) == 1 and (videos[0].is_shared() or get_worker_info() is None):
         video = videos[0]  # one video per batch (the usual case: 30 views fill a batch): no copy
     else:
-        video = torch.cat(videos, out=batch_tensor((int(counts.sum()), *videos[0].shape[1:]), videos[0].dtype))
+        video = torch.cat(videos, out=_batch_tensor((int(counts.sum()), *videos[0].shape[1:]), videos[0].dtype))
     out = {"video": video,
            "view_index": torch.cat([torch.as_tensor(it["view_index"], dtype=torch.int64) for it in items])}
     for key, dtype in (("label", torch.int64), ("video_index", torch.int64), ("valid", torch.bool),
