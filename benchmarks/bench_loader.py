@@ -1,223 +1,502 @@
-"""Training-clip throughput of the data pipeline vs raw decord decoding, and the bytes each batch moves.
+"""Training clips and test views per second: gnvideo's prepared videos and loader against the peers' data prep.
 
-In one process (rows, clips per second, median over interleaved rounds):
-  raw decord      decord.VideoReader(path).get_batch(indices) for the clip indices the dataset draws
-  raw pyav        gnvideo PyAVReader.frames(indices) (the fallback path: keyframe seek + timestamp match)
-  dataset auto    KineticsDataset[i] in train mode: probe + decode + uint8 crop (what the workers run; a crop that
-                  needs enlarging is sent at source resolution and enlarged by BatchTransform on the device)
-  dataset decord  the same with backend="decord" (no PyAV rotation probe)
-Through a DataLoader with 1 and 2 workers (persistent, batch --batch-size): "raw" is a dataset that only runs
-decord get_batch for the same clips, "dataset" is the training dataset; each round runs both, alternating which goes
-first, and the ratio is the median dataset rate over the median raw rate. Target: dataset >= 1.0x raw with one worker.
-The batch size line gives the bytes of one training batch as the workers now send it (uint8) and as they did before
-(float32, 4x), from the tensor sizes; the last line times BatchTransform (uint8 -> enlarged, flipped, normalised
-float32) on this CPU, the work that moved to the device.
+The same source videos (``bench_videos.py``: Kinetics-like, 10 s, 340x256) are prepared twice, as the peers' prep
+scripts write them ("x264-default": ffmpeg's libx264 defaults, keyframes 250 frames apart) and as
+``gnvideo-prepare-kinetics`` writes them ("gnvideo"), and read at the same clip positions by:
 
-Usage: python benchmarks/bench_loader.py [--root DIR_WITH_VIDEOS] [--clips 12] [--rounds 5] [--json OUT]
-Without --root it writes 340x256, 10 s, 30 fps h264 videos (B-frames, Kinetics-like) into a temporary folder.
+  raw decord         a fresh ``decord.VideoReader(num_threads=1)`` and one ``get_batch`` of the clip's frames
+  gnvideo dataset    ``ClipDataset`` (what ``KineticsDataModule`` builds): train mode = open, decode, uint8 crop
+                     (crops that need enlarging leave at source resolution, as on a GPU trainer, unless
+                     ``--resize-in-worker``); test mode = the 10 clips x 3 crops of a video from one decoder and
+                     one read of the union of their frames
+  pytorchvideo       ``pytorchvideo.data.Kinetics(..., decoder="decord")`` with a clip sampler that returns these
+                     positions; it decodes every frame of the clip's time span (64 for 32x2), then the transform
+                     subsamples ``num_frames`` and crops 224 (test: 3 crops per clip, each clip decoded once)
+
+"raw decord, 10 clips one by one" reads a video's 10 test clips as 10 training-style reads (a fresh reader each, no
+crops), "10x3 views from 10 clips read one by one" makes the dataset's 30 views that way (the same output as the
+dataset's test item): the two baselines of the test-view target; "union read only" is the dataset's read without
+the views (what a worker would be left with if the views were cut on the device).
+
+Each table is measured twice: every row as a dataset in its own DataLoader with 1 persistent worker process (the
+per-core figure; rounds interleaved, the rows' order rotating each round, the same items every round), then in this
+process without a DataLoader, every row doing item i back to back with the others. Two figures per row, medians
+over rounds: items per second of wall time, and CPU time per item (``time.process_time`` around each item, in the
+worker, all its threads included), which other jobs on a shared machine disturb much less. Ratios are medians over
+rounds of the ratio within each round. README, "Data loading", has the targets and the latest figures.
+
+Usage: python benchmarks/bench_loader.py [--num-videos 4] [--clips 8] [--test-videos 2] [--rounds 5] [--json OUT]
+       [--sources DIR] [--workdir DIR] [--gpu-step-json bench_train_step.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_videos import make_sources, prepare_both  # noqa: E402
+
+CROP = 224
+PTV_TRAIN = "pytorchvideo Kinetics (decord), x264-default files"
+PTV_TEST = "pytorchvideo Kinetics (decord, 10x3 views), x264-default files"
+#: (faster row, slower row) -> the ratio issue 21 asks for
+TARGETS = {"vs_peers": 1.7, "vs_own_raw": 1.0, "one_by_one": 2.0}
 
 
-def make_videos(folder: str, count: int, width: int = 340, height: int = 256, frames: int = 300) -> list[str]:
-    """Smoothly moving textured h264 videos (x264's default preset and crf: B-frames, keyint 250)."""
-    from gnvideo.data.decode.writer import write_video
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    paths = []
-    for v in range(count):
-        path = os.path.join(folder, f"video{v:03d}_000000_000010.mp4")
-        noise = rng.integers(0, 40, (height, width, 3), dtype=np.uint8)
-        fx, fy = rng.uniform(0.02, 0.08, 2)
-
-        def frame(i: int, fx: float = fx, fy: float = fy, noise: np.ndarray = noise) -> np.ndarray:
-            base = 110 + 80 * np.sin(fx * xx + 0.15 * i) * np.cos(fy * yy - 0.1 * i)
-            return np.stack([base, np.roll(base, 7, 1), 255 - base], -1).astype(np.uint8) + np.roll(noise, 2 * i, 1)
-
-        write_video(path, (frame(i) for i in range(frames)), fps=30, preset="medium", crf=23)
-        paths.append(path)
-    return paths
+def _frames_tensor(batch) -> torch.Tensor:
+    """decord's batch as a tensor (its torch bridge, which importing pytorchvideo sets, already gives one)."""
+    return batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch.asnumpy())
 
 
-class _RawDecord(torch.utils.data.Dataset):
-    """decord get_batch of the clip the training dataset draws for item i (no crop, no transform)."""
+class Timed(Dataset):
+    """``(item, worker CPU seconds)`` of ``inner[i]``."""
 
-    def __init__(self, paths: list[str], lengths: list[int], num_frames: int, sampling_rate: int) -> None:
-        self.paths, self.lengths, self.num_frames, self.sampling_rate = paths, lengths, num_frames, sampling_rate
+    def __init__(self, inner) -> None:
+        self.inner = inner
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.inner)
+
+    def __getitem__(self, i: int):
+        t0 = time.process_time()
+        item = self.inner[i]
+        return item, time.process_time() - t0
+
+
+class TimedIterable(IterableDataset):
+    """``(item, worker CPU seconds since the previous item)`` of an iterable dataset."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __iter__(self):
+        t0 = time.process_time()
+        for item in self.inner:
+            t1 = time.process_time()
+            yield item, t1 - t0
+            t0 = time.process_time()
+
+
+class RawClips(Dataset):
+    """Item i: a fresh decord reader and one ``get_batch`` of ``clips[i]`` = (path, frame indices)."""
+
+    def __init__(self, clips: list[tuple[str, list[int]]]) -> None:
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         import decord
 
-        from gnvideo.data.sampling import sample_generator, train_clip_indices
-
-        idx = train_clip_indices(self.lengths[i], self.num_frames, self.sampling_rate, sample_generator(0, 0, i))
-        return torch.from_numpy(decord.VideoReader(self.paths[i], num_threads=1).get_batch(idx).asnumpy())
+        path, indices = self.clips[i]
+        return _frames_tensor(decord.VideoReader(path, num_threads=1).get_batch(indices))
 
 
-def _loader_rates(datasets: dict, workers: int, clips: int, rounds: int, batch: int) -> dict[str, list[float]]:
-    """Clips/s of each dataset through its own persistent DataLoader, rounds interleaved."""
-    from torch.utils.data import DataLoader
+class RawOneByOne(Dataset):
+    """Item v: the test clips of video v read one by one, each with a fresh decord reader: (clips, T, H, W, 3)."""
 
-    n = len(next(iter(datasets.values())))
-    order = [i % n for i in range(clips)]
-    loaders = {name: DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers, persistent_workers=True,
-                                prefetch_factor=2) for name, ds in datasets.items()}
-    for loader in loaders.values():  # start the workers, warm up
+    def __init__(self, videos: list[tuple[str, list[list[int]]]]) -> None:
+        self.videos = videos
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, v: int) -> torch.Tensor:
+        import decord
+
+        path, clips = self.videos[v]
+        return torch.stack([_frames_tensor(decord.VideoReader(path, num_threads=1).get_batch(c)) for c in clips])
+
+
+class UnionRead(Dataset):
+    """Item v: one reader and one read of the union of the test clips' frames, no views (U, H, W, 3): what the
+    worker would be left with if the views were cut on the device."""
+
+    def __init__(self, videos: list[tuple[str, list[list[int]]]]) -> None:
+        self.videos = videos
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, v: int) -> torch.Tensor:
+        from gnvideo.data.decode import open_video
+
+        path, clips = self.videos[v]
+        with open_video(path) as reader:
+            return reader.frames(sorted({i for clip in clips for i in clip}))
+
+
+class OneByOneViews(Dataset):
+    """Item v: the same test views as the dataset's test item (``transform``'s crops of each clip), each clip read
+    with its own reader (``gnvideo.data.decode.open_video``), as a loader without the union read would."""
+
+    def __init__(self, videos: list[tuple[str, list[list[int]]]], transform) -> None:
+        self.videos, self.transform = videos, transform
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, v: int) -> torch.Tensor:
+        from gnvideo.data.decode import open_video
+
+        path, clips = self.videos[v]
+        views = []
+        for clip in clips:
+            with open_video(path) as reader:
+                views += self.transform(reader.frames(clip))
+        out = torch.empty((len(views), *views[0].shape), dtype=torch.uint8)
+        for k, view in enumerate(views):
+            out[k].copy_(view)
+        return out
+
+
+def pytorchvideo_dataset(list_file: str, starts: dict[int, list[int]], span: int, fps: float, num_frames: int,
+                         augs: int):
+    """``pytorchvideo.data.Kinetics`` (decord decoder) over ``list_file`` ("path label" lines, the label an item id)
+    whose clip sampler returns, for item ``label``, the clips starting at frames ``starts[label]`` (``span`` frames
+    each), ``augs`` crops per clip; the transform subsamples ``num_frames`` and crops (left/centre/right by aug)."""
+    from pytorchvideo.data import Kinetics
+    from pytorchvideo.data.clip_sampling import ClipInfo, ClipSampler
+
+    class FixedClips(ClipSampler):
+        def __init__(self) -> None:
+            super().__init__(span / fps)
+            self.reset()
+
+        def reset(self) -> None:
+            self.k = 0
+
+        def __call__(self, last_clip_time, video_duration, annotation):
+            clip, aug = divmod(self.k, augs)
+            s = starts[annotation["label"]][clip]
+            self.k += 1
+            last = self.k == len(starts[annotation["label"]]) * augs
+            # pytorchvideo's decord reader takes frames ceil(fps * t) for t in [start, end): a quarter frame early
+            return ClipInfo((s - 0.25) / fps, (s + span - 0.25) / fps, clip, aug, last)
+
+    def transform(sample: dict) -> dict:
+        video = sample["video"]  # float32 (C, T, H, W), as pytorchvideo's decoder gives it
+        keep = torch.linspace(0, video.shape[1] - 1, num_frames).long()
+        video = video.index_select(1, keep)
+        h, w = video.shape[-2:]
+        y0 = (h - CROP) // 2
+        x0 = [0, (w - CROP) // 2, w - CROP][sample["aug_index"] % 3] if augs > 1 else (w - CROP) // 2
+        return {"video": video[..., y0:y0 + CROP, x0:x0 + CROP].contiguous(), "label": sample["label"]}
+
+    return Kinetics(list_file, FixedClips(), video_sampler=torch.utils.data.SequentialSampler, transform=transform,
+                    decode_audio=False, decoder="decord")
+
+
+def _torch_bridge(worker_id: int) -> None:
+    """pytorchvideo's decord reader needs decord's torch bridge (its import sets it; the other rows run without)."""
+    import decord
+
+    decord.bridge.set_bridge("torch")
+
+
+def _loader(dataset, batch_size: int, pytorchvideo: bool = False, views: bool = False) -> DataLoader:
+    collate = functools.partial(_collate, views=views)
+    return DataLoader(dataset, batch_size=batch_size, num_workers=1, persistent_workers=True, prefetch_factor=2,
+                      collate_fn=collate, worker_init_fn=_torch_bridge if pytorchvideo else None)
+
+
+def _collate(items, views: bool = False):
+    """Items are (sample, CPU seconds): the samples collated as their loader would (torch's default collate, which
+    stacks into shared memory in a worker; ``collate_views`` for gnvideo's test items), the CPU time summed."""
+    from torch.utils.data import default_collate
+
+    from gnvideo.data.kinetics import collate_views
+
+    samples = [s for s, _ in items]
+    return (collate_views if views else default_collate)(samples), sum(c for _, c in items), len(items)
+
+
+def measure(rows: dict[str, tuple[DataLoader, int]], rounds: int) -> dict[str, dict]:
+    """Per row (a loader and the items that make one unit: a clip, or a video's views): units per second (wall) and
+    CPU ms per unit, one value per round; rounds interleaved."""
+    out = {name: {"per_s": [], "cpu_ms": []} for name in rows}
+    for loader, _ in rows.values():  # start the worker, warm up (imports, page cache)
         for _ in loader:
             pass
-    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    names = list(rows)
     for r in range(rounds):
-        names = list(loaders) if r % 2 == 0 else list(loaders)[::-1]
-        for name in names:
-            t0 = time.perf_counter()
-            for _ in loaders[name]:
-                pass
-            rates[name].append(clips / (time.perf_counter() - t0))
-    del loaders
-    return rates
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            loader, per_unit = rows[name]
+            t0, cpu, count = time.perf_counter(), 0.0, 0
+            for _, seconds, n in loader:
+                cpu += seconds
+                count += n
+            wall = time.perf_counter() - t0
+            out[name]["per_s"].append(count / per_unit / wall)
+            out[name]["cpu_ms"].append(1e3 * cpu / (count / per_unit))
+    for stats in out.values():
+        stats["per_s_median"] = statistics.median(stats["per_s"])
+        stats["cpu_ms_median"] = statistics.median(stats["cpu_ms"])
+    return out
 
 
-def main() -> None:
+class NextOf:
+    """Calls of an iterable dataset for the in-process table: ``per_call`` items of it (one clip, or one video's
+    views), starting again at its first item when it ends; decord's torch bridge on while pytorchvideo reads."""
+
+    def __init__(self, dataset, per_call: int = 1) -> None:
+        self.dataset, self.per_call, self.it = dataset, per_call, None
+
+    def __call__(self, i: int) -> None:
+        import decord
+
+        decord.bridge.set_bridge("torch")
+        try:
+            for _ in range(self.per_call):
+                try:
+                    next(self.it)
+                except (StopIteration, TypeError):  # ended, or not started
+                    self.it = iter(self.dataset)
+                    next(self.it)
+        finally:
+            decord.bridge.set_bridge("native")
+
+
+def measure_in_process(rows: dict, items: int, rounds: int) -> dict[str, dict]:
+    """Per row (a callable of the item index): units per second (wall) and CPU ms per unit, one value per round;
+    every row does item i back to back with the others (the order rotating per item), so load changes hit all
+    rows alike."""
+    for fn in rows.values():  # warm up
+        fn(0)
+    out = {name: {"per_s": [], "cpu_ms": []} for name in rows}
+    names = list(rows)
+    for _ in range(rounds):
+        wall, cpu = dict.fromkeys(rows, 0.0), dict.fromkeys(rows, 0.0)
+        for i in range(items):
+            for name in names[i % len(names):] + names[: i % len(names)]:
+                t0, c0 = time.perf_counter(), time.process_time()
+                rows[name](i)
+                wall[name] += time.perf_counter() - t0
+                cpu[name] += time.process_time() - c0
+        for name in rows:
+            out[name]["per_s"].append(items / wall[name])
+            out[name]["cpu_ms"].append(1e3 * cpu[name] / items)
+    for stats in out.values():
+        stats["per_s_median"] = statistics.median(stats["per_s"])
+        stats["cpu_ms_median"] = statistics.median(stats["cpu_ms"])
+    return out
+
+
+def print_table(title: str, stats: dict[str, dict], unit: str) -> None:
+    first = next(iter(stats))
+    print(f"\n{title}")
+    print(f"{'row':<60}{unit + '/s':>9}{'CPU ms/' + unit:>14}{'vs first row: wall':>20}{'CPU':>7}")
+    for name, s in stats.items():
+        r = ratio(stats, name, first)
+        s["vs_first_wall"], s["vs_first_cpu"] = r["wall"], r["cpu"]
+        print(f"{name:<60}{s['per_s_median']:>9.2f}{s['cpu_ms_median']:>14.1f}{r['wall']:>19.2f}x{r['cpu']:>6.2f}x")
+
+
+def ratio(stats: dict, faster: str, slower: str) -> dict[str, float]:
+    """How many times ``faster`` beats ``slower``, by wall-clock rate and by CPU time per unit: the median over
+    rounds of the ratio within each round (the rows of a round ran side by side)."""
+    a, b = stats[faster], stats[slower]
+    return {"wall": statistics.median(x / y for x, y in zip(a["per_s"], b["per_s"])),
+            "cpu": statistics.median(y / x for x, y in zip(a["cpu_ms"], b["cpu_ms"]))}
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", help="folder with videos (searched recursively); default: generate")
-    parser.add_argument("--num-videos", type=int, default=6)
-    parser.add_argument("--clips", type=int, default=12, help="clips per round and method")
+    parser.add_argument("--num-videos", type=int, default=4)
+    parser.add_argument("--clips", type=int, default=8, help="training clips per round and row (a multiple of "
+                        "--batch-size)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--num-frames", type=int, default=32)
-    parser.add_argument("--sampling-rate", type=int, default=2)
-    parser.add_argument("--short-side", type=int, nargs=2, default=(256, 320))
-    parser.add_argument("--crop", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=4, help="DataLoader batch (clips)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts")
+    parser.add_argument("--batch-size", type=int, default=4, help="training clips per DataLoader batch")
+    parser.add_argument("--shapes", nargs="+", default=["32x2", "64x1"], help="training clips, FRAMESxSTRIDE")
+    parser.add_argument("--test-videos", type=int, default=2, help="videos per round for the test views")
+    parser.add_argument("--sources", help="folder of source videos to use instead of generated ones")
+    parser.add_argument("--workdir", help="keep the generated and prepared videos here (default: a temp folder)")
+    parser.add_argument("--no-pytorchvideo", action="store_true", help="skip the pytorchvideo rows")
     parser.add_argument("--resize-in-worker", action="store_true",
                         help="enlarge training crops in the worker (the DataModule's choice on a CPU trainer) instead "
                              "of on the device (its choice on a GPU)")
+    parser.add_argument("--gpu-step-json", help="bench_train_step.py --json output of a GPU: its clips/s give the "
+                        "CPU cores one GPU needs")
     parser.add_argument("--json", metavar="OUT", help="also write the figures to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     import decord
 
     from gnvideo.data.annotations import VideoEntry
-    from gnvideo.data.decode import PyAVReader
-    from gnvideo.data.kinetics import ClipDataset, _collect_paths
-    from gnvideo.data.sampling import sample_generator, train_clip_indices
-    from gnvideo.data.transforms import BatchTransform, TrainTransform
+    from gnvideo.data.kinetics import ClipDataset
+    from gnvideo.data.layout import list_video_files
+    from gnvideo.data.random_access import inspect_video
+    from gnvideo.data.sampling import clip_span, eval_clip_indices, sample_generator, train_clip_indices
+    from gnvideo.data.transforms import EvalTransform, TrainTransform
 
-    tmp = None
-    if args.root:
-        paths = _collect_paths(args.root)[: args.num_videos]
+    tmp = None if args.workdir else tempfile.TemporaryDirectory()
+    work = Path(args.workdir or tmp.name)
+    t0 = time.perf_counter()
+    if args.sources:
+        sources = list_video_files(args.sources)[: args.num_videos]
     else:
-        tmp = tempfile.TemporaryDirectory()
-        print(f"writing {args.num_videos} videos (340x256, 300 frames, h264) to {tmp.name} ...", flush=True)
-        paths = make_videos(tmp.name, args.num_videos)
-    if not paths:
-        raise SystemExit(f"no videos found under {args.root}")
-    common = dict(num_frames=args.num_frames, sampling_rate=args.sampling_rate,
-                  transform=TrainTransform(short_side_range=tuple(args.short_side), crop_size=args.crop,
-                                           upscale_on_device=not args.resize_in_worker))
-    entries = [VideoEntry(p, 0) for p in paths]
-    datasets = {b: ClipDataset(entries, "train", ["x"], backend=b, **common) for b in ("auto", "decord")}
-    lengths = [len(decord.VideoReader(p, num_threads=1)) for p in paths]
+        sources = make_sources(work / "sources", args.num_videos)
+    files = prepare_both(sources, work / "prepared")
+    print(f"{len(sources)} sources prepared two ways in {time.perf_counter() - t0:.0f} s ({work})", flush=True)
 
-    def clip(i: int) -> tuple[str, list[int]]:
-        v = i % len(paths)
-        return paths[v], train_clip_indices(lengths[v], args.num_frames, args.sampling_rate, sample_generator(0, 0, v))
+    pytorchvideo_error = None
+    if not args.no_pytorchvideo:
+        try:
+            import pytorchvideo.data  # noqa: F401
 
-    def raw_decord(i):
-        path, idx = clip(i)
-        return decord.VideoReader(path, num_threads=1).get_batch(idx).asnumpy()
+            decord.bridge.set_bridge("native")  # the import set the torch bridge process-wide; only its rows use it
+        except Exception as err:  # noqa: BLE001 - any import failure just drops its rows
+            pytorchvideo_error = f"{type(err).__name__}: {err}"
+            print(f"pytorchvideo rows skipped: {pytorchvideo_error}")
+    with_ptv = not args.no_pytorchvideo and pytorchvideo_error is None
 
-    def raw_pyav(i):
-        path, idx = clip(i)
-        return PyAVReader(path).frames(idx)
+    info = {}
+    for name, paths in files.items():
+        facts = [inspect_video(p, 32, 2) for p in paths]
+        info[name] = {"bytes": sum(os.path.getsize(p) for p in paths),
+                      "max_interval": [f["max_interval"] for f in facts],
+                      "encoder": facts[0].get("encoder"),
+                      "frames_decoded_32x2": statistics.fmean(f["frames_decoded"] for f in facts)}
+    lengths = {name: [len(decord.VideoReader(p, num_threads=1)) for p in paths] for name, paths in files.items()}
+    if lengths["gnvideo"] != lengths["x264-default"]:
+        raise SystemExit(f"the two preps differ in frame counts: {lengths}")
+    frame_counts = lengths["gnvideo"]
+    fps = float(decord.VideoReader(files["gnvideo"][0], num_threads=1).get_avg_fps())
+    base_size = info["x264-default"]["bytes"]
+    print(f"{'files':<14}{'MB':>8}{'size':>7}  longest keyframe interval  frames decoded per 32x2 clip  x264")
+    for name, i in info.items():
+        enc = i["encoder"] or {}
+        print(f"{name:<14}{i['bytes'] / 1e6:>8.2f}{i['bytes'] / base_size:>6.2f}x  {str(i['max_interval']):<26} "
+              f"{i['frames_decoded_32x2']:>6.1f}                      keyint={enc.get('keyint')} "
+              f"cabac={enc.get('cabac')} bframes={enc.get('bframes')} ({enc.get('encoder')})")
 
-    methods = {
-        "raw decord": raw_decord,
-        "raw pyav": raw_pyav,
-        "dataset auto": lambda i: datasets["auto"][i % len(paths)],
-        "dataset decord": lambda i: datasets["decord"][i % len(paths)],
+    n_videos = len(sources)
+    result = {"config": {**vars(args), "videos": n_videos, "decord": decord.__version__, "cpu_count": os.cpu_count(),
+                         "pytorchvideo": None if with_ptv else pytorchvideo_error or "skipped"},
+              "files": info, "train": {}, "test": {}, "targets": {}}
+    entries = [VideoEntry(files["gnvideo"][i % n_videos], 0) for i in range(args.clips)]
+    per_core = {}
+    for shape in args.shapes:
+        num_frames, rate = (int(x) for x in shape.split("x"))
+        span = clip_span(num_frames, rate)
+        # the dataset draws item i's clip from (seed 0, epoch 0, i): every row reads those frames
+        indices = [train_clip_indices(frame_counts[i % n_videos], num_frames, rate, sample_generator(0, 0, i))
+                   for i in range(args.clips)]
+        rows = {
+            "raw decord, x264-default files": RawClips([(files["x264-default"][i % n_videos], idx)
+                                                        for i, idx in enumerate(indices)]),
+            "raw decord, gnvideo files": RawClips([(files["gnvideo"][i % n_videos], idx)
+                                                   for i, idx in enumerate(indices)]),
+            "gnvideo dataset (train), gnvideo files": ClipDataset(
+                entries, "train", ["x"], num_frames=num_frames, sampling_rate=rate,
+                transform=TrainTransform(crop_size=CROP, upscale_on_device=not args.resize_in_worker)),
+        }
+        gc.collect()  # no garbage decoder of an earlier section may reach the forked workers
+        loaders = {name: (_loader(Timed(ds), args.batch_size), 1) for name, ds in rows.items()}
+        calls = {name: ds.__getitem__ for name, ds in rows.items()}
+        if with_ptv:
+            list_file = work / f"ptv_train_{shape}.txt"
+            list_file.write_text("".join(f"{files['x264-default'][i % n_videos]} {i}\n" for i in range(args.clips)))
+            ptv = pytorchvideo_dataset(str(list_file), {i: [idx[0]] for i, idx in enumerate(indices)},
+                                       num_frames * rate, fps, num_frames, augs=1)
+            loaders[PTV_TRAIN] = (_loader(TimedIterable(ptv), args.batch_size, pytorchvideo=True), 1)
+            calls[PTV_TRAIN] = NextOf(ptv)
+        print(f"\nmeasuring {shape} training clips (span {span} frames) ...", flush=True)
+        stats = measure(loaders, args.rounds)
+        del loaders
+        print_table(f"training clips {shape}: {args.clips} clips per round, {args.rounds} rounds, 1 worker per row, "
+                    f"batch {args.batch_size}", stats, "clip")
+        local = measure_in_process(calls, args.clips, args.rounds)
+        print_table("the same in one process (no DataLoader; clip-level interleaving)", local, "clip")
+        result["train"][shape] = {"loader": stats, "in_process": local}
+        ours = "gnvideo dataset (train), gnvideo files"
+        for where, table in (("", stats), ("in_process_", local)):
+            result["targets"][f"{where}train_{shape}_vs_peers"] = ratio(table, ours, "raw decord, x264-default files")
+            result["targets"][f"{where}train_{shape}_vs_own_raw"] = ratio(table, ours, "raw decord, gnvideo files")
+        per_core[shape] = 1e3 / stats[ours]["cpu_ms_median"]
+
+    test_videos = args.test_videos
+    clips10 = [eval_clip_indices(frame_counts[v % n_videos], 32, 2, 10) for v in range(test_videos)]
+    test_transform = EvalTransform(short_side=256, crop_size=CROP, num_crops=3)
+    ours_test = "gnvideo dataset (test, 10x3 views), gnvideo files"
+    rows = {
+        "raw decord, 10 clips one by one, gnvideo files": RawOneByOne(
+            [(files["gnvideo"][v % n_videos], c) for v, c in enumerate(clips10)]),
+        "10x3 views from 10 clips read one by one, gnvideo files": OneByOneViews(
+            [(files["gnvideo"][v % n_videos], c) for v, c in enumerate(clips10)], test_transform),
+        "raw decord, 10 clips one by one, x264-default files": RawOneByOne(
+            [(files["x264-default"][v % n_videos], c) for v, c in enumerate(clips10)]),
+        ours_test: ClipDataset(
+            [VideoEntry(files["gnvideo"][v % n_videos], 0) for v in range(test_videos)], "test", ["x"],
+            num_frames=32, sampling_rate=2, num_clips=10, transform=test_transform),
     }
-    for fn in methods.values():  # warm-up
-        fn(0)
-    # clip-level interleaving: every method decodes clip i back to back, so load changes hit all methods alike
-    rates: dict[str, list[float]] = {name: [] for name in methods}
-    for r in range(args.rounds):
-        spent = dict.fromkeys(methods, 0.0)
-        for i in range(r * args.clips, (r + 1) * args.clips):
-            names = list(methods)
-            for name in names[i % len(names):] + names[: i % len(names)]:  # rotate the order: no position bias
-                t0 = time.perf_counter()
-                methods[name](i)
-                spent[name] += time.perf_counter() - t0
-        for name in methods:
-            rates[name].append(args.clips / spent[name])
-    base = statistics.median(rates["raw decord"])
-    result: dict = {"config": {**vars(args), "videos": len(paths), "decord": decord.__version__,
-                               "torch_threads": 1, "cpu_count": os.cpu_count()}, "in_process": {}, "loader": {}}
-    where = "in the worker" if args.resize_in_worker else "on the device"
-    print(f"\nclip {args.num_frames}x{args.sampling_rate}, crop {args.crop}, short side {tuple(args.short_side)}, "
-          f"{len(paths)} videos, {args.rounds} rounds, torch threads 1, decord {decord.__version__}, "
-          f"crops enlarged {where}")
-    print("one process:")
-    print(f"{'method':<16}{'clips/s':>10}{'ms/clip':>10}{'vs raw decord':>15}")
-    for name, r in rates.items():
-        med = statistics.median(r)
-        result["in_process"][name] = {"clips_per_s": med, "ratio": med / base, "rounds": r}
-        print(f"{name:<16}{med:>10.2f}{1e3 / med:>10.1f}{med / base:>14.2f}x")
+    rows["gnvideo union read only (no views), gnvideo files"] = UnionRead(
+        [(files["gnvideo"][v % n_videos], c) for v, c in enumerate(clips10)])
+    calls = None
+    gc.collect()
+    loaders = {name: (_loader(Timed(ds), 1, views=name == ours_test), 1) for name, ds in rows.items()}
+    calls = {name: ds.__getitem__ for name, ds in rows.items()}
+    if with_ptv:
+        list_file = work / "ptv_test.txt"
+        list_file.write_text("".join(f"{files['x264-default'][v % n_videos]} {v}\n" for v in range(test_videos)))
+        ptv = pytorchvideo_dataset(str(list_file), {v: [c[0] for c in clips] for v, clips in enumerate(clips10)},
+                                   64, fps, 32, augs=3)
+        loaders[PTV_TEST] = (_loader(TimedIterable(ptv), 1, pytorchvideo=True), 30)
+        calls[PTV_TEST] = NextOf(ptv, 30)
+    print("\nmeasuring the 10x3 test views of a video ...", flush=True)
+    stats = measure(loaders, args.rounds)
+    del loaders
+    print_table(f"test views, 10 clips 32x2 x 3 crops per video: {test_videos} videos per round, {args.rounds} "
+                "rounds, 1 worker per row", stats, "video")
+    local = measure_in_process(calls, test_videos, args.rounds)
+    print_table("the same in one process (no DataLoader; video-level interleaving)", local, "video")
+    result["test"]["10x3"] = {"loader": stats, "in_process": local}
+    for where, table in (("", stats), ("in_process_", local)):
+        result["targets"][f"{where}test_vs_raw_one_by_one"] = ratio(
+            table, ours_test, "raw decord, 10 clips one by one, gnvideo files")
+        result["targets"][f"{where}test_vs_views_one_by_one"] = ratio(
+            table, ours_test, "10x3 views from 10 clips read one by one, gnvideo files")
 
-    loader_sets = {"raw": _RawDecord(paths, lengths, args.num_frames, args.sampling_rate),
-                   "dataset": datasets["decord"]}
-    print(f"DataLoader (batch {args.batch_size}, persistent workers, {args.clips} clips per round):")
-    print(f"{'workers':<9}{'raw clips/s':>13}{'dataset clips/s':>17}{'ratio':>8}")
-    for workers in args.workers:
-        lr = _loader_rates(loader_sets, workers, args.clips, args.rounds, args.batch_size)
-        raw, ds = statistics.median(lr["raw"]), statistics.median(lr["dataset"])
-        result["loader"][str(workers)] = {"raw_clips_per_s": raw, "dataset_clips_per_s": ds, "ratio": ds / raw,
-                                          "raw_rounds": lr["raw"], "dataset_rounds": lr["dataset"]}
-        print(f"{workers:<9}{raw:>13.2f}{ds:>17.2f}{ds / raw:>7.2f}x")
+    print("\ntargets (ratios measured in this run, medians of the per-round ratios; wall clock / CPU time; 1 worker "
+          "unless in_process):")
+    for key, r in result["targets"].items():
+        goal = next(g for suffix, g in TARGETS.items() if key.endswith(suffix))
+        r["target"] = goal
+        met = "met" if min(r["wall"], r["cpu"]) >= goal else "met by one measure" if max(r["wall"], r["cpu"]) >= goal \
+            else "missed"
+        print(f"  {key:<40} {r['wall']:.2f}x / {r['cpu']:.2f}x   target >= {goal}x: {met}")
 
-    items = [datasets["decord"][i % len(paths)] for i in range(args.batch_size)]
-    video = torch.stack([it["video"] for it in items])  # what the default collate builds
-    after = video.numel() * video.element_size()
-    flips = torch.tensor([it["flip"] for it in items])
-    boxes = torch.tensor([it["box_size"] for it in items])
-    normed = BatchTransform()(video, flips, boxes)
-    before = normed.numel() * normed.element_size()
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        BatchTransform()(video, flips, boxes)
-        times.append(time.perf_counter() - t0)
-    device_ms = 1e3 * statistics.median(times) / len(items)
-    result["bytes_per_batch"] = {"batch_size": args.batch_size, "shape": list(video.shape),
-                                 "before_float32": before, "after_uint8": after}
-    print(f"bytes per batch {tuple(video.shape)}: before (float32) {before / 2**20:.1f} MiB, "
-          f"after (uint8) {after / 2**20:.1f} MiB ({before / after:.0f}x fewer)")
-    result["batch_transform_cpu_ms_per_clip"] = device_ms
-    print(f"BatchTransform on this CPU (1 thread): {device_ms:.1f} ms per clip (in training it runs on the device)")
+    gpu = None
+    if args.gpu_step_json:
+        data = json.loads(Path(args.gpu_step_json).read_text())
+        gpu = {row["variant"]: 1e3 * data["args"]["clips"] / row["step_ms_median"] for row in data["rows"]}
+    print("\nCPU cores per GPU (one worker = one core; clips/s per core = 1 / the dataset's CPU time per clip):")
+    for shape, rate in per_core.items():
+        need = "; ".join(f"{v}: {g:.0f} clips/s -> {g / rate:.1f} cores" for v, g in gpu.items()) if gpu else \
+            "GPU clips/s not measured"
+        print(f"  {shape}: {rate:.1f} clips/s per core; {need}")
+    result["cores_per_gpu"] = {"clips_per_s_per_core": per_core, "gpu_clips_per_s": gpu}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        Path(args.json).write_text(json.dumps(result, indent=1))
         print(f"wrote {args.json}")
     if tmp is not None:
         tmp.cleanup()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,16 +19,23 @@ unless ``--relative``. Verdicts are written as they come: broken lines are appen
 rewrites the output with the broken files among the inputs, in input order. Every broken file is printed once with
 its reason. Exit status: 0 all good, 1 some broken, 2 bad arguments.
 
+``--keyframes`` decodes nothing and writes no list: it reports how cheap the videos are to read at random clip
+positions, from their headers and packet flags: the distribution of the longest keyframe interval per video, the
+frames a random training clip (``--num-frames`` x ``--sampling-rate``) decodes on average, the x264 settings found,
+and, when the keyframes lie far above the clip span, the command that re-encodes the folder (``--json`` keeps it all).
+
 Example (``python data_prep/check_videos.py`` and ``python -m data_prep.check_videos`` take the same arguments)::
 
     gnvideo-check-videos data/kinetics400 --workers 16
     gnvideo-check-videos clip.mp4 other.avi
     gnvideo-check-videos --annotation data/kinetics400/annotations/val.csv --root data/kinetics400
+    gnvideo-check-videos data/kinetics400 --keyframes --num-frames 32 --sampling-rate 2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import sys
@@ -252,10 +259,17 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"seconds one file may take before it is listed as hung (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--fresh", action="store_true", help="check every file again instead of continuing")
     p.add_argument("--backend", default="auto", choices=("auto", "decord", "pyav"))
+    p.add_argument("--keyframes", action="store_true", help="instead of decoding: report keyframe intervals and the "
+                   "frames a random training clip decodes (headers and packet flags only)")
+    p.add_argument("--num-frames", type=int, default=32, help="--keyframes: frames per training clip (default 32)")
+    p.add_argument("--sampling-rate", type=int, default=2, help="--keyframes: stride between clip frames (default 2)")
+    p.add_argument("--json", metavar="OUT", help="--keyframes: also write the summary and per-video facts to OUT")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.timeout <= 0:
         p.error(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.num_frames < 1 or args.sampling_rate < 1:
+        p.error("--num-frames and --sampling-rate must be >= 1")
     root = args.root or (args.inputs[0] if len(args.inputs) == 1 and os.path.isdir(args.inputs[0]) else None)
     if not args.inputs and not args.annotation:
         p.error("give dataset folders or video files, or --annotation with --root")
@@ -269,6 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.keyframes:
+        from gnvideo.data.random_access import summarize
+
+        from .keyframe_report import keyframe_facts, print_keyframe_summary
+
+        facts = keyframe_facts(paths, args.num_frames, args.sampling_rate, args.workers, not args.no_progress)
+        summary = summarize(facts, args.num_frames, args.sampling_rate)
+        print_keyframe_summary(summary, facts, root)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"summary": summary, "videos": facts}, indent=1), encoding="utf-8")
+        return 0
     output = args.output or (os.path.join(root, "broken_videos.txt") if root else None)
     done_file = f"{output}.done" if output else None
     earlier = {} if args.fresh or done_file is None else read_done(done_file)

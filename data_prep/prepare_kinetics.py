@@ -10,7 +10,12 @@ Output (``--out``)::
     <split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4   h264/yuv420p, short side --short-side, no audio
     annotations/<split>.csv                                     rows for the clips that exist (official columns)
     labels.txt                                                  the --labels class names, when given
-    prepare_report.json                                         missing and broken sources, counts
+    prepare_report.json                                         missing and broken sources, counts, the encoder
+                                                                settings of every clip
+
+Built for random clip access: a keyframe at least every ``--keyint`` frames (default 64, one clip span; x264's own
+default is 250, one or two keyframes in a 10 s clip) and CAVLC entropy coding (``--cabac`` turns CABAC back on), so a
+random training clip decodes about half as many frames, each faster (README, "Data loading").
 
 Every row is checked before anything is encoded, with the dataset's rules (``gnvideo.data.layout``): whole,
 non-negative seconds with time_start < time_end, and a label among the class names (``--labels``). Sources are
@@ -23,6 +28,13 @@ same arguments)::
 
     gnvideo-prepare-kinetics --csv kinetics400/train.csv kinetics400/validate.csv \
         --videos raw_videos/ --out data/kinetics400 --workers 16
+
+``--reencode ROOT`` re-encodes a folder prepared elsewhere (or before) in place with these settings: same file names,
+frames, rate and size, so its annotations stay valid; each file is replaced atomically, files that already have
+keyframes every ``--keyint`` frames (and the entropy coding asked for) are skipped, so a rerun continues; broken
+files are listed and left as they are. Report: ``ROOT/reencode_report.json``::
+
+    gnvideo-prepare-kinetics --reencode data/kinetics400 --workers 16
 """
 
 from __future__ import annotations
@@ -36,18 +48,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gnvideo.data.annotations import load_label_names
-from gnvideo.data.decode.transcode import transcode
+from gnvideo.data.decode import VideoDecodeError, problem_reason
+from gnvideo.data.decode.transcode import DEFAULT_KEYINT, needs_reencode, prepared_x264_params, transcode
 from gnvideo.data.decode.writer import partial_path
 from gnvideo.data.layout import (
     clip_filename,
     clip_stem,
     index_video_files,
+    list_video_files,
     read_annotation_csv,
     split_from_file_name,
     split_name,
     write_annotation_csv,
     write_text_atomic,
 )
+
+from .encoder_records import clip_settings, encoder_tables, recorded_encoders
+
+REPORT = "prepare_report.json"
+REENCODE_REPORT = "reencode_report.json"
+#: containers --reencode writes h264 into (WebM holds no h264; h264 in AVI loses its presentation times)
+REENCODE_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv")
 
 
 @dataclass(frozen=True)
@@ -122,12 +143,16 @@ def _work(job: tuple) -> tuple[str, str, str]:
 
 def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 256, upscale: bool = True,
             workers: int | None = None, crf: int = 23, preset: str = "veryfast", split: str | None = None,
-            progress: bool = True, labels: str | None = None) -> dict:
+            progress: bool = True, labels: str | None = None, keyint: int | None = DEFAULT_KEYINT,
+            cabac: bool = False) -> dict:
     """Run the whole preparation; returns the report (also written to ``out/prepare_report.json``).
 
     Every CSV row is checked before anything is encoded. ``labels`` is the class-name file every label must be in;
     default ``out/labels.txt`` when it exists, else the packaged Kinetics-400 list (the dataset's default too). A
-    given ``labels`` file is copied to ``out/labels.txt``, where the dataset finds it.
+    given ``labels`` file is copied to ``out/labels.txt``, where the dataset finds it. ``keyint`` and ``cabac``: see
+    ``gnvideo.data.decode.transcode.prepared_x264_params``. The report's ``encoders`` lists the distinct x264
+    settings of the clips (as x264 wrote them into each file, or as an earlier report recorded them) and
+    ``clip_encoders`` maps every clip to one.
     """
     out_dir = Path(out)
     own_labels = out_dir / "labels.txt"
@@ -138,7 +163,8 @@ def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 25
     if labels is not None and (not own_labels.is_file() or load_label_names(own_labels) != names):
         write_text_atomic(own_labels, "\n".join(names) + "\n")
     index = index_video_files(video_dir)
-    options = {"short_side": short_side, "upscale": upscale, "crf": crf, "preset": preset}
+    options = {"short_side": short_side, "upscale": upscale, "crf": crf, "preset": preset,
+               "x264_params": prepared_x264_params(keyint, cabac)}
     jobs, missing, existing = [], [], []
     seen: set[str] = set()
     for c in clips:
@@ -172,14 +198,72 @@ def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 25
                 written_rows.add(c.relpath)
                 unique.append((c.label, c.youtube_id, c.time_start, c.time_end, c.split))
         write_annotation_csv(out_dir / "annotations" / f"{name}.csv", unique)
+    kept = set(existing)  # clips from earlier runs keep their record; new ones are read from the file
+    earlier = {r: e for r, e in recorded_encoders(out_dir / REPORT).items() if r in kept}
+    encoders, clip_encoders = encoder_tables(clip_settings(out_dir, done, earlier))
     report = {
         "csv_files": [str(f) for f in csv_files], "video_dir": str(video_dir), "short_side": short_side,
+        "encoder": {"codec": "libx264", "crf": crf, "preset": preset, "x264_params": options["x264_params"]},
         "clips": len(seen), "done": len(done), "newly_encoded": len(done) - len(existing),
         "skipped_existing": len(existing), "missing": missing, "broken": broken,
         "annotations": {name: str(out_dir / "annotations" / f"{name}.csv") for name in by_split},
+        "encoders": encoders, "clip_encoders": clip_encoders,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "prepare_report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    write_text_atomic(out_dir / REPORT, json.dumps(report, indent=1))
+    return report
+
+
+def reencode(root: str, keyint: int | None = DEFAULT_KEYINT, cabac: bool = False, crf: int = 23,
+             preset: str = "veryfast", workers: int | None = None, progress: bool = True) -> dict:
+    """Re-encode every video below ``root`` that :func:`needs_reencode`, in place; returns the report (also written
+    to ``root/reencode_report.json``).
+
+    Each file keeps its name, frames, frame rate and size (``transcode`` with ``short_side=None``, the whole file,
+    written to a temp file and renamed over the original), so annotations stay valid and an interrupted run loses at
+    most the files in progress; a rerun skips the files done. Broken files are reported and left untouched. A
+    ``prepare_report.json`` in ``root`` gets the new settings of the re-encoded clips.
+    """
+    root_dir = Path(root)
+    if not root_dir.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    options = {"short_side": None, "crf": crf, "preset": preset, "x264_params": prepared_x264_params(keyint, cabac)}
+    jobs, fine, unreadable, kept = [], [], [], []
+    for path in list_video_files(root_dir):
+        relpath = Path(path).relative_to(root_dir).as_posix()
+        if Path(path).suffix.lower() not in REENCODE_CONTAINERS:
+            kept.append({"path": relpath, "reason": "not re-encoded: h264 is written into .mp4/.m4v/.mov/.mkv only"})
+            continue
+        try:
+            if not needs_reencode(path, keyint, cabac):
+                fine.append(relpath)
+                continue
+        except (VideoDecodeError, OSError) as err:
+            unreadable.append({"path": relpath, "reason": problem_reason(err)})
+            continue
+        jobs.append((relpath, path, path, 0.0, None, options))
+    results = _run(jobs, workers, progress)
+    broken = unreadable + [{"path": r[0], "reason": r[2]} for r in results if r[1] == "broken"]
+    done = sorted(r[0] for r in results if r[1] == "done")
+    settings = clip_settings(root_dir, done, {})
+    prepared = root_dir / REPORT
+    if done and prepared.is_file():  # keep the prepare report's records true
+        try:
+            earlier = json.loads(prepared.read_text(encoding="utf-8"))
+            clips = {**recorded_encoders(prepared), **settings}
+            earlier["encoders"], earlier["clip_encoders"] = encoder_tables(clips)
+            write_text_atomic(prepared, json.dumps(earlier, indent=1))
+        except (OSError, ValueError):
+            pass  # an unreadable report stays as it is; this run's report below holds the new settings
+    encoders, clip_encoders = encoder_tables({**clip_settings(root_dir, fine, {}), **settings})  # every readable video
+    report = {
+        "root": str(root), "encoder": {"codec": "libx264", "crf": crf, "preset": preset,
+                                       "x264_params": options["x264_params"]},
+        "videos": len(fine) + len(jobs) + len(unreadable) + len(kept),
+        "reencoded": len(done), "already_fine": len(fine), "broken": broken, "other_containers": kept,
+        "encoders": encoders, "clip_encoders": clip_encoders,
+    }
+    write_text_atomic(root_dir / REENCODE_REPORT, json.dumps(report, indent=1))
     return report
 
 
@@ -217,14 +301,21 @@ def _run(jobs: list, workers: int | None, progress: bool) -> list[tuple[str, str
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--csv", nargs="+", required=True, help="official annotation CSV file(s)")
-    p.add_argument("--videos", required=True, help="directory with the downloaded raw videos (searched recursively)")
-    p.add_argument("--out", required=True, help="output dataset root")
+    p.add_argument("--csv", nargs="+", help="official annotation CSV file(s)")
+    p.add_argument("--videos", help="directory with the downloaded raw videos (searched recursively)")
+    p.add_argument("--out", help="output dataset root")
+    p.add_argument("--reencode", metavar="ROOT", help="instead: re-encode the videos below ROOT in place with the "
+                   "settings below (names, frames, rate and size kept; resumable); no --csv/--videos/--out")
     p.add_argument("--short-side", type=int, default=256, help="short side of the output in pixels (256 or 320)")
     p.add_argument("--no-upscale", action="store_true", help="keep sources smaller than --short-side as they are")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all CPUs)")
     p.add_argument("--crf", type=int, default=23, help="x264 quality (lower = better, default 23)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    p.add_argument("--keyint", type=int, default=DEFAULT_KEYINT,
+                   help=f"a keyframe at least every KEYINT frames (default {DEFAULT_KEYINT}: one clip span, for fast "
+                   "random clip reads; 0 = x264's default, 250)")
+    p.add_argument("--cabac", action="store_true", help="CABAC entropy coding: smaller files, slower decoding "
+                   "(default CAVLC; README, 'Data loading')")
     p.add_argument("--split", default=None, help="split for CSVs without a split column (default: from file name)")
     p.add_argument("--labels", default=None, help="class names, one per line, every CSV label must be one of them "
                    "(default OUT/labels.txt if present, else the packaged Kinetics-400 list); copied to OUT/labels.txt")
@@ -232,16 +323,33 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.short_side < 16:
         p.error(f"--short-side must be >= 16, got {args.short_side}")
+    if args.keyint < 0:
+        p.error(f"--keyint must be >= 0 frames, got {args.keyint}")
+    if args.reencode and (args.csv or args.videos or args.out):
+        p.error("--reencode ROOT takes no --csv, --videos or --out")
+    if not args.reencode and not (args.csv and args.videos and args.out):
+        p.error("give --csv, --videos and --out (or --reencode ROOT)")
     try:
-        report = prepare(args.csv, args.videos, args.out, short_side=args.short_side, upscale=not args.no_upscale,
-                         workers=args.workers, crf=args.crf, preset=args.preset, split=args.split,
-                         progress=not args.no_progress, labels=args.labels)
+        if args.reencode:
+            report = reencode(args.reencode, keyint=args.keyint, cabac=args.cabac, crf=args.crf, preset=args.preset,
+                              workers=args.workers, progress=not args.no_progress)
+        else:
+            report = prepare(args.csv, args.videos, args.out, short_side=args.short_side,
+                             upscale=not args.no_upscale, workers=args.workers, crf=args.crf, preset=args.preset,
+                             split=args.split, progress=not args.no_progress, labels=args.labels,
+                             keyint=args.keyint, cabac=args.cabac)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.reencode:
+        others = f", {len(report['other_containers'])} in other containers (kept)" if report["other_containers"] else ""
+        print(f"{report['videos']} videos: {report['reencoded']} re-encoded, {report['already_fine']} already fine, "
+              f"{len(report['broken'])} broken (left as they are){others}; report: "
+              f"{Path(args.reencode) / REENCODE_REPORT}")
+        return 0
     print(f"{report['done']}/{report['clips']} clips ready ({report['newly_encoded']} encoded now, "
           f"{report['skipped_existing']} already there), {len(report['missing'])} missing, "
-          f"{len(report['broken'])} broken; report: {Path(args.out) / 'prepare_report.json'}")
+          f"{len(report['broken'])} broken; report: {Path(args.out) / REPORT}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """Video data pipeline: decoding and encoding (:mod:`.decode`, the only place that touches FFmpeg), the Kinetics
-on-disk format (:mod:`.layout`), clip samplers, transforms, Kinetics datasets, the synthetic dataset, DataModule.
+on-disk format (:mod:`.layout`), clip samplers, transforms, Kinetics datasets, the synthetic dataset, DataModule, and
+how cheap a dataset's videos are to read at random clip positions (:mod:`.random_access`).
 
 Importing ``gnvideo.data`` imports nothing heavy (no torch, no Lightning): each public name below is loaded from its
 module on first access, so the data tools and ``gnvideo.data.layout`` start fast.

@@ -21,6 +21,7 @@ from gnvideo.errors import ConfigError, config_prefix
 
 from .annotations import load_label_names
 from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset, collate_views
+from .random_access import slow_access_warning
 from .sampling import EpochDistributedSampler, ForkSafeDataLoader, ResumableDataLoader, UnpaddedDistributedSampler
 from .transforms import BatchTransform, EvalTransform, TrainTransform, resolve_mean_std
 
@@ -108,6 +109,9 @@ class KineticsDataModule(pl.LightningDataModule):
         test_view: "crops" (``test_num_crops`` square crops of ``test_crop_size`` per clip) or "full_frame" (the
             Non-local paper's fully convolutional test: each clip's whole frame at ``test_short_side``, one view per
             clip; frames of different videos differ in width, so a test batch is one video (its clips)).
+        keyframe_check_files: training videos whose keyframe intervals ``fit`` reads from their headers at setup
+            (no decoding); when those lie far above the clip span, one warning names the command that re-encodes
+            the dataset for fast random clip reads (:mod:`gnvideo.data.random_access`). 0 skips the check.
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class KineticsDataModule(pl.LightningDataModule):
         std: tuple[float, float, float] | None = None,
         holdout_fraction: float = 0.0,
         test_view: str = "crops",
+        keyframe_check_files: int = 8,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -168,6 +173,7 @@ class KineticsDataModule(pl.LightningDataModule):
         self.val_dataset: KineticsDataset | None = None
         self.test_dataset: KineticsDataset | None = None
         self.predict_dataset: VideoFilesDataset | None = None
+        self._keyframes_checked = False
 
     def _build_transforms(self) -> None:
         """One transform per split from that split's options (each dataset gets its split's object as it is)."""
@@ -253,6 +259,26 @@ class KineticsDataModule(pl.LightningDataModule):
             self._setup(stage)
         if stage in ("fit", None):
             self._check_batches()  # after the holdout took its share
+            self._check_keyframes()
+
+    def _check_keyframes(self) -> None:
+        """Warn once (global rank 0) when sampled training videos have keyframes far apart; never raises."""
+        trainer = getattr(self, "trainer", None)
+        count = int(self.hparams.keyframe_check_files)
+        if self._keyframes_checked or self.train_dataset is None or count <= 0:
+            return
+        self._keyframes_checked = True
+        if trainer is not None and not getattr(trainer, "is_global_zero", True):
+            return
+        h = self.hparams
+        try:
+            warning = slow_access_warning([e.path for e in self.train_dataset.entries], h.num_frames,
+                                          h.sampling_rate, self.root, count=count, seed=h.seed)
+        except Exception as err:  # noqa: BLE001 - advice only: a failed check never stops a run
+            logger.debug("keyframe check skipped: %s", err)
+            return
+        if warning:
+            logger.warning("data: %s", warning)
 
     def _setup(self, stage: str | None) -> None:
         if stage != "predict" and not os.path.isdir(self.root):

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 from collections.abc import Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from .annotations import VideoEntry, apply_exclude, load_label_names, read_annotations
 from .decode import BACKENDS, VideoDecodeError, open_video, problem_reason
@@ -180,9 +181,9 @@ class ClipDataset(Dataset):
         label = self.entries[video_index].label
         with self._open(video_index) as reader:
             indices = train_clip_indices(reader.frame_count, self.num_frames, self.sampling_rate, generator)
-            frames = reader.frames(indices)
+            # the crop is taken from the decoder's own buffer: one copy of the crop, none of the full frames
+            clip = reader.frames_through(indices, lambda frames: self.transform(frames, generator))
             self.num_repeated_frames += reader.last_num_repeated
-        clip = self.transform(frames, generator)
         return {"video": clip.video, "label": label, "video_index": video_index, "view_index": 0, "valid": True,
                 "flip": clip.flip, "box_size": clip.box_size}
 
@@ -191,13 +192,21 @@ class ClipDataset(Dataset):
         with self._open(video_index) as reader:
             clips = eval_clip_indices(reader.frame_count, self.num_frames, self.sampling_rate, self.num_clips)
             union = sorted({i for clip in clips for i in clip})
-            frames = reader.frames(union)  # (U, H, W, 3)
+            views = reader.frames_through(union, lambda frames: self._views(frames, union, clips))
             self.num_repeated_frames += reader.last_num_repeated
+        return views
+
+    def _views(self, frames: torch.Tensor, union: list[int], clips: list[list[int]]) -> torch.Tensor:
+        """The views of ``clips`` from the frames of ``union`` (U, H, W, 3): each copied once into the result."""
         where = {frame: k for k, frame in enumerate(union)}
         rows = [torch.tensor([where[i] for i in clip]) for clip in clips]
-        crops = self.transform.crops(frames)  # per crop (U, 3, h, w): overlapping clips are scaled once
-        views = [crop[r].permute(0, 2, 3, 1) for r in rows for crop in crops]  # view = clip x num_crops + crop
-        return torch.stack(views)
+        # per crop (U, h, w, 3), views of the scaled frames: overlapping clips are scaled once
+        crops = [crop.permute(0, 2, 3, 1) for crop in self.transform.crops(frames)]
+        out = _batch_tensor((len(rows) * len(crops), len(clips[0]), *crops[0].shape[1:]), frames.dtype)
+        for c, r in enumerate(rows):  # view = clip x num_crops + crop, copied row by row (no strided gather)
+            for k, crop in enumerate(crops):
+                torch.index_select(crop, 0, r, out=out[c * len(crops) + k])
+        return out
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
@@ -315,6 +324,15 @@ class VideoFilesDataset(ClipDataset):
         return [e.path for e in self.entries]
 
 
+def _batch_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialized tensor, in shared memory when made in a DataLoader worker (as torch's default collate makes
+    its batches), so that handing it to the main process copies nothing."""
+    if get_worker_info() is None:
+        return torch.empty(tuple(shape), dtype=dtype)
+    like = torch.empty(0, dtype=dtype)
+    return like.new(like._typed_storage()._new_shared(math.prod(shape))).view(tuple(shape))
+
+
 def collate_views(items: Sequence[dict]) -> dict:
     """Collate test items (each one video with V views) into a batch of views.
 
@@ -322,7 +340,12 @@ def collate_views(items: Sequence[dict]) -> dict:
     ``label`` / ``video_index`` (int64), ``valid`` / ``flip`` (bool) repeated once per view of their video.
     """
     counts = torch.tensor([int(it["video"].shape[0]) for it in items])
-    out = {"video": torch.cat([it["video"] for it in items]),
+    videos = [it["video"] for it in items]
+    if len(videos) == 1 and (videos[0].is_shared() or get_worker_info() is None):
+        video = videos[0]  # one video per batch (the usual case: 30 views fill a batch): no copy
+    else:
+        video = torch.cat(videos, out=_batch_tensor((int(counts.sum()), *videos[0].shape[1:]), videos[0].dtype))
+    out = {"video": video,
            "view_index": torch.cat([torch.as_tensor(it["view_index"], dtype=torch.int64) for it in items])}
     for key, dtype in (("label", torch.int64), ("video_index", torch.int64), ("valid", torch.bool),
                        ("flip", torch.bool)):

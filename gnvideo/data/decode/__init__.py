@@ -1,9 +1,10 @@
 """Decoding and encoding video: the only place that touches FFmpeg (decord, PyAV). Imports nothing else of gnvideo.
 
 Modules, lowest first: :mod:`.errors` (the one definition of a broken video), :mod:`.mp4meta` and :mod:`.container`
-(header facts), :mod:`.base` (the :class:`VideoReader` interface), :mod:`.pyav_reader` and :mod:`.decord_reader`,
-:mod:`.backends` (``open_video``, the entry point), :mod:`.check` (whole-file checks); :mod:`.writer` (the one video
-writer) and :mod:`.transcode` (cut, turn upright, resize and re-encode a source video).
+(header facts), :mod:`.keyframes` (keyframe positions, frames a clip read decodes, x264's recorded settings),
+:mod:`.base` (the :class:`VideoReader` interface), :mod:`.pyav_reader` and :mod:`.decord_reader`, :mod:`.backends`
+(``open_video``, the entry point), :mod:`.check` (whole-file checks); :mod:`.writer` (the one video writer) and
+:mod:`.transcode` (cut, turn upright, resize and re-encode a source video, with the prepared videos' x264 settings).
 
 Reading: frame-accurate, decord first and PyAV as the fallback.
 

@@ -3,11 +3,14 @@ the frame-count check. See :mod:`gnvideo.data.decode` for what the readers guara
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 
 from .errors import VideoDecodeError, truncation_reason
+
+T = TypeVar("T")
 
 
 def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
@@ -70,6 +73,14 @@ class VideoReader:
             uint8 tensor (T, H, W, 3), RGB, T = len(indices), upright, short side scaled if requested.
         """
         raise NotImplementedError
+
+    def frames_through(self, indices: Sequence[int], fn: Callable[[torch.Tensor], T]) -> T:
+        """``fn(frames)`` for the frames of ``indices`` (as :meth:`frames` gives them), e.g. a crop.
+
+        A reader may hand ``fn`` its own decoded buffer without copying it (decord does), so ``fn`` must not keep
+        the frames: what it returns is kept (copied where it shares the frames' memory), the frames are not.
+        """
+        return fn(self.frames(indices))
 
     def close(self) -> None:
         """Release the file."""

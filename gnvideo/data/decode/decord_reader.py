@@ -4,11 +4,12 @@ times; a file decord fails on mid-read switches to PyAV for good."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+from torch.utils.dlpack import from_dlpack
 
-from .base import VideoReader, resize_frames
+from .base import T, VideoReader, resize_frames
 from .errors import VideoDecodeError, check_file
 from .pyav_reader import PyAVReader
 
@@ -22,6 +23,46 @@ def decord_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+_FAILED = object()
+
+
+def _shares(result, buffer: torch.Tensor) -> bool:
+    """Whether a tensor in ``result`` (a tensor, or a tuple/list/dict of values) uses ``buffer``'s memory."""
+    if isinstance(result, torch.Tensor):
+        return result.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+    if isinstance(result, dict):
+        return any(_shares(v, buffer) for v in result.values())
+    if isinstance(result, (tuple, list)):
+        return any(_shares(v, buffer) for v in result)
+    return False
+
+
+def _copy(frames: torch.Tensor) -> torch.Tensor:
+    """A copy made by numpy: torch's own copy may start its thread pool, which hangs in a process forked from one that
+    used it (check_videos' workers are such processes)."""
+    return torch.from_numpy(frames.numpy().copy())
+
+
+def _through(holder: list[torch.Tensor], short_side: int | None, fn):
+    """``fn`` of decord's frames (the one tensor in ``holder``, taken out so that no caller's frame keeps it),
+    resized to ``short_side``; neither the result nor a traceback ever holds decord's buffer."""
+    view = holder.pop()
+    frames = resize_frames(view, short_side)
+    if frames is not view:  # resized: torch's own memory
+        del view
+        return fn(frames)
+    del frames
+    try:
+        result = fn(view)
+    except Exception:  # noqa: BLE001 - raised again below, from a copy, so its traceback holds no decord memory
+        result = _FAILED
+    if result is not _FAILED and not _shares(result, view):
+        return result
+    copy = _copy(view)
+    del view
+    return fn(copy)
 
 
 def last_line(err: BaseException) -> str:
@@ -49,15 +90,39 @@ class DecordReader(VideoReader):
         self._fallback: PyAVReader | None = None
 
     def frames(self, indices: Sequence[int]) -> torch.Tensor:
+        return self._read(indices, None)
+
+    def frames_through(self, indices: Sequence[int], fn: Callable[[torch.Tensor], T]) -> T:
+        """``fn`` gets decord's own output buffer, uncopied (``frames`` copies it once): a crop of it then costs one
+        copy of the crop instead of a copy of every full frame first. The buffer never outlives this call (decord
+        memory freed in a forked DataLoader worker crashed it): when ``fn`` fails, or returns something that shares
+        the buffer, it runs again on a copy, so neither its result nor a traceback keeps the buffer."""
+        return self._read(indices, fn)
+
+    def _read(self, indices: Sequence[int], fn):
+        """The frames, copied (``fn`` None), or ``fn`` of decord's buffer (:meth:`frames_through`)."""
         if self._fallback is None:
             idx = self._clamp(indices)
+            holder: list[torch.Tensor] = []
             try:
-                out = torch.from_numpy(self._vr.get_batch(idx).asnumpy())
-                if out.ndim == 4 and out.shape[-1] == 3 and out.shape[0] == len(idx):
-                    return resize_frames(out, self.short_side)
-                reason = f"unexpected frame shape {tuple(out.shape)}"
+                batch = self._vr.get_batch(idx)
+                # under decord's torch bridge (importing pytorchvideo.data sets it process-wide) a tensor already
+                bridged = isinstance(batch, torch.Tensor)
+                if fn is None:  # a copy, as frames always made it (numpy's: no torch thread pool)
+                    holder.append(_copy(batch) if bridged else torch.from_numpy(batch.asnumpy()))
+                else:
+                    holder.append(batch if bridged else from_dlpack(batch.to_dlpack()))
+                del batch
+                shape = tuple(holder[0].shape)
+                reason = None if len(shape) == 4 and shape[-1] == 3 and shape[0] == len(idx) else \
+                    f"unexpected frame shape {shape}"
             except Exception as err:  # noqa: BLE001 - any decord failure sends this file to PyAV
                 reason = last_line(err)
+            if reason is None and fn is None:
+                return resize_frames(holder.pop(), self.short_side)
+            if reason is None:  # fn runs outside the try: its errors are not decord's
+                return _through(holder, self.short_side, fn)
+            holder.clear()
             logger.info("decord failed on %s (%s); reading it with PyAV", self.path, reason)
             self.num_repeated -= self.last_num_repeated
             self._fallback = PyAVReader(self.path, self.short_side)
@@ -66,7 +131,7 @@ class DecordReader(VideoReader):
         self.frame_count, self.rotation = self._fallback.frame_count, self._fallback.rotation
         self.last_num_repeated = self._fallback.last_num_repeated
         self.num_repeated += self.last_num_repeated
-        return out
+        return out if fn is None else fn(out)
 
     def close(self) -> None:
         self._vr = None

@@ -9,17 +9,48 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 
 from .container import announced_count, frame_rate, times_in_decode_order
 from .errors import VideoDecodeError, check_file, decode_error_reason, ffmpeg_message, truncation_reason
+from .keyframes import encoder_settings, keyframe_layout
 from .writer import VideoWriter
 
+#: keyframe interval (frames) of prepared videos: one clip span of 32x2 and 64x1 (README, "Data loading")
+DEFAULT_KEYINT = 64
 
-def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: float, short_side: int = 256,
-              upscale: bool = True, crf: int = 23, preset: str = "veryfast", threads: int = 1) -> int:
+
+def prepared_x264_params(keyint: int | None = DEFAULT_KEYINT, cabac: bool = False) -> dict[str, object]:
+    """x264 settings for random clip access: a keyframe at least every ``keyint`` frames (None or 0: x264's
+    default, 250; scene cuts may add keyframes) and CAVLC entropy coding unless ``cabac`` (faster to decode, a few
+    percent larger)."""
+    params: dict[str, object] = {}
+    if keyint:
+        params["keyint"] = int(keyint)
+    if not cabac:
+        params["cabac"] = 0
+    return params
+
+
+def needs_reencode(path: str | os.PathLike, keyint: int | None = DEFAULT_KEYINT, cabac: bool = False) -> bool:
+    """Whether a video lacks the settings of :func:`prepared_x264_params`: a keyframe interval above ``keyint``, or
+    (when CAVLC is asked for) CABAC as x264 recorded it in the file. Reads the header and first bytes only."""
+    if keyint and keyframe_layout(path).max_interval > keyint:
+        return True
+    return not cabac and encoder_settings(path).get("cabac", "0") != "0"
+
+
+def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: float | None,
+              short_side: int | None = 256, upscale: bool = True, crf: int = 23, preset: str = "veryfast",
+              threads: int = 1, x264_params: Mapping[str, object] | None = None) -> int:
     """Cut ``[start, end)`` seconds of ``src``, turn it upright, resize to short side ``short_side``, encode h264.
+
+    ``end`` None: to the end of the source; ``short_side`` None: keep the source's size. ``x264_params`` are x264
+    settings (``{"keyint": 64, "cabac": 0}``: a keyframe at least every 64 frames, CAVLC entropy coding), on top of
+    ``crf`` and ``preset``. ``dst`` may be ``src`` itself: the source is read to the end before the new file
+    replaces it (atomically).
 
     The output has a constant frame rate equal to the source's average rate; output frame ``j`` (at ``start + j /
     rate``) is the source frame on screen at that time, rounded to the nearest frame, so a constant-rate source gives
@@ -55,7 +86,7 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
         t0 = float(ist.start_time * ist.time_base) if ist.start_time is not None and ist.time_base else 0.0
         if start > 0 and not count_frames:
             inp.seek(int((start + t0) / ist.time_base), stream=ist, backward=True, any_frame=False)
-        n_out = max(1, round((end - start) * float(rate)))
+        n_out = math.inf if end is None else max(1, round((end - start) * float(rate)))
 
         def slot(t: float) -> int:  # the output frame whose time is nearest to t
             return math.floor((t - start) / step + 0.5)
@@ -80,7 +111,8 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
                     rotation = int(round(frame.rotation or 0)) % 360
                     w, h = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
                     w, h = _target_size(w, h, short_side, upscale)
-                    out = VideoWriter(dst, rate, width=w, height=h, crf=crf, preset=preset, threads=threads)
+                    out = VideoWriter(dst, rate, width=w, height=h, crf=crf, preset=preset, threads=threads,
+                                      x264_params=x264_params)
                 s = slot(t)
                 if prev is not None:
                     emit(prev, s)  # the previous frame stays on screen until this one starts
@@ -151,13 +183,13 @@ def _upright(frame, width: int, height: int, rotation: int):
     return av.VideoFrame.from_ndarray(upright, format="rgb24").reformat(format="yuv420p")
 
 
-def _target_size(width: int, height: int, short_side: int, upscale: bool) -> tuple[int, int]:
+def _target_size(width: int, height: int, short_side: int | None, upscale: bool) -> tuple[int, int]:
     short = min(width, height)
-    if short <= short_side and not upscale:
+    if short_side is None or (short <= short_side and not upscale):
         scale = 1.0
     else:
         scale = short_side / short
     return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
 
 
-__all__ = ["transcode"]
+__all__ = ["DEFAULT_KEYINT", "needs_reencode", "prepared_x264_params", "transcode"]
