@@ -8,9 +8,11 @@ Lightning saves its position in the epoch with each checkpoint, so ``fit --ckpt_
 
 Broken videos: each split's dataset adds the videos it finds broken to the run folder's ``broken_videos.txt``
 (:class:`~gnvideo.data.broken_list.BrokenVideoList`, attached in :meth:`KineticsDataModule.setup` once a trainer is
-attached) and the list also travels in every checkpoint (:meth:`~KineticsDataModule.state_dict`), so a resumed run,
-in its folder or from a checkpoint elsewhere, never opens them again. Decoding runs in a child process of each loading
-process (``decode_sandbox``), so a decoder crash or hang costs one video (see :mod:`gnvideo.data.kinetics`).
+attached). In a fit the list also travels in every checkpoint (:meth:`~KineticsDataModule.state_dict`), and the
+videos it names are broken from the start, so a resumed fit, in its folder or from a checkpoint elsewhere, never opens
+them again. validate/test/predict decode every video of their own (each names its broken videos in its own run
+folder). Decoding runs in a child process of each loading process (``decode_sandbox``), so a decoder crash or hang
+costs one video (see :mod:`gnvideo.data.kinetics`).
 """
 
 from __future__ import annotations
@@ -269,7 +271,7 @@ class KineticsDataModule(pl.LightningDataModule):
             self._setup(stage)
         if stage in ("fit", None):
             self._check_batches()  # after the holdout took its share
-        self._attach_broken_list()
+        self._attach_broken_list(stage)
 
     def _setup(self, stage: str | None) -> None:
         if stage != "predict" and not os.path.isdir(self.root):
@@ -303,9 +305,9 @@ class KineticsDataModule(pl.LightningDataModule):
         return [ds for ds in (self.train_dataset, self.val_dataset, self.test_dataset, self.predict_dataset)
                 if ds is not None]
 
-    def _attach_broken_list(self) -> None:
-        """Once a trainer is attached: the run folder's broken-video list goes to every dataset (the videos an
-        earlier attempt of the run listed are broken from the start), and the decoding set-up is said once."""
+    def _attach_broken_list(self, stage: str | None) -> None:
+        """Once a trainer is attached: the run folder's broken-video list goes to every dataset (in a fit, the videos
+        an earlier attempt of the run listed are broken from the start), and the decoding set-up is said once."""
         run_dir = getattr(getattr(self, "trainer", None), "log_dir", None)
         if run_dir is None:
             return
@@ -324,16 +326,22 @@ class KineticsDataModule(pl.LightningDataModule):
                                "hang stops it")
         for ds in self._datasets():
             if ds.broken_list is None:
-                ds.attach_broken_list(self.broken_list)
+                training = stage == "fit" and ds in (self.train_dataset, self.val_dataset)
+                ds.attach_broken_list(self.broken_list, skip_listed=training)
 
     def state_dict(self) -> dict:
         """``{"broken_videos": {path: reason}}``: the run's broken videos, saved with every checkpoint."""
         return {"broken_videos": self.broken_list.read() if self.broken_list is not None else {}}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """The checkpoint's broken videos are broken in this run too, and those of its datasets join its list."""
+        """A fit resumed from a checkpoint: the checkpoint's broken videos are broken in this run too (those of its
+        datasets join the run folder's list). validate/test/predict of a checkpoint decode every video."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or getattr(trainer.state, "fn", None) != "fit":
+            return
         listed = dict(state_dict.get("broken_videos") or {})
-        ours = {p: r for p, r in listed.items() if any(ds.mark_broken([p]) for ds in self._datasets())}
+        training = [ds for ds in (self.train_dataset, self.val_dataset) if ds is not None]
+        ours = {p: r for p, r in listed.items() if any(ds.mark_broken([p]) for ds in training)}
         if ours and self.broken_list is not None:
             self.broken_list.add_all(ours)
 

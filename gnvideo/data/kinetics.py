@@ -21,8 +21,8 @@ once is broken for the rest of the dataset's life (never read again, never half-
 shared memory, so across DataLoader workers and epochs each file is logged once (``logging.warning``, with the
 reason) and the counts (``num_skipped``, ``failed_videos``) are right in the main process too. With a run's
 :class:`~gnvideo.data.broken_list.BrokenVideoList` attached (the DataModule attaches its run folder's), every failure is
-added to it as it happens, and the videos listed there (by an earlier attempt of the run, or another rank) are broken
-here too, never opened.
+added to it as it happens; with ``skip_listed`` (training runs) the videos listed there, by an earlier attempt of the
+run or another rank, are broken here too: never opened, and named by whoever listed them.
 
 Decoder crashes and hangs: with ``decode_sandbox`` (the default) every video is decoded in a child process of the
 process that loads it (:mod:`gnvideo.data.decode.sandbox`: one per DataLoader worker, or of the main process with 0
@@ -136,6 +136,7 @@ class ClipDataset(Dataset):
         self.crop_size = transform.crop_size  # side of the zero video of an unreadable item
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.broken_list: BrokenVideoList | None = None
+        self.skip_listed = False
         self._count_entries()
         self.num_repeated_frames = 0
 
@@ -193,11 +194,12 @@ class ClipDataset(Dataset):
         broken = (self._failures > 0) | self._listed
         return [self.entries[i].path for i in torch.nonzero(broken).flatten().tolist()]
 
-    def attach_broken_list(self, broken_list: BrokenVideoList | None) -> None:
-        """Add every failure to ``broken_list`` from now on, and treat the videos it lists as broken (call before
-        the DataLoader workers start; they look at the file again every few seconds for other processes' finds)."""
-        self.broken_list = broken_list
-        if broken_list is not None:
+    def attach_broken_list(self, broken_list: BrokenVideoList | None, skip_listed: bool = True) -> None:
+        """Add every failure to ``broken_list`` from now on; with ``skip_listed``, treat the videos it lists as broken
+        (call before the DataLoader workers start; they look at the file again every few seconds for other
+        processes' finds). Without it (a test: each names its own broken videos) the list is only written."""
+        self.broken_list, self.skip_listed = broken_list, bool(skip_listed)
+        if broken_list is not None and self.skip_listed:
             self._list_size = broken_list.size()
             self._list_checked = time.monotonic()
             self.mark_broken(broken_list.read())
@@ -215,7 +217,7 @@ class ClipDataset(Dataset):
     def _refresh_listed(self) -> None:
         """Take in what other processes added to the run's broken list (at most every few seconds)."""
         now = time.monotonic()
-        if self.broken_list is None or now - self._list_checked < _LIST_CHECK_SECONDS:
+        if self.broken_list is None or not self.skip_listed or now - self._list_checked < _LIST_CHECK_SECONDS:
             return
         self._list_checked = now
         size = self.broken_list.size()
@@ -231,7 +233,8 @@ class ClipDataset(Dataset):
                 return
             path, reason = self.entries[video_index].path, problem_reason(err)
             self.local_failure_reasons[path] = reason
-            if self.broken_list is None or self.broken_list.add(path, reason):  # else another rank named it
+            newly = self.broken_list is None or self.broken_list.add(path, reason)
+            if newly or not self.skip_listed:  # else another rank of the run named it
                 logger.warning("skipping broken video %s (%s)", path, reason)
 
     def _open(self, video_index: int):
