@@ -17,6 +17,10 @@ non-negative seconds with time_start < time_end, and a label among the class nam
 broken by the rule of ``gnvideo.data.decode.errors`` and reported with check_videos' reason. Output frames are upright
 (rotation metadata applied) and are the source frames at the source's rate, none repeated or dropped.
 
+Each source is encoded in a worker process (``gnvideo.data.decode.pool``): a source whose decoder crashes its worker
+("decoder crashed: signal 11 (SIGSEGV)") or gives no frames for ``--timeout`` seconds ("decoder hung: no frames after
+60 s") is reported broken and its worker replaced; the others go on.
+
 Resumable: finished outputs are skipped; each output is written to a hidden temp file and renamed. Never touches the
 network. Example (``python data_prep/prepare_kinetics.py`` and ``python -m data_prep.prepare_kinetics`` take the
 same arguments)::
@@ -29,13 +33,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from gnvideo.data.annotations import load_label_names
+from gnvideo.data.decode.pool import DEFAULT_TIMEOUT, isolated_map
 from gnvideo.data.decode.transcode import transcode
 from gnvideo.data.decode.writer import partial_path
 from gnvideo.data.layout import (
@@ -104,30 +108,31 @@ def find_source(index: dict[str, str], clip: Clip) -> tuple[str | None, bool]:
     return index.get(clip.youtube_id), False
 
 
-def _work(job: tuple) -> tuple[str, str, str]:
-    """Worker: returns (relpath, status, detail) with status in done/broken."""
+def _work(job: tuple, progress=None) -> tuple[str, str, str]:
+    """Worker: returns (relpath, status, detail) with status in done/broken; ``progress()`` per decoded frame."""
     relpath, src, dst, start, end, options = job
     from gnvideo.data.decode import VideoDecodeError, problem_reason, video_problem
 
     try:
-        n = transcode(src, dst, start, end, **options)
+        n = transcode(src, dst, start, end, **options, progress=progress)
     except Exception as e:  # any decoder failure marks the source broken: reported, not raised
         partial_path(dst).unlink(missing_ok=True)
         reason = problem_reason(e)
         if isinstance(e, VideoDecodeError) and reason.startswith(("decode error", "truncated")):
-            reason = video_problem(src) or reason  # the whole-file verdict, word for word what check_videos says
+            reason = video_problem(src, progress=progress) or reason  # the whole-file verdict, as check_videos says
         return relpath, "broken", reason
     return relpath, "done", str(n)
 
 
 def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 256, upscale: bool = True,
             workers: int | None = None, crf: int = 23, preset: str = "veryfast", split: str | None = None,
-            progress: bool = True, labels: str | None = None) -> dict:
+            progress: bool = True, labels: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> dict:
     """Run the whole preparation; returns the report (also written to ``out/prepare_report.json``).
 
     Every CSV row is checked before anything is encoded. ``labels`` is the class-name file every label must be in;
     default ``out/labels.txt`` when it exists, else the packaged Kinetics-400 list (the dataset's default too). A
-    given ``labels`` file is copied to ``out/labels.txt``, where the dataset finds it.
+    given ``labels`` file is copied to ``out/labels.txt``, where the dataset finds it. ``workers`` processes encode
+    (None = all CPUs; 0 = in this process, where a decoder crash ends the run); ``timeout`` is the hang limit.
     """
     out_dir = Path(out)
     own_labels = out_dir / "labels.txt"
@@ -156,7 +161,7 @@ def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 25
         dst.parent.mkdir(parents=True, exist_ok=True)
         start, end = (0.0, float(c.time_end - c.time_start)) if trimmed else (float(c.time_start), float(c.time_end))
         jobs.append((c.relpath, str(src), str(dst), start, end, options))
-    results = _run(jobs, workers, progress)
+    results = _run(jobs, workers, progress, timeout)
     done = {r[0] for r in results if r[1] == "done"} | set(existing)
     src_of = {j[0]: j[1] for j in jobs}
     broken = [{"path": r[0], "source": src_of[r[0]], "reason": r[2]} for r in results if r[1] == "broken"]
@@ -183,7 +188,7 @@ def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 25
     return report
 
 
-def _run(jobs: list, workers: int | None, progress: bool) -> list[tuple[str, str, str]]:
+def _run(jobs: list, workers: int | None, progress: bool, timeout: float) -> list[tuple[str, str, str]]:
     workers = (os.cpu_count() or 1) if workers is None else workers
     bar = None
     if progress and jobs:
@@ -194,21 +199,16 @@ def _run(jobs: list, workers: int | None, progress: bool) -> list[tuple[str, str
         bar.start()
     results = []
     try:
-        if workers <= 1 or len(jobs) <= 1:
-            iterator = map(_work, jobs)
-            pool = None
+        if workers <= 0:
+            iterator = ((i, _work(job), None) for i, job in enumerate(jobs))
         else:
-            pool = multiprocessing.get_context().Pool(min(workers, len(jobs)))
-            iterator = pool.imap_unordered(_work, jobs)
-        try:
-            for r in iterator:
-                results.append(r)
-                if bar is not None:
-                    bar.advance(task)
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+            from gnvideo.data.decode import video_problem  # noqa: F401 - imported once, before the workers fork
+
+            iterator = isolated_map(_work, jobs, workers, timeout)
+        for index, result, failure in iterator:
+            results.append(result if failure is None else (jobs[index][0], "broken", failure))
+            if bar is not None:
+                bar.advance(task)
     finally:
         if bar is not None:
             bar.stop()
@@ -222,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output dataset root")
     p.add_argument("--short-side", type=int, default=256, help="short side of the output in pixels (256 or 320)")
     p.add_argument("--no-upscale", action="store_true", help="keep sources smaller than --short-side as they are")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all CPUs)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: all CPUs; 0 = in this process, without crash or hang protection)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds without a decoded frame before a source is reported hung (default "
+                   f"{DEFAULT_TIMEOUT:g})")
     p.add_argument("--crf", type=int, default=23, help="x264 quality (lower = better, default 23)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
     p.add_argument("--split", default=None, help="split for CSVs without a split column (default: from file name)")
@@ -232,10 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.short_side < 16:
         p.error(f"--short-side must be >= 16, got {args.short_side}")
+    if args.timeout <= 0:
+        p.error(f"--timeout must be > 0 seconds, got {args.timeout}")
     try:
         report = prepare(args.csv, args.videos, args.out, short_side=args.short_side, upscale=not args.no_upscale,
                          workers=args.workers, crf=args.crf, preset=args.preset, split=args.split,
-                         progress=not args.no_progress, labels=args.labels)
+                         progress=not args.no_progress, labels=args.labels, timeout=args.timeout)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
