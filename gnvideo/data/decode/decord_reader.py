@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 
 import torch
+from torch.utils.dlpack import from_dlpack
 
 from .base import VideoReader, resize_frames
 from .errors import VideoDecodeError, check_file
@@ -52,7 +53,7 @@ class DecordReader(VideoReader):
         if self._fallback is None:
             idx = self._clamp(indices)
             try:
-                out = torch.from_numpy(self._vr.get_batch(idx).asnumpy())
+                out = from_dlpack(self._vr.get_batch(idx).to_dlpack())  # decord's buffer itself: no copy
                 if out.ndim == 4 and out.shape[-1] == 3 and out.shape[0] == len(idx):
                     return resize_frames(out, self.short_side)
                 reason = f"unexpected frame shape {tuple(out.shape)}"
