@@ -206,7 +206,10 @@ def _run(jobs: list, workers: int | None, progress: bool, timeout: float) -> lis
 
             iterator = isolated_map(_work, jobs, workers, timeout)
         for index, result, failure in iterator:
-            results.append(result if failure is None else (jobs[index][0], "broken", failure))
+            if failure is not None:  # the worker crashed or hung (killed) mid-encode: drop its temp file
+                partial_path(jobs[index][2]).unlink(missing_ok=True)
+                result = (jobs[index][0], "broken", failure)
+            results.append(result)
             if bar is not None:
                 bar.advance(task)
     finally:

@@ -51,4 +51,5 @@ def test_prepare_kinetics_ends_and_reports_a_crashing_and_a_hanging_source(tmp_p
     reasons = {b["source"]: b["reason"] for b in report["broken"]}
     assert reasons == {str(raw / f"{ids[1]}.mp4"): "decoder crashed: signal 11 (SIGSEGV)",
                        str(raw / f"{ids[2]}.mp4"): "decoder hung: no frames after 3 s"}
+    # no temp file of the killed workers is left behind
     assert sorted(p.name for p in (out / "train" / "a").iterdir()) == [f"{i}_000000_000002.mp4" for i in ids[::3]]

@@ -169,6 +169,7 @@ class DecodeSandbox:
     Attributes:
         generation: children started so far (a reader opened in an earlier one has nothing left to close).
         pid: the running child's process id, or None.
+        current: the reader whose file the child holds open (one at a time: an open closes the previous file).
     """
 
     def __init__(self) -> None:
@@ -176,6 +177,7 @@ class DecodeSandbox:
         self.frames = _SharedFrames()
         self.pid: int | None = None
         self.generation = 0
+        self.current: SandboxedReader | None = None
         self._conn = None
         self._unreaped: list[int] = []
 
@@ -228,14 +230,14 @@ class DecodeSandbox:
         if code is None:
             self._unreaped.append(self.pid)  # stuck in the kernel (a dead NFS mount): reaped later if ever
         self._conn.close()
-        self.pid, self._conn = None, None
+        self.pid, self._conn, self.current = None, None, None
         self._unreaped = [pid for pid in self._unreaped if not _reaped(pid)]
         return code
 
     def request(self, message: tuple, path: str, timeout: float) -> tuple:
         """Send ``message`` about ``path`` and return the reply's fields; see the module docstring for failures."""
-        if self.pid is not None and self._exit_code(0) is not None:  # died while idle: no file's doing
-            self._forget(kill=False)
+        if self.pid is not None and self._conn.poll(0):  # an idle child never writes: it died (EOF), no file's doing
+            self._forget(kill=True)
         if self.pid is None:
             self._start()
         try:
@@ -308,6 +310,7 @@ class SandboxedReader(VideoReader):
         self._box = current_sandbox()
         (meta,) = self._box.request(("open", path, backend, short_side), path, self.timeout)
         self._generation = self._box.generation
+        self._box.current = self
         self._set(meta)
 
     def _set(self, meta: tuple) -> None:
@@ -316,19 +319,19 @@ class SandboxedReader(VideoReader):
 
     @property
     def is_open(self) -> bool:
-        """Whether the child that opened this file still holds it."""
-        return self._generation == self._box.generation and self._box.pid is not None
+        """Whether the child that opened this file still holds it (not after a crash, a hang or another open)."""
+        return self._box.current is self and self._generation == self._box.generation and self._box.pid is not None
 
     def frames(self, indices: Sequence[int]) -> torch.Tensor:
         if not self.is_open:
-            raise ValueError(f"{self.path}: reader is closed")
+            raise ValueError(f"{self.path}: reader is closed (or another video was opened in this process since)")
         shape, meta = self._box.request(("frames", [int(i) for i in indices]), self.path, self.timeout)
         self._set(meta)
         return self._box.frames.read(shape, copy=self.copy_frames)
 
     def close(self) -> None:
         if self.is_open:
-            self._generation = -1
+            self._box.current = None
             self._box.request(("close",), self.path, self.timeout)
 
 

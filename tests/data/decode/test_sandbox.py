@@ -131,3 +131,16 @@ def test_a_forked_process_gets_its_own_child(video_dir):
     assert sandbox_module.current_sandbox().pid == parent_child  # the parent's child was left alone
     with open_sandboxed(video_dir / "h264.mp4") as r:
         assert r.frames([3]).shape == (1, 48, 64, 3)
+
+
+def test_one_open_file_per_process(video_dir):
+    a = open_sandboxed(video_dir / "h264.mp4")
+    b = open_sandboxed(video_dir / "vp9.webm")  # the child holds one file: opening b closed a
+    assert not a.is_open and b.is_open
+    with pytest.raises(ValueError, match="reader is closed"):
+        a.frames([0])
+    a.close()  # nothing to send
+    with open_video(video_dir / "vp9.webm") as ref:
+        assert torch.equal(b.frames([4]), ref.frames([4]))
+    b.close()
+    assert not b.is_open
