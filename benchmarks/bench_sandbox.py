@@ -1,15 +1,16 @@
 """What decoding in a child process (``data.decode_sandbox``, :mod:`gnvideo.data.decode.sandbox`) costs per clip.
 
 In one process (per clip, interleaved; medians over rounds):
-  reader in-process   open_video(path) + frames(clip indices) + close
-  reader sandboxed    open_sandboxed(path) + the same (the decode child opens, decodes, hands the frames back
-                      through shared memory; the parent copies them out)
+  reader in-process   open_video(path) + frames_and_close(clip indices)
+  reader sandboxed    open_sandboxed(path) + the same (the decode child opens, decodes, closes, hands the frames
+                      back through shared memory; the parent copies them out)
   dataset in-process  ClipDataset[i] in train mode with decode_sandbox=False (decode + uint8 crop)
   dataset sandboxed   the same with decode_sandbox=True (the default)
 Besides wall time, the one-process rows give CPU time per clip (this process plus the decode child, from
 /proc/<pid>/stat on Linux), which a busy machine disturbs less than wall time.
 Through a DataLoader (persistent workers, batch --batch-size): the training dataset with decode_sandbox off and on,
-rounds alternating which goes first; the ratio is sandboxed clips/s over in-process clips/s, measured in the same run.
+rounds alternating which goes first; the ratio is sandboxed clips/s over in-process clips/s, measured in the same run,
+and the CPU time per clip of the whole process tree (main process, workers, decode children).
 
 Usage: python benchmarks/bench_sandbox.py [--root DIR_WITH_VIDEOS] [--clips 12] [--rounds 5] [--json OUT]
 Without --root it writes 340x256, 10 s, 30 fps h264 videos (B-frames, Kinetics-like) into a temporary folder.
@@ -43,6 +44,52 @@ def _cpu_seconds() -> float:
     return total
 
 
+def _tree_cpu_seconds() -> float:
+    """CPU time of this process and every live descendant (DataLoader workers, decode children), from /proc."""
+    parent, ticks = {}, {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(name)], ticks[int(name)] = int(fields[1]), int(fields[11]) + int(fields[12])
+    total, me = 0, os.getpid()
+    for pid in ticks:
+        p = pid
+        while p not in (me, 0, 1) and p in parent:
+            p = parent[p]
+        if p == me:
+            total += ticks[pid]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _loader_rates(datasets: dict, workers: int, clips: int, rounds: int, batch: int) -> tuple[dict, dict]:
+    """Clips/s and CPU seconds per clip of each dataset through its own persistent DataLoader, rounds interleaved."""
+    from torch.utils.data import DataLoader
+
+    n = len(next(iter(datasets.values())))
+    order = [i % n for i in range(clips)]
+    loaders = {name: DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers, persistent_workers=True,
+                                prefetch_factor=2) for name, ds in datasets.items()}
+    for loader in loaders.values():  # start the workers, warm up
+        for _ in loader:
+            pass
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    cpu = dict.fromkeys(loaders, 0.0)
+    for r in range(rounds):
+        for name in list(loaders) if r % 2 == 0 else list(loaders)[::-1]:
+            c0, t0 = _tree_cpu_seconds(), time.perf_counter()
+            for _ in loaders[name]:
+                pass
+            rates[name].append(clips / (time.perf_counter() - t0))
+            cpu[name] += _tree_cpu_seconds() - c0
+    del loaders
+    return rates, {name: c / (rounds * clips) for name, c in cpu.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", help="folder with videos (searched recursively); default: generate")
@@ -57,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from bench_loader import _loader_rates, make_videos
+    from bench_loader import make_videos
 
     from gnvideo.data.annotations import VideoEntry
     from gnvideo.data.decode import open_sandboxed, open_video
@@ -87,7 +134,7 @@ def main() -> None:
         v = i % len(paths)
         idx = train_clip_indices(lengths[v], args.num_frames, args.sampling_rate, sample_generator(0, 0, i))
         with opener(paths[v]) as reader:
-            return reader.frames(idx)
+            return reader.frames_and_close(idx)
 
     methods = {
         "reader in-process": lambda i: read(open_video, i),
@@ -134,14 +181,17 @@ def main() -> None:
 
     if args.workers:
         print(f"DataLoader (batch {args.batch_size}, persistent workers, {args.clips} clips per round):")
-        print(f"{'workers':<9}{'in-process clips/s':>20}{'sandboxed clips/s':>19}{'ratio':>8}")
+        print(f"{'workers':<9}{'in-process clips/s':>20}{'sandboxed clips/s':>19}{'ratio':>8}"
+              f"{'CPU ms/clip in-process':>24}{'sandboxed':>11}")
     for workers in args.workers:
-        lr = _loader_rates({"in-process": datasets[False], "sandboxed": datasets[True]}, workers, args.clips,
-                           args.rounds, args.batch_size)
+        lr, lc = _loader_rates({"in-process": datasets[False], "sandboxed": datasets[True]}, workers, args.clips,
+                               args.rounds, args.batch_size)
         off, on = statistics.median(lr["in-process"]), statistics.median(lr["sandboxed"])
         result["loader"][str(workers)] = {"in_process_clips_per_s": off, "sandboxed_clips_per_s": on,
-                                          "ratio": on / off, "rounds": lr}
-        print(f"{workers:<9}{off:>20.2f}{on:>19.2f}{on / off:>7.3f}x")
+                                          "ratio": on / off, "rounds": lr,
+                                          "cpu_ms_per_clip": {k: 1e3 * v for k, v in lc.items()}}
+        print(f"{workers:<9}{off:>20.2f}{on:>19.2f}{on / off:>7.3f}x{1e3 * lc['in-process']:>24.2f}"
+              f"{1e3 * lc['sandboxed']:>11.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -252,7 +252,7 @@ class ClipDataset(Dataset):
         label = self.entries[video_index].label
         with self._open(video_index) as reader:
             indices = train_clip_indices(reader.frame_count, self.num_frames, self.sampling_rate, generator)
-            frames = reader.frames(indices)
+            frames = reader.frames_and_close(indices)
             self.num_repeated_frames += reader.last_num_repeated
         clip = self.transform(frames, generator)
         return {"video": clip.video, "label": label, "video_index": video_index, "view_index": 0, "valid": True,
@@ -263,7 +263,7 @@ class ClipDataset(Dataset):
         with self._open(video_index) as reader:
             clips = eval_clip_indices(reader.frame_count, self.num_frames, self.sampling_rate, self.num_clips)
             union = sorted({i for clip in clips for i in clip})
-            frames = reader.frames(union)  # (U, H, W, 3)
+            frames = reader.frames_and_close(union)  # (U, H, W, 3)
             self.num_repeated_frames += reader.last_num_repeated
         where = {frame: k for k, frame in enumerate(union)}
         rows = [torch.tensor([where[i] for i in clip]) for clip in clips]

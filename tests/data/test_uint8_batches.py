@@ -123,7 +123,7 @@ def test_module_normalises_uint8_batches_in_the_hook():
 
 
 class _CountingReader:
-    """Wraps a reader; counts ``frames`` calls."""
+    """Wraps a reader; counts ``frames`` / ``frames_and_close`` calls."""
 
     def __init__(self, reader, counts):
         self._reader, self._counts = reader, counts
@@ -131,6 +131,10 @@ class _CountingReader:
     def frames(self, indices):
         self._counts["frames"] += 1
         return self._reader.frames(indices)
+
+    def frames_and_close(self, indices):
+        self._counts["frames"] += 1
+        return self._reader.frames_and_close(indices)
 
     def __getattr__(self, name):
         return getattr(self._reader, name)

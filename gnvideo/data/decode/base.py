@@ -71,6 +71,15 @@ class VideoReader:
         """
         raise NotImplementedError
 
+    def frames_and_close(self, indices: Sequence[int]) -> torch.Tensor:
+        """:meth:`frames`, then :meth:`close`: the last read of a file. A sandboxed reader does both in one request
+        and frees the decoder before it copies the frames over (freed after the copy, the close took ~2.5 ms longer
+        per 32-frame clip, see README)."""
+        try:
+            return self.frames(indices)
+        finally:
+            self.close()
+
     def close(self) -> None:
         """Release the file."""
 

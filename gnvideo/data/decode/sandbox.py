@@ -4,7 +4,8 @@
 one per process and thread that reads (a DataLoader worker, or the main process with 0 workers), forked on first use
 and again after each crash or hang. The child runs :func:`.backends.open_video`; frames come back through a shared
 memory file (uint8 (T, H, W, 3), written once by the child; the parent copies them out, or with ``copy_frames=False``
-uses them in place until its next request), requests and replies are small pickles over a socket pair.
+uses them in place until its next request), requests and replies are small pickles over a socket pair. A reader's
+last read (``frames_and_close``) is one request, in which the child frees the decoder before it copies the frames.
 
 Each request names its file before it is sent. When the child dies during a request (a segmentation fault, an abort,
 a double free in FFmpeg) or gives no reply within ``timeout`` seconds (it is then killed), the request raises
@@ -130,7 +131,8 @@ def _become_child(parent: int) -> None:
 
 
 def _serve(conn, frames: _SharedFrames) -> None:
-    """The decode child's loop: ``("open", path, backend, short_side)``, ``("frames", indices)``, ``("close",)``."""
+    """The decode child's loop: ``("open", path, backend, short_side)``, ``("frames", indices, close)``,
+    ``("close",)``. With ``close``, the decoder is freed before the frames are copied into the shared file."""
     reader: VideoReader | None = None
     while True:
         try:
@@ -145,9 +147,15 @@ def _serve(conn, frames: _SharedFrames) -> None:
                 reader = backends.open_video(*request[1:])
                 reply: tuple = ("ok", _meta(reader))
             elif request[0] == "frames":
-                out = reader.frames(request[1])
+                try:
+                    out = reader.frames(request[1])
+                    meta = _meta(reader)
+                finally:
+                    if request[2] and reader is not None:  # freed while still in the cache, before the copy
+                        reader.close()
+                        reader = None
                 frames.write(out)
-                reply = ("ok", tuple(out.shape), _meta(reader))
+                reply = ("ok", tuple(out.shape), meta)
                 del out
             else:  # "close": the decoder is freed here, so a crash while freeing it is still this file's
                 if reader is not None:
@@ -323,9 +331,17 @@ class SandboxedReader(VideoReader):
         return self._box.current is self and self._generation == self._box.generation and self._box.pid is not None
 
     def frames(self, indices: Sequence[int]) -> torch.Tensor:
+        return self._frames(indices, close=False)
+
+    def frames_and_close(self, indices: Sequence[int]) -> torch.Tensor:
+        return self._frames(indices, close=True)
+
+    def _frames(self, indices: Sequence[int], close: bool) -> torch.Tensor:
         if not self.is_open:
             raise ValueError(f"{self.path}: reader is closed (or another video was opened in this process since)")
-        shape, meta = self._box.request(("frames", [int(i) for i in indices]), self.path, self.timeout)
+        if close:
+            self._box.current = None  # the child frees the decoder with this request (a crash then is this file's)
+        shape, meta = self._box.request(("frames", [int(i) for i in indices], close), self.path, self.timeout)
         self._set(meta)
         return self._box.frames.read(shape, copy=self.copy_frames)
 

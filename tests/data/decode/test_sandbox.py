@@ -144,3 +144,27 @@ def test_one_open_file_per_process(video_dir):
         assert torch.equal(b.frames([4]), ref.frames([4]))
     b.close()
     assert not b.is_open
+
+
+def test_frames_and_close_frees_the_decoder_in_the_same_request(video_dir, monkeypatch):
+    with open_video(video_dir / "big.mp4") as ref:
+        expected = ref.frames([1, 7, 30])
+    r = open_sandboxed(video_dir / "big.mp4")
+    assert torch.equal(r.frames_and_close([1, 7, 30]), expected) and not r.is_open
+    from gnvideo.data.decode.decord_reader import DecordReader
+
+    sandbox_module.stop_sandbox()
+    monkeypatch.setattr(DecordReader, "close", lambda self: os.abort())  # a crash while freeing the decoder
+    r = open_sandboxed(video_dir / "h264.mp4", backend="decord")
+    with pytest.raises(VideoDecodeError, match=r"h264.mp4: decoder crashed: signal 6"):
+        r.frames_and_close([0])
+    monkeypatch.undo()
+    sandbox_module.stop_sandbox()
+    monkeypatch.setattr(DecordReader, "close", lambda self: os.abort())
+    r = open_sandboxed(video_dir / "corrupt.mp4", backend="decord")
+    with pytest.raises(VideoDecodeError, match=r"corrupt.mp4: decoder crashed: signal 6"):  # a failed read is
+        r.frames_and_close(range(50))  # closed in the same request too: its crash while freeing is its own
+    monkeypatch.undo()
+    sandbox_module.stop_sandbox()
+    with open_sandboxed(video_dir / "h264.mp4") as r:
+        assert r.frames_and_close([2]).shape == (1, 48, 64, 3)
