@@ -308,7 +308,8 @@ class KineticsDataModule(pl.LightningDataModule):
     def _attach_broken_list(self, stage: str | None) -> None:
         """Once a trainer is attached: the run folder's broken-video list goes to every dataset (in a fit, the videos
         an earlier attempt of the run listed are broken from the start), and the decoding set-up is said once."""
-        run_dir = getattr(getattr(self, "trainer", None), "log_dir", None)
+        trainer = getattr(self, "trainer", None)
+        run_dir = getattr(trainer, "log_dir", None)
         if run_dir is None:
             return
         if self.broken_list is None:
@@ -317,7 +318,9 @@ class KineticsDataModule(pl.LightningDataModule):
             if listed:
                 logger.info("%s: %d videos found broken earlier in this run are left out", self.broken_list.path,
                             len(listed))
-            if not self.hparams.decode_sandbox:
+            if not getattr(trainer, "is_global_zero", True):
+                pass  # said once, by rank 0
+            elif not self.hparams.decode_sandbox:
                 where = "the main process" if int(self.hparams.num_workers) == 0 else "the DataLoader workers"
                 logger.warning("data.decode_sandbox is off: videos are decoded in %s, where a decoder crash ends the "
                                "run and a hang stops it", where)
