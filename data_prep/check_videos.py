@@ -7,10 +7,11 @@ path per line relative to ``--root``) plus ``--root``. A video is broken by the 
 that fails to decode, or clearly fewer frames than the container announces. Every frame is decoded with
 ``gnvideo.data.open_video``, the reader the dataset uses.
 
-Each file is checked in a worker process with a time limit (``--timeout``, seconds): a file whose decoder hangs or
-crashes is listed ("timeout ..." / "decoder crashed ...") and its worker replaced, so the run always ends. FFmpeg's
-messages are silenced by sending the workers' stderr to /dev/null; no Python log callback is installed
-(``av.logging.set_level`` installs one, and it deadlocked FFmpeg's decoder threads on a corrupted h264 file).
+Each file is checked in a worker process (``gnvideo.data.decode.pool``): a file whose decoder crashes its worker
+("decoder crashed: signal 11 (SIGSEGV)") or gives no frames for ``--timeout`` seconds ("decoder hung: no frames after
+60 s") is listed and its worker replaced, so the run always ends. FFmpeg's messages are silenced by sending the
+workers' stderr to /dev/null; no Python log callback is installed (``av.logging.set_level`` installs one, and it
+deadlocked FFmpeg's decoder threads on a corrupted h264 file).
 
 Output (``--output``, default ``<root>/broken_videos.txt`` for one folder or an annotation; none for lone files): one
 broken video per line, ``<path><TAB><reason>``, the format of the dataset's ``exclude_list``. Paths are absolute
@@ -36,15 +37,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
-import time
-from collections import deque
-from multiprocessing.connection import wait
 from pathlib import Path
 
 from gnvideo.data.annotations import read_annotations
+from gnvideo.data.decode.pool import DEFAULT_TIMEOUT, isolated_map
 from gnvideo.data.layout import (
     exclude_line,
     is_annotation_csv,
@@ -56,55 +54,17 @@ from gnvideo.data.layout import (
     write_exclude_list,
 )
 
-DEFAULT_TIMEOUT = 300.0
-CRASHED = "decoder crashed (worker process died)"
 
-
-def check_video(path: str | os.PathLike, backend: str = "auto") -> str | None:
-    """Decode every frame of one video; None when it is fine, else the one-line reason."""
+def check_video(path: str | os.PathLike, backend: str = "auto", progress=None) -> str | None:
+    """Decode every frame of one video; None when it is fine, else the one-line reason. ``progress()`` is called
+    as frames are decoded (the worker's hang clock)."""
     from gnvideo.data.decode import video_problem
 
-    return video_problem(path, backend)
+    return video_problem(path, backend, progress=progress)
 
 
-def _serve(conn, backend: str, quiet: bool) -> None:
-    """Worker loop: receive a path, send back ``(path, reason)``; None ends it."""
-    if quiet:  # FFmpeg writes straight to fd 2; no Python callback (see the module docstring)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-    while True:
-        path = conn.recv()
-        if path is None:
-            return
-        conn.send((path, check_video(path, backend)))
-
-
-class _Worker:
-    def __init__(self, ctx, backend: str, quiet: bool) -> None:
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, backend, quiet), daemon=True)
-        self.proc.start()
-        child.close()
-        self.path: str | None = None
-        self.started = 0.0
-
-    def give(self, path: str) -> None:
-        self.path, self.started = path, time.monotonic()
-        self.conn.send(path)
-
-    def stop(self, kill: bool = False) -> None:
-        if kill:
-            self.proc.kill()
-        else:
-            try:
-                self.conn.send(None)
-            except OSError:
-                pass
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
-        self.conn.close()
+def _check_job(job: tuple[str, str], progress) -> str | None:
+    return check_video(*job, progress=progress)
 
 
 def check_all(paths: list[str], workers: int | None = None, backend: str = "auto", progress: bool = False,
@@ -113,10 +73,10 @@ def check_all(paths: list[str], workers: int | None = None, backend: str = "auto
 
     Args:
         paths: the files.
-        workers: worker processes (None = all CPUs; 0 = in this process, without a time limit).
+        workers: worker processes (None = all CPUs; 0 = in this process, without crash or hang protection).
         backend: reader backend.
         progress: show a progress bar.
-        timeout: seconds one file may take before its worker is killed and the file listed as broken.
+        timeout: seconds without a decoded frame before a file's worker is killed and the file listed as hung.
         on_result: called with ``(path, reason or None)`` as each verdict arrives.
         quiet: send the workers' stderr (FFmpeg's messages) to /dev/null.
     """
@@ -142,52 +102,15 @@ def check_all(paths: list[str], workers: int | None = None, backend: str = "auto
             for p in paths:
                 record(p, check_video(p, backend))
         else:
-            _run_pool(paths, min(workers, max(1, len(paths))), backend, timeout, record, quiet)
+            from gnvideo.data.decode import video_problem  # noqa: F401 - imported once, before the workers fork
+
+            for index, reason, failure in isolated_map(_check_job, [(p, backend) for p in paths], workers, timeout,
+                                                       quiet=quiet):
+                record(paths[index], failure or reason)
     finally:
         if bar is not None:
             bar.stop()
     return [(p, results[p]) for p in paths if results.get(p)]
-
-
-def _run_pool(paths: list[str], workers: int, backend: str, timeout: float, record, quiet: bool) -> None:
-    ctx = multiprocessing.get_context()
-    pool = [_Worker(ctx, backend, quiet) for _ in range(workers)] if paths else []
-    pending = deque(paths)
-    try:
-        while pending or any(w.path for w in pool):
-            for i, w in enumerate(pool):
-                if w.path is None and pending:
-                    try:
-                        w.give(pending[0])
-                        pending.popleft()
-                    except OSError:  # died while idle: replace it
-                        w.stop(kill=True)
-                        pool[i] = _Worker(ctx, backend, quiet)
-            busy = [w for w in pool if w.path]
-            now = time.monotonic()
-            left = min(w.started + timeout - now for w in busy)
-            ready = wait([w.conn for w in busy], timeout=max(0.0, left))
-            for i, w in enumerate(pool):
-                if w.path is None:
-                    continue
-                if w.conn in ready:
-                    try:
-                        path, reason = w.conn.recv()
-                    except (EOFError, OSError):
-                        path, reason = w.path, CRASHED
-                        w.stop(kill=True)
-                        pool[i] = _Worker(ctx, backend, quiet)
-                    else:
-                        w.path = None
-                    record(path, reason)
-                elif time.monotonic() - w.started >= timeout:
-                    path = w.path
-                    w.stop(kill=True)
-                    pool[i] = _Worker(ctx, backend, quiet)
-                    record(path, f"timeout: no verdict after {timeout:g} s (decoder hung)")
-    finally:
-        for w in pool:
-            w.stop(kill=w.path is not None)
 
 
 def list_inputs(inputs: list[str]) -> list[str]:
@@ -256,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--relative", action="store_true", help="write paths relative to the root (default absolute)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all CPUs; 0 = in process)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                   help=f"seconds one file may take before it is listed as hung (default {DEFAULT_TIMEOUT:g})")
+                   help=f"seconds without a decoded frame before a file is listed as hung (default "
+                   f"{DEFAULT_TIMEOUT:g})")
     p.add_argument("--fresh", action="store_true", help="check every file again instead of continuing")
     p.add_argument("--backend", default="auto", choices=("auto", "decord", "pyav"))
     p.add_argument("--keyframes", action="store_true", help="instead of decoding: report keyframe intervals and the "

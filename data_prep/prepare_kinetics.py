@@ -22,6 +22,10 @@ non-negative seconds with time_start < time_end, and a label among the class nam
 broken by the rule of ``gnvideo.data.decode.errors`` and reported with check_videos' reason. Output frames are upright
 (rotation metadata applied) and are the source frames at the source's rate, none repeated or dropped.
 
+Each source is encoded in a worker process (``gnvideo.data.decode.pool``): a source whose decoder crashes its worker
+("decoder crashed: signal 11 (SIGSEGV)") or gives no frames for ``--timeout`` seconds ("decoder hung: no frames after
+60 s") is reported broken and its worker replaced; the others go on.
+
 Resumable: finished outputs are skipped; each output is written to a hidden temp file and renamed. Never touches the
 network. Example (``python data_prep/prepare_kinetics.py`` and ``python -m data_prep.prepare_kinetics`` take the
 same arguments)::
@@ -41,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 from dataclasses import dataclass
@@ -49,6 +52,7 @@ from pathlib import Path
 
 from gnvideo.data.annotations import load_label_names
 from gnvideo.data.decode import VideoDecodeError, problem_reason
+from gnvideo.data.decode.pool import DEFAULT_TIMEOUT, isolated_map
 from gnvideo.data.decode.transcode import DEFAULT_KEYINT, needs_reencode, prepared_x264_params, transcode
 from gnvideo.data.decode.writer import partial_path
 from gnvideo.data.layout import (
@@ -125,18 +129,18 @@ def find_source(index: dict[str, str], clip: Clip) -> tuple[str | None, bool]:
     return index.get(clip.youtube_id), False
 
 
-def _work(job: tuple) -> tuple[str, str, str]:
-    """Worker: returns (relpath, status, detail) with status in done/broken."""
+def _work(job: tuple, progress=None) -> tuple[str, str, str]:
+    """Worker: returns (relpath, status, detail) with status in done/broken; ``progress()`` per decoded frame."""
     relpath, src, dst, start, end, options = job
     from gnvideo.data.decode import VideoDecodeError, problem_reason, video_problem
 
     try:
-        n = transcode(src, dst, start, end, **options)
+        n = transcode(src, dst, start, end, **options, progress=progress)
     except Exception as e:  # any decoder failure marks the source broken: reported, not raised
         partial_path(dst).unlink(missing_ok=True)
         reason = problem_reason(e)
         if isinstance(e, VideoDecodeError) and reason.startswith(("decode error", "truncated")):
-            reason = video_problem(src) or reason  # the whole-file verdict, word for word what check_videos says
+            reason = video_problem(src, progress=progress) or reason  # the whole-file verdict, as check_videos says
         return relpath, "broken", reason
     return relpath, "done", str(n)
 
@@ -144,7 +148,7 @@ def _work(job: tuple) -> tuple[str, str, str]:
 def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 256, upscale: bool = True,
             workers: int | None = None, crf: int = 23, preset: str = "veryfast", split: str | None = None,
             progress: bool = True, labels: str | None = None, keyint: int | None = DEFAULT_KEYINT,
-            cabac: bool = False) -> dict:
+            cabac: bool = False, timeout: float = DEFAULT_TIMEOUT) -> dict:
     """Run the whole preparation; returns the report (also written to ``out/prepare_report.json``).
 
     Every CSV row is checked before anything is encoded. ``labels`` is the class-name file every label must be in;
@@ -152,7 +156,8 @@ def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 25
     given ``labels`` file is copied to ``out/labels.txt``, where the dataset finds it. ``keyint`` and ``cabac``: see
     ``gnvideo.data.decode.transcode.prepared_x264_params``. The report's ``encoders`` lists the distinct x264
     settings of the clips (as x264 wrote them into each file, or as an earlier report recorded them) and
-    ``clip_encoders`` maps every clip to one.
+    ``clip_encoders`` maps every clip to one. ``workers`` processes encode (None = all CPUs; 0 = in this process,
+    where a decoder crash ends the run); ``timeout`` is the hang limit.
     """
     out_dir = Path(out)
     own_labels = out_dir / "labels.txt"
@@ -182,7 +187,7 @@ def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 25
         dst.parent.mkdir(parents=True, exist_ok=True)
         start, end = (0.0, float(c.time_end - c.time_start)) if trimmed else (float(c.time_start), float(c.time_end))
         jobs.append((c.relpath, str(src), str(dst), start, end, options))
-    results = _run(jobs, workers, progress)
+    results = _run(jobs, workers, progress, timeout)
     done = {r[0] for r in results if r[1] == "done"} | set(existing)
     src_of = {j[0]: j[1] for j in jobs}
     broken = [{"path": r[0], "source": src_of[r[0]], "reason": r[2]} for r in results if r[1] == "broken"]
@@ -215,14 +220,16 @@ def prepare(csv_files: list[str], video_dir: str, out: str, short_side: int = 25
 
 
 def reencode(root: str, keyint: int | None = DEFAULT_KEYINT, cabac: bool = False, crf: int = 23,
-             preset: str = "veryfast", workers: int | None = None, progress: bool = True) -> dict:
+             preset: str = "veryfast", workers: int | None = None, progress: bool = True,
+             timeout: float = DEFAULT_TIMEOUT) -> dict:
     """Re-encode every video below ``root`` that :func:`needs_reencode`, in place; returns the report (also written
     to ``root/reencode_report.json``).
 
     Each file keeps its name, frames, frame rate and size (``transcode`` with ``short_side=None``, the whole file,
     written to a temp file and renamed over the original), so annotations stay valid and an interrupted run loses at
     most the files in progress; a rerun skips the files done. Broken files are reported and left untouched. A
-    ``prepare_report.json`` in ``root`` gets the new settings of the re-encoded clips.
+    ``prepare_report.json`` in ``root`` gets the new settings of the re-encoded clips. ``workers`` and ``timeout``
+    as in :func:`prepare`.
     """
     root_dir = Path(root)
     if not root_dir.is_dir():
@@ -242,7 +249,7 @@ def reencode(root: str, keyint: int | None = DEFAULT_KEYINT, cabac: bool = False
             unreadable.append({"path": relpath, "reason": problem_reason(err)})
             continue
         jobs.append((relpath, path, path, 0.0, None, options))
-    results = _run(jobs, workers, progress)
+    results = _run(jobs, workers, progress, timeout)
     broken = unreadable + [{"path": r[0], "reason": r[2]} for r in results if r[1] == "broken"]
     done = sorted(r[0] for r in results if r[1] == "done")
     settings = clip_settings(root_dir, done, {})
@@ -267,7 +274,7 @@ def reencode(root: str, keyint: int | None = DEFAULT_KEYINT, cabac: bool = False
     return report
 
 
-def _run(jobs: list, workers: int | None, progress: bool) -> list[tuple[str, str, str]]:
+def _run(jobs: list, workers: int | None, progress: bool, timeout: float) -> list[tuple[str, str, str]]:
     workers = (os.cpu_count() or 1) if workers is None else workers
     bar = None
     if progress and jobs:
@@ -278,21 +285,19 @@ def _run(jobs: list, workers: int | None, progress: bool) -> list[tuple[str, str
         bar.start()
     results = []
     try:
-        if workers <= 1 or len(jobs) <= 1:
-            iterator = map(_work, jobs)
-            pool = None
+        if workers <= 0:
+            iterator = ((i, _work(job), None) for i, job in enumerate(jobs))
         else:
-            pool = multiprocessing.get_context().Pool(min(workers, len(jobs)))
-            iterator = pool.imap_unordered(_work, jobs)
-        try:
-            for r in iterator:
-                results.append(r)
-                if bar is not None:
-                    bar.advance(task)
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+            from gnvideo.data.decode import video_problem  # noqa: F401 - imported once, before the workers fork
+
+            iterator = isolated_map(_work, jobs, workers, timeout)
+        for index, result, failure in iterator:
+            if failure is not None:  # the worker crashed or hung (killed) mid-encode: drop its temp file
+                partial_path(jobs[index][2]).unlink(missing_ok=True)
+                result = (jobs[index][0], "broken", failure)
+            results.append(result)
+            if bar is not None:
+                bar.advance(task)
     finally:
         if bar is not None:
             bar.stop()
@@ -308,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
                    "settings below (names, frames, rate and size kept; resumable); no --csv/--videos/--out")
     p.add_argument("--short-side", type=int, default=256, help="short side of the output in pixels (256 or 320)")
     p.add_argument("--no-upscale", action="store_true", help="keep sources smaller than --short-side as they are")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all CPUs)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: all CPUs; 0 = in this process, without crash or hang protection)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds without a decoded frame before a source is reported hung (default "
+                   f"{DEFAULT_TIMEOUT:g})")
     p.add_argument("--crf", type=int, default=23, help="x264 quality (lower = better, default 23)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
     p.add_argument("--keyint", type=int, default=DEFAULT_KEYINT,
@@ -323,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.short_side < 16:
         p.error(f"--short-side must be >= 16, got {args.short_side}")
+    if args.timeout <= 0:
+        p.error(f"--timeout must be > 0 seconds, got {args.timeout}")
     if args.keyint < 0:
         p.error(f"--keyint must be >= 0 frames, got {args.keyint}")
     if args.reencode and (args.csv or args.videos or args.out):
@@ -332,12 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.reencode:
             report = reencode(args.reencode, keyint=args.keyint, cabac=args.cabac, crf=args.crf, preset=args.preset,
-                              workers=args.workers, progress=not args.no_progress)
+                              workers=args.workers, progress=not args.no_progress, timeout=args.timeout)
         else:
             report = prepare(args.csv, args.videos, args.out, short_side=args.short_side,
                              upscale=not args.no_upscale, workers=args.workers, crf=args.crf, preset=args.preset,
                              split=args.split, progress=not args.no_progress, labels=args.labels,
-                             keyint=args.keyint, cabac=args.cabac)
+                             keyint=args.keyint, cabac=args.cabac, timeout=args.timeout)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,14 @@ Samplers: train uses :class:`EpochDistributedSampler` (shuffled, sharded over ra
 use :class:`UnpaddedDistributedSampler`, so in DDP every view is evaluated exactly once across ranks. Lightning keeps
 both because they already are ``DistributedSampler`` instances. The train loader is a :class:`ResumableDataLoader`:
 Lightning saves its position in the epoch with each checkpoint, so ``fit --ckpt_path`` continues mid-epoch exactly.
+
+Broken videos: each split's dataset adds the videos it finds broken to the run folder's ``broken_videos.txt``
+(:class:`~gnvideo.data.broken_list.BrokenVideoList`, attached in :meth:`KineticsDataModule.setup` once a trainer is
+attached). In a fit the list also travels in every checkpoint (:meth:`~KineticsDataModule.state_dict`), and the
+videos it names are broken from the start, so a resumed fit, in its folder or from a checkpoint elsewhere, never opens
+them again. validate/test/predict decode every video of their own (each names its broken videos in its own run
+folder). Decoding runs in a child process of each loading process (``decode_sandbox``), so a decoder crash or hang
+costs one video (see :mod:`gnvideo.data.kinetics`).
 """
 
 from __future__ import annotations
@@ -20,7 +28,10 @@ from torch.utils.data import DataLoader, Dataset
 from gnvideo.errors import ConfigError, config_prefix
 
 from .annotations import load_label_names
-from .kinetics import ClipDataset, KineticsDataset, VideoFilesDataset, collate_views
+from .broken_list import FILE_NAME as BROKEN_LIST_NAME
+from .broken_list import BrokenVideoList
+from .decode import sandbox_available
+from .kinetics import DECODE_TIMEOUT, ClipDataset, KineticsDataset, VideoFilesDataset, collate_views
 from .random_access import slow_access_warning
 from .sampling import EpochDistributedSampler, ForkSafeDataLoader, ResumableDataLoader, UnpaddedDistributedSampler
 from .transforms import BatchTransform, EvalTransform, TrainTransform, resolve_mean_std
@@ -93,6 +104,12 @@ class KineticsDataModule(pl.LightningDataModule):
         decode_backend: "auto", "decord" or "pyav".
         decode_short_side: scale frames to this short side (pixels) while decoding, before the split's transform
             (saves memory and resize work on large source videos); None = decode at the file's size.
+        decode_sandbox: decode in a child process of each loading process (DataLoader worker, or the main process
+            with 0 workers), so a decoder that crashes or hangs costs that video only (named once, with its reason, and
+            listed in the run's ``broken_videos.txt``); false decodes in the loading process, where a decoder crash
+            ends the run and a hang stops it (warned at the start). See README, "Broken videos", for its cost.
+        decode_timeout: seconds a decoder may take to open a video or read one clip's frames (a test video's views:
+            one read) before the video is named hung ("decoder hung: no frames after N s") and its decoder killed.
         exclude_list: file of video paths to leave out (one per line).
         predict_files: videos for ``predict``: a list of files, or one folder (searched recursively), video file or
             text file listing videos (one per line, relative to the list's folder; use it for names with commas).
@@ -139,6 +156,8 @@ class KineticsDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         decode_backend: str = "auto",
         decode_short_side: int | None = None,
+        decode_sandbox: bool = True,
+        decode_timeout: float = DECODE_TIMEOUT,
         exclude_list: str | None = None,
         predict_files: str | list[str] | None = None,
         seed: int = 0,
@@ -159,6 +178,8 @@ class KineticsDataModule(pl.LightningDataModule):
             self._build_transforms()
             if not 0.0 <= holdout_fraction < 1.0:
                 raise ConfigError("holdout_fraction", f"must be in [0, 1), got {holdout_fraction}")
+            if not decode_timeout > 0:
+                raise ConfigError("decode_timeout", f"must be a positive number of seconds, got {decode_timeout}")
         self.root = os.fspath(root)
         if labels is None and os.path.isfile(os.path.join(self.root, "labels.txt")):
             labels = os.path.join(self.root, "labels.txt")
@@ -174,6 +195,7 @@ class KineticsDataModule(pl.LightningDataModule):
         self.test_dataset: KineticsDataset | None = None
         self.predict_dataset: VideoFilesDataset | None = None
         self._keyframes_checked = False
+        self.broken_list: BrokenVideoList | None = None
 
     def _build_transforms(self) -> None:
         """One transform per split from that split's options (each dataset gets its split's object as it is)."""
@@ -204,7 +226,8 @@ class KineticsDataModule(pl.LightningDataModule):
         """Dataset options that are the same for every split."""
         h = self.hparams
         return dict(num_frames=h.num_frames, sampling_rate=h.sampling_rate, backend=h.decode_backend,
-                    decode_short_side=h.decode_short_side, seed=h.seed)
+                    decode_short_side=h.decode_short_side, seed=h.seed, decode_sandbox=h.decode_sandbox,
+                    decode_timeout=h.decode_timeout)
 
     def _split_options(self, mode: str) -> dict:
         """The transform (and in test mode the clip count) of the dataset of ``mode``."""
@@ -260,6 +283,7 @@ class KineticsDataModule(pl.LightningDataModule):
         if stage in ("fit", None):
             self._check_batches()  # after the holdout took its share
             self._check_keyframes()
+        self._attach_broken_list(stage)
 
     def _check_keyframes(self) -> None:
         """Warn once (global rank 0) when sampled training videos have keyframes far apart; never raises."""
@@ -307,6 +331,53 @@ class KineticsDataModule(pl.LightningDataModule):
                     **self._split_options("test"), **self._common())
             except (ValueError, FileNotFoundError) as err:
                 raise ConfigError("predict_files", str(err)) from err
+
+    def _datasets(self) -> list[ClipDataset]:
+        return [ds for ds in (self.train_dataset, self.val_dataset, self.test_dataset, self.predict_dataset)
+                if ds is not None]
+
+    def _attach_broken_list(self, stage: str | None) -> None:
+        """Once a trainer is attached: the run folder's broken-video list goes to every dataset (in a fit, the videos
+        an earlier attempt of the run listed are broken from the start), and the decoding set-up is said once."""
+        trainer = getattr(self, "trainer", None)
+        run_dir = getattr(trainer, "log_dir", None)
+        if run_dir is None:
+            return
+        if self.broken_list is None:
+            self.broken_list = BrokenVideoList(os.path.join(run_dir, BROKEN_LIST_NAME))
+            listed = self.broken_list.read()
+            if listed:
+                logger.info("%s: %d videos found broken earlier in this run are left out", self.broken_list.path,
+                            len(listed))
+            if not getattr(trainer, "is_global_zero", True):
+                pass  # said once, by rank 0
+            elif not self.hparams.decode_sandbox:
+                where = "the main process" if int(self.hparams.num_workers) == 0 else "the DataLoader workers"
+                logger.warning("data.decode_sandbox is off: videos are decoded in %s, where a decoder crash ends the "
+                               "run and a hang stops it", where)
+            elif not sandbox_available():
+                logger.warning("decoding cannot be isolated here (no os.fork): a decoder crash ends the run and a "
+                               "hang stops it")
+        for ds in self._datasets():
+            if ds.broken_list is None:
+                training = stage == "fit" and ds in (self.train_dataset, self.val_dataset)
+                ds.attach_broken_list(self.broken_list, skip_listed=training)
+
+    def state_dict(self) -> dict:
+        """``{"broken_videos": {path: reason}}``: the run's broken videos, saved with every checkpoint."""
+        return {"broken_videos": self.broken_list.read() if self.broken_list is not None else {}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """A fit resumed from a checkpoint: the checkpoint's broken videos are broken in this run too (those of its
+        datasets join the run folder's list). validate/test/predict of a checkpoint decode every video."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or getattr(trainer.state, "fn", None) != "fit":
+            return
+        listed = dict(state_dict.get("broken_videos") or {})
+        training = [ds for ds in (self.train_dataset, self.val_dataset) if ds is not None]
+        ours = {p: r for p, r in listed.items() if any(ds.mark_broken([p]) for ds in training)}
+        if ours and self.broken_list is not None:
+            self.broken_list.add_all(ours)
 
     def teardown(self, stage: str | None = None) -> None:
         """Log how many broken videos each split met (each was named once, with its reason, when first met)."""

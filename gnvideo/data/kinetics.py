@@ -19,7 +19,16 @@ decode error in any frame read, truncated): in train mode another video is drawn
 in val/test mode the sample has ``valid=False`` and a zero video, so its video is never scored. A video that failed
 once is broken for the rest of the dataset's life (never read again, never half-used). Failures are recorded in
 shared memory, so across DataLoader workers and epochs each file is logged once (``logging.warning``, with the
-reason) and the counts (``num_skipped``, ``failed_videos``) are right in the main process too.
+reason) and the counts (``num_skipped``, ``failed_videos``) are right in the main process too. With a run's
+:class:`~gnvideo.data.broken_list.BrokenVideoList` attached (the DataModule attaches its run folder's), every failure is
+added to it as it happens; with ``skip_listed`` (training runs) the videos listed there, by an earlier attempt of the
+run or another rank, are broken here too: never opened, and named by whoever listed them.
+
+Decoder crashes and hangs: with ``decode_sandbox`` (the default) every video is decoded in a child process of the
+process that loads it (:mod:`gnvideo.data.decode.sandbox`: one per DataLoader worker, or of the main process with 0
+workers), so a decoder that crashes (segmentation fault, abort) or gives no frames for ``decode_timeout`` seconds
+makes its file broken like any other ("decoder crashed: signal 11 (SIGSEGV)", "decoder hung: no frames after 60 s")
+and the worker, its place in the sampler's order and the run go on.
 
 Train randomness: clip position and transform draws come from a generator seeded with (seed, epoch, index, attempt),
 so a sample is the same whichever worker loads it, and changes with the epoch. The epoch lives in shared memory, set
@@ -31,14 +40,17 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import multiprocessing
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from .annotations import VideoEntry, apply_exclude, load_label_names, read_annotations
-from .decode import BACKENDS, VideoDecodeError, open_video, problem_reason
+from .broken_list import BrokenVideoList
+from .decode import BACKENDS, VideoDecodeError, open_sandboxed, open_video, problem_reason, sandbox_available
 from .layout import is_video_file, list_video_files, read_exclude_list, read_list_lines
 from .sampling import eval_clip_indices, sample_generator, train_clip_indices
 from .transforms import EvalTransform, TrainTransform
@@ -47,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 MODES = ("train", "val", "test")
 LOAD_ERRORS = (OSError, ValueError, RuntimeError, EOFError, MemoryError)
+DECODE_TIMEOUT = 60.0  # seconds; a clip decodes in well under one
+_LIST_CHECK_SECONDS = 10.0  # how often a process looks whether other processes added to the run's broken list
 
 
 class _KnownBroken(VideoDecodeError):
@@ -70,6 +84,11 @@ class ClipDataset(Dataset):
         decode_short_side: scale frames at decode time to this short side (saves memory on large videos).
         seed: base seed for train sampling.
         max_retries: train mode, other videos tried after a failure before giving up with RuntimeError.
+        decode_sandbox: decode in a child process, so a decoder crash or hang costs only its file (see the module
+            docstring); False decodes in the loading process itself (a crash then ends that process). Needs
+            ``os.fork``; without it the videos are decoded in the loading process.
+        decode_timeout: seconds one decoder request (opening a video, reading a clip's frames) may take before the
+            video is named hung and its decoder killed (``decode_sandbox`` only).
     """
 
     def __init__(
@@ -85,11 +104,15 @@ class ClipDataset(Dataset):
         decode_short_side: int | None = None,
         seed: int = 0,
         max_retries: int = 10,
+        decode_sandbox: bool = True,
+        decode_timeout: float = DECODE_TIMEOUT,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend (decode_backend) must be one of {BACKENDS}, got {backend!r}")
+        if not decode_timeout > 0:
+            raise ValueError(f"decode_timeout must be a positive number of seconds, got {decode_timeout}")
         if transform is None:
             transform = TrainTransform() if mode == "train" else EvalTransform(num_crops=3 if mode == "test" else 1)
         wanted = TrainTransform if mode == "train" else EvalTransform
@@ -109,17 +132,25 @@ class ClipDataset(Dataset):
         self.num_crops = transform.num_crops if mode == "test" else 1
         self.backend, self.decode_short_side = backend, decode_short_side
         self.seed, self.max_retries = int(seed), int(max_retries)
+        self.decode_sandbox = bool(decode_sandbox) and sandbox_available()
+        self.decode_timeout = float(decode_timeout)
         self.crop_size = transform.crop_size  # side of the zero video of an unreadable item
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.broken_list: BrokenVideoList | None = None
+        self.skip_listed = False
         self._count_entries()
         self.num_repeated_frames = 0
 
     def _count_entries(self) -> None:
         """Per-entry state: failure counts shared by all workers, and the number of listed files not on disk."""
         self._failures = torch.zeros(len(self.entries), dtype=torch.int32).share_memory_()  # per video, all workers
+        #: videos found broken elsewhere (the run's broken list): never opened, counted when drawn
+        self._listed = torch.zeros(len(self.entries), dtype=torch.bool).share_memory_()
+        self._record_lock = multiprocessing.get_context().Lock()  # a failure is counted and named in one step
         #: path -> reason of the failures met in this process only (``failed_videos`` covers all workers)
         self.local_failure_reasons: dict[str, str] = {}
         self.num_missing = sum(not os.path.exists(e.path) for e in self.entries)
+        self._list_size, self._list_checked, self._index_of = -1, 0.0, None
 
     def with_entries(self, indices: Sequence[int]) -> ClipDataset:
         """The same dataset over ``entries[i]`` for ``i`` in ``indices`` (a split of it), with its own counts."""
@@ -160,29 +191,71 @@ class ClipDataset(Dataset):
 
     @property
     def failed_videos(self) -> list[str]:
-        """Paths of the videos found broken so far, over all workers."""
-        return [self.entries[i].path for i in torch.nonzero(self._failures).flatten().tolist()]
+        """Paths of the videos found broken so far, over all workers (and those of the run's broken list)."""
+        broken = (self._failures > 0) | self._listed
+        return [self.entries[i].path for i in torch.nonzero(broken).flatten().tolist()]
+
+    def attach_broken_list(self, broken_list: BrokenVideoList | None, skip_listed: bool = True) -> None:
+        """Add every failure to ``broken_list`` from now on; with ``skip_listed``, treat the videos it lists as broken
+        (call before the DataLoader workers start; they look at the file again every few seconds for other
+        processes' finds). Without it (a test: each names its own broken videos) the list is only written."""
+        self.broken_list, self.skip_listed = broken_list, bool(skip_listed)
+        if broken_list is not None and self.skip_listed:
+            self._list_size = broken_list.size()
+            self._list_checked = time.monotonic()
+            self.mark_broken(broken_list.read())
+
+    def mark_broken(self, broken: Mapping[str, str] | Sequence[str]) -> int:
+        """Treat the listed videos (paths; any other key is ignored) as broken without opening them; returns how
+        many of them are entries of this dataset."""
+        if self._index_of is None:
+            self._index_of = {os.path.abspath(e.path): i for i, e in enumerate(self.entries)}
+        found = [self._index_of[p] for p in map(os.path.abspath, broken) if p in self._index_of]
+        if found:
+            self._listed[torch.tensor(found)] = True
+        return len(found)
+
+    def _refresh_listed(self) -> None:
+        """Take in what other processes added to the run's broken list (at most every few seconds)."""
+        now = time.monotonic()
+        if self.broken_list is None or not self.skip_listed or now - self._list_checked < _LIST_CHECK_SECONDS:
+            return
+        self._list_checked = now
+        size = self.broken_list.size()
+        if size != self._list_size:
+            self._list_size = size
+            self.mark_broken(self.broken_list.read())
 
     def _record_failure(self, video_index: int, err: BaseException) -> None:
-        first = int(self._failures[video_index]) == 0
-        self._failures[video_index] += 1
-        if first and not isinstance(err, _KnownBroken):
+        with self._record_lock:  # workers meeting one video at once: counted twice, named once
+            first = int(self._failures[video_index]) == 0 and not bool(self._listed[video_index])
+            self._failures[video_index] += 1
+            if not first or isinstance(err, _KnownBroken):
+                return
             path, reason = self.entries[video_index].path, problem_reason(err)
             self.local_failure_reasons[path] = reason
-            logger.warning("skipping broken video %s (%s)", path, reason)
+            newly = self.broken_list is None or self.broken_list.add(path, reason)
+            if newly or not self.skip_listed:  # else another rank of the run named it
+                logger.warning("skipping broken video %s (%s)", path, reason)
 
     def _open(self, video_index: int):
-        if int(self._failures[video_index]) > 0:  # broken once, broken for good: never half-used
+        self._refresh_listed()
+        if int(self._failures[video_index]) > 0 or bool(self._listed[video_index]):  # broken for good
             raise _KnownBroken("found broken earlier", self.entries[video_index].path)
-        return open_video(self.entries[video_index].path, backend=self.backend, short_side=self.decode_short_side)
+        path = self.entries[video_index].path
+        if self.decode_sandbox:  # the frames are cropped into new tensors before the next request: no copy needed
+            return open_sandboxed(path, self.backend, self.decode_short_side, timeout=self.decode_timeout,
+                                  copy_frames=False)
+        return open_video(path, backend=self.backend, short_side=self.decode_short_side)
 
     # -- loading -----------------------------------------------------------------------------------------------
     def _train_sample(self, video_index: int, generator: torch.Generator) -> dict:
         label = self.entries[video_index].label
         with self._open(video_index) as reader:
             indices = train_clip_indices(reader.frame_count, self.num_frames, self.sampling_rate, generator)
-            # the crop is taken from the decoder's own buffer: one copy of the crop, none of the full frames
-            clip = reader.frames_through(indices, lambda frames: self.transform(frames, generator))
+            # the last read of the file; the crop is taken from the decoder's own buffer (in a sandbox: its shared
+            # memory file): one copy of the crop, none of the full frames
+            clip = reader.frames_through(indices, lambda frames: self.transform(frames, generator), close=True)
             self.num_repeated_frames += reader.last_num_repeated
         return {"video": clip.video, "label": label, "video_index": video_index, "view_index": 0, "valid": True,
                 "flip": clip.flip, "box_size": clip.box_size}
@@ -192,7 +265,7 @@ class ClipDataset(Dataset):
         with self._open(video_index) as reader:
             clips = eval_clip_indices(reader.frame_count, self.num_frames, self.sampling_rate, self.num_clips)
             union = sorted({i for clip in clips for i in clip})
-            views = reader.frames_through(union, lambda frames: self._views(frames, union, clips))
+            views = reader.frames_through(union, lambda frames: self._views(frames, union, clips), close=True)
             self.num_repeated_frames += reader.last_num_repeated
         return views
 

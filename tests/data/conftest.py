@@ -7,6 +7,8 @@ index survives lossy compression, scaling and a 90-degree rotation is detectable
 from __future__ import annotations
 
 import os
+import signal
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from gnvideo.data.decode import backends
+from gnvideo.data.decode import sandbox as sandbox_module
 from gnvideo.data.decode.writer import VideoWriter
 
 NUM_BITS = 8
@@ -129,3 +133,33 @@ def frame_index():
 def draw_frame():
     """The :func:`draw_index` function."""
     return draw_index
+
+
+@pytest.fixture()
+def faulty_decoder(monkeypatch, tmp_path):
+    """Make ``open_video`` crash (SIGSEGV) or hang for chosen file names, in decode children started from now on
+    (they are forked, so they inherit the patch); also counts every open per file name in ``opened``."""
+    real = backends.open_video
+    faults: dict[str, str] = {}
+    log = tmp_path / "opens.txt"
+
+    def patched(path, *args, **kwargs):
+        with open(log, "a") as f:
+            f.write(os.path.basename(path) + "\n")
+        if faults.get(os.path.basename(path)) == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if faults.get(os.path.basename(path)) == "hang":
+            time.sleep(3600)
+        return real(path, *args, **kwargs)
+
+    sandbox_module.stop_sandbox()  # the next request forks a child that has the patch
+    monkeypatch.setattr(backends, "open_video", patched)
+
+    def opened(name: str) -> int:
+        if not os.path.exists(log):
+            return 0
+        with open(log) as f:
+            return sum(line.strip() == name for line in f)
+
+    yield faults, opened
+    sandbox_module.stop_sandbox()

@@ -55,6 +55,8 @@ def _error(capsys, argv: list[str]) -> str:
      r"model\.norm_options\.clips_per_group: 3 does not divide data\.clips_per_device 2"),
     ("tiny", ["--data.clips_per_device", "8"], r"data\.clips_per_device: the train split has 6 usable videos "
                                                r"\(6 listed in .*\), fewer than one batch of 8 clips: 0 batches"),
+    ("decode_timeout", ["--data.decode_timeout", "0"], r"data\.decode_timeout: must be a positive number of "
+                                                       r"seconds, got 0"),
 ])
 def test_fit_errors_are_one_line_and_leave_no_run_folder(tiny_root, tmp_path, capsys, case, extra, expected):
     (tmp_path / "bad.csv").write_text("label,youtube_id,time_start,time_end,split\n\"moving left\",x,1,2\n")
@@ -66,6 +68,14 @@ def test_fit_errors_are_one_line_and_leave_no_run_folder(tiny_root, tmp_path, ca
     assert line.startswith("gnvideo fit: error: ")
     assert re.search(expected, line), line
     assert not (tmp_path / "runs").exists()  # nothing to clean up
+
+
+def test_decoding_without_the_sandbox_is_said_at_the_start(tiny_root, tmp_path, caplog):
+    assert main(["fit", *_args(tiny_root, tmp_path / "runs", "--data.decode_sandbox", "false",
+                               "--trainer.limit_val_batches", "1")]) == 0
+    said = [r.getMessage() for r in caplog.records if "decode_sandbox" in r.getMessage()]
+    assert said == ["data.decode_sandbox is off: videos are decoded in the main process, where a decoder crash ends "
+                    "the run and a hang stops it"]
 
 
 def test_test_without_checkpoint_file(tiny_root, tmp_path, capsys):

@@ -132,9 +132,9 @@ class _CountingReader:
         self._counts["frames"] += 1
         return self._reader.frames(indices)
 
-    def frames_through(self, indices, fn):
+    def frames_through(self, indices, fn, close=False):
         self._counts["frames"] += 1
-        return self._reader.frames_through(indices, fn)
+        return self._reader.frames_through(indices, fn, close=close)
 
     def __getattr__(self, name):
         return getattr(self._reader, name)
@@ -171,11 +171,15 @@ def test_one_decoder_and_one_read_per_test_video_and_the_same_scores(video_dir, 
                                     IMAGENET_MEAN, IMAGENET_STD)
     counts = {"open": 0, "frames": 0}
 
-    def counting_open(*args, **kwargs):
-        counts["open"] += 1
-        return _CountingReader(open_video(*args, **kwargs), counts)
+    def counting(opener):
+        def counting_open(*args, **kwargs):
+            counts["open"] += 1
+            return _CountingReader(opener(*args, **kwargs), counts)
 
-    monkeypatch.setattr(kinetics, "open_video", counting_open)
+        return counting_open
+
+    for name in ("open_video", "open_sandboxed"):  # in-process and in the decode child (the default)
+        monkeypatch.setattr(kinetics, name, counting(getattr(kinetics, name)))
     batches = list(DataLoader(ds, batch_size=2, collate_fn=collate_views))
     assert counts == {"open": 4, "frames": 3}  # one open per video (the garbage file fails to open), one read each
     assert [b["video"].shape[0] for b in batches] == [18, 18]

@@ -74,13 +74,13 @@ def test_decoder_crash_is_contained(tmp_path, monkeypatch):
     paths = [str(write_raw(tmp_path / f"v{i}.mp4", 8, 32, 32)) for i in range(5)]
     real = cv.check_video
 
-    def crashing(path, backend="auto"):
+    def crashing(path, backend="auto", progress=None):
         if path.endswith("v2.mp4"):
             os.kill(os.getpid(), signal.SIGKILL)  # a native decoder crash, as the pool sees it
         return real(path, backend)
 
     monkeypatch.setattr(cv, "check_video", crashing)  # forked workers inherit the patch
-    assert cv.check_all(paths, workers=2) == [(paths[2], "decoder crashed (worker process died)")]
+    assert cv.check_all(paths, workers=2) == [(paths[2], "decoder crashed: signal 9 (SIGKILL)")]
 
 
 def test_check_path_list(tmp_path):
@@ -96,7 +96,7 @@ def test_check_path_list(tmp_path):
 
 
 def _hanging(real, marker):
-    def check(path, backend="auto"):
+    def check(path, backend="auto", progress=None):
         if marker in str(path):
             import time
 
@@ -111,7 +111,7 @@ def test_hung_file_times_out_and_the_rest_continue(tmp_path, monkeypatch):
     monkeypatch.setattr(cv, "check_video", _hanging(cv.check_video, "v1.mp4"))  # forked workers inherit it
     seen = []
     broken = cv.check_all(paths, workers=2, timeout=3, on_result=lambda p, r: seen.append(p))
-    assert broken == [(paths[1], "timeout: no verdict after 3 s (decoder hung)")]
+    assert broken == [(paths[1], "decoder hung: no frames after 3 s")]
     assert sorted(seen) == sorted(paths)
 
 
@@ -128,7 +128,7 @@ def test_results_are_written_as_they_come_and_a_rerun_continues(tmp_path, monkey
     calls, armed = [], [True]
     real = cv.check_video
 
-    def counting(path, backend="auto"):
+    def counting(path, backend="auto", progress=None):
         calls.append(os.path.basename(path))
         if armed[0] and calls == ["v0.mp4", "v1.mp4", "v2.mp4"]:  # killed on the third: two verdicts on disk
             assert read_list(root / "broken_videos.txt") == {str((root / "v1.mp4").resolve()): "empty file (0 bytes)"}

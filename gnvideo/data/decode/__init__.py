@@ -4,7 +4,10 @@ Modules, lowest first: :mod:`.errors` (the one definition of a broken video), :m
 (header facts), :mod:`.keyframes` (keyframe positions, frames a clip read decodes, x264's recorded settings),
 :mod:`.base` (the :class:`VideoReader` interface), :mod:`.pyav_reader` and :mod:`.decord_reader`, :mod:`.backends`
 (``open_video``, the entry point), :mod:`.check` (whole-file checks); :mod:`.writer` (the one video writer) and
-:mod:`.transcode` (cut, turn upright, resize and re-encode a source video, with the prepared videos' x264 settings).
+:mod:`.transcode` (cut, turn upright, resize and re-encode a source video, with the prepared videos' x264 settings);
+:mod:`.sandbox` (``open_sandboxed``: the same reading in a child process, so a decoder that crashes or hangs costs
+one file) and :mod:`.pool` (``isolated_map``: whole-file jobs in worker processes with a hang limit, for the data
+tools).
 
 Reading: frame-accurate, decord first and PyAV as the fallback.
 
@@ -25,7 +28,9 @@ variable-frame-rate files and for AVI files whose packet timestamps are in decod
   in decord2 3.4.0).
 - broken files (the definition is in :mod:`.errors`): missing -> :class:`FileNotFoundError`; empty,
   undecodable, a decode error on any frame read, or clearly fewer frames than the container announces ->
-  :class:`VideoDecodeError`, naming the file and the reason. A broken frame is never replaced by a neighbour.
+  :class:`VideoDecodeError`, naming the file and the reason. A broken frame is never replaced by a neighbour. Under
+  :func:`open_sandboxed`, a decoder that crashes or hangs is a :class:`VideoDecodeError` too ("decoder crashed:
+  signal 11 (SIGSEGV)", "decoder hung: no frames after 60 s").
 """
 
 from importlib import import_module
@@ -41,9 +46,14 @@ _EXPORTS = {
     "decord_available": ".decord_reader",
     "VideoDecodeError": ".errors",
     "check_file": ".errors",
+    "crash_reason": ".errors",
+    "hang_reason": ".errors",
+    "isolated_map": ".pool",
     "problem_reason": ".errors",
     "truncation_reason": ".errors",
     "PyAVReader": ".pyav_reader",
+    "open_sandboxed": ".sandbox",
+    "sandbox_available": ".sandbox",
 }
 
 

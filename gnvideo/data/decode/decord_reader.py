@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.dlpack import from_dlpack
 
-from .base import T, VideoReader, resize_frames
+from .base import T, VideoReader, resize_frames, shares_memory
 from .errors import VideoDecodeError, check_file
 from .pyav_reader import PyAVReader
 
@@ -26,17 +26,6 @@ def decord_available() -> bool:
 
 
 _FAILED = object()
-
-
-def _shares(result, buffer: torch.Tensor) -> bool:
-    """Whether a tensor in ``result`` (a tensor, or a tuple/list/dict of values) uses ``buffer``'s memory."""
-    if isinstance(result, torch.Tensor):
-        return result.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
-    if isinstance(result, dict):
-        return any(_shares(v, buffer) for v in result.values())
-    if isinstance(result, (tuple, list)):
-        return any(_shares(v, buffer) for v in result)
-    return False
 
 
 def _copy(frames: torch.Tensor) -> torch.Tensor:
@@ -58,7 +47,7 @@ def _through(holder: list[torch.Tensor], short_side: int | None, fn):
         result = fn(view)
     except Exception:  # noqa: BLE001 - raised again below, from a copy, so its traceback holds no decord memory
         result = _FAILED
-    if result is not _FAILED and not _shares(result, view):
+    if result is not _FAILED and not shares_memory(result, view):
         return result
     copy = _copy(view)
     del view
@@ -92,12 +81,17 @@ class DecordReader(VideoReader):
     def frames(self, indices: Sequence[int]) -> torch.Tensor:
         return self._read(indices, None)
 
-    def frames_through(self, indices: Sequence[int], fn: Callable[[torch.Tensor], T]) -> T:
+    def frames_through(self, indices: Sequence[int], fn: Callable[[torch.Tensor], T], close: bool = False) -> T:
         """``fn`` gets decord's own output buffer, uncopied (``frames`` copies it once): a crop of it then costs one
         copy of the crop instead of a copy of every full frame first. The buffer never outlives this call (decord
         memory freed in a forked DataLoader worker crashed it): when ``fn`` fails, or returns something that shares
-        the buffer, it runs again on a copy, so neither its result nor a traceback keeps the buffer."""
-        return self._read(indices, fn)
+        the buffer, it runs again on a copy, so neither its result nor a traceback keeps the buffer. ``close``: see
+        :meth:`VideoReader.frames_through`."""
+        try:
+            return self._read(indices, fn)
+        finally:
+            if close:
+                self.close()
 
     def _read(self, indices: Sequence[int], fn):
         """The frames, copied (``fn`` None), or ``fn`` of decord's buffer (:meth:`frames_through`)."""

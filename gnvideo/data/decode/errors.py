@@ -3,12 +3,16 @@
 A video is broken when it is missing or empty, cannot be opened, has no decodable frame, a frame fails to decode
 (FFmpeg reports an error on a packet), or it decodes to clearly fewer frames than its container announces
 (truncated: short by more than ``max(2, 5 %)`` of the announced count; a frame or two less is a rounding of the
-count, not damage). Every tool reports the same reason text, from :class:`VideoDecodeError`'s ``reason``.
+count, not damage). A decoder that crashes its process (a segmentation fault, an abort) or hangs makes the file
+broken too: the process that ran it is isolated (:mod:`.sandbox`, :mod:`.pool`) and names the file with
+:func:`crash_reason` or :func:`hang_reason`. Every tool reports the same reason text, from :class:`VideoDecodeError`'s
+``reason``.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 
 #: a read shorter than the announced count by at most this many frames (or this fraction) is not damage
 TRUNCATION_FRAMES = 2
@@ -70,6 +74,23 @@ def decode_error_reason(frame_index: int, err: BaseException) -> str:
     return f"decode error at frame {frame_index}: {ffmpeg_message(err)}"
 
 
+def crash_reason(exitcode: int | None) -> str:
+    """The reason for a file whose decoding process died: ``exitcode`` as ``multiprocessing`` gives it (``-N``:
+    killed by signal N), e.g. "decoder crashed: signal 11 (SIGSEGV)"."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = f" ({signal.Signals(-exitcode).name})"
+        except ValueError:
+            name = ""
+        return f"decoder crashed: signal {-exitcode}{name}"
+    return f"decoder crashed: exit status {exitcode}" if exitcode is not None else "decoder crashed"
+
+
+def hang_reason(seconds: float) -> str:
+    """The reason for a file whose decoder gave no frames for ``seconds`` (and was killed)."""
+    return f"decoder hung: no frames after {seconds:g} s"
+
+
 def problem_reason(err: BaseException) -> str:
     """One-line reason for any failure to read a video (the ``reason`` of a :class:`VideoDecodeError`)."""
     if isinstance(err, VideoDecodeError):
@@ -79,5 +100,5 @@ def problem_reason(err: BaseException) -> str:
     return " ".join(f"{type(err).__name__}: {err}".split())[:500]
 
 
-__all__ = ["VideoDecodeError", "check_file", "decode_error_reason", "ffmpeg_message", "problem_reason",
-           "truncation_reason"]
+__all__ = ["VideoDecodeError", "check_file", "crash_reason", "decode_error_reason", "ffmpeg_message", "hang_reason",
+           "problem_reason", "truncation_reason"]

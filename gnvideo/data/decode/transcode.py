@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from pathlib import Path
 
@@ -44,7 +44,8 @@ def needs_reencode(path: str | os.PathLike, keyint: int | None = DEFAULT_KEYINT,
 
 def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end: float | None,
               short_side: int | None = 256, upscale: bool = True, crf: int = 23, preset: str = "veryfast",
-              threads: int = 1, x264_params: Mapping[str, object] | None = None) -> int:
+              threads: int = 1, x264_params: Mapping[str, object] | None = None,
+              progress: Callable[[], None] | None = None) -> int:
     """Cut ``[start, end)`` seconds of ``src``, turn it upright, resize to short side ``short_side``, encode h264.
 
     ``end`` None: to the end of the source; ``short_side`` None: keep the source's size. ``x264_params`` are x264
@@ -57,6 +58,7 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
     each of its frames exactly once (also with millisecond timestamps, as in MKV, and for AVI files whose packet
     times are in decode order, which are numbered by counting). Variable-rate sources are resampled. Rotation metadata
     is applied to the pixels (the output has none). Audio is dropped. Written to a hidden temp file and renamed.
+    ``progress`` (if given) is called for every decoded frame (the hang clock of :func:`.pool.isolated_map`).
 
     Returns:
         Number of frames written.
@@ -105,6 +107,8 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
             prev, prev_t, t, decoded = None, None, None, 0
             for k, frame, t in _timed_frames(inp, ist, src, step, t0, count_frames):
                 decoded = k + 1
+                if progress is not None:
+                    progress()
                 if prev_t is not None and t <= prev_t:  # never back in time (decode-order timestamps)
                     t = prev_t + step
                 if out is None:
