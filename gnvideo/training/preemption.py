@@ -21,7 +21,10 @@ agree with one small all-reduce per optimizer step under DDP), so no state is sa
 - rows logged so far are flushed, the attempt is recorded in the run's ``attempts.jsonl`` and, when asked, the job is
   requeued.
 
-A signal during the run's start (before the first training step) is acted on after that step.
+The handlers are set when the fit is set up, so a signal during the run's start (restoring the checkpoint, the sanity
+check) is acted on after the first step, and DataLoader workers started later ignore the signals (SLURM signals
+every process of a job step). A SIGTERM that comes then also makes Lightning end the fit after that step, once the
+checkpoint is written (recorded the same way; 143).
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ class Preemption(Checkpoint):
         self.saved: str | None = None
         self._received: int | None = None
         self._requeue_received = False
-        self._previous: dict = {}
+        self._originals: dict = {}
+        self._active = False
         self._saved_where: str | None = None
         self._step_seen: int | None = None
         self._run: Path | None = None
@@ -134,10 +138,19 @@ class Preemption(Checkpoint):
 
     # ------------------------------------------------------------------ signals
     def _note(self, signum: int, frame) -> None:
-        """The signal handler: note the signal only (the fit acts on it between steps)."""
-        if self._received is None:
-            self._received = signum
-        self._requeue_received |= signum in self.requeue_signals
+        """The signal handler: during a fit, note the signal only (the fit acts on it between steps); after it (a
+        handler Lightning put back when a fit failed), do what the handler it replaced would have done."""
+        if self._active:
+            if self._received is None:
+                self._received = signum
+            self._requeue_received |= signum in self.requeue_signals
+            return
+        original = self._originals.get(signum, signal.SIG_DFL)
+        signal.signal(signum, original if original is not None else signal.SIG_DFL)
+        if callable(original):
+            original(signum, frame)
+        elif original in (signal.SIG_DFL, None):
+            os.kill(os.getpid(), signum)  # its default action, now that it is back
 
     def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -146,25 +159,30 @@ class Preemption(Checkpoint):
         for sig in self.signals:
             current = signal.getsignal(sig)
             if current != self._note:
-                self._previous.setdefault(sig, current)
+                self._originals.setdefault(sig, current)
                 signal.signal(sig, self._note)
+        self._active = True
 
     def _uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self._previous = {}
+        """Put back the handlers found at the fit's setup."""
+        self._active = False
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in self._originals.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            self._run = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast under DDP: every rank
-            self._started = False
+        if stage != "fit":
+            return
+        self._run = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast under DDP: every rank
+        self.stopped_by, self.saved, self._received, self._requeue_received = None, None, None, False
+        self._saved_where, self._started, self._originals = None, False, {}
+        self._install()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # installed here, after Lightning registered its own handlers for the fit (they come back when it ends)
-        self.stopped_by, self.saved, self._received, self._requeue_received = None, None, None, False
-        self._saved_where, self._step_seen, self._started = None, trainer.global_step, True
+        # again: Lightning set its own SIGTERM handler (calling ours too) when the fit started; ours alone decides
         self._install()
+        self._step_seen, self._started = trainer.global_step, True
         if trainer.is_global_zero and self._run is not None:
             attempt = 1 + sum(r.get("event") == "start" for r in read_attempts(self._run))
             append_attempt(self._run, {"event": "start", "attempt": attempt, "step": trainer.global_step,
@@ -200,11 +218,14 @@ class Preemption(Checkpoint):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._uninstall()
-        if isinstance(exception, Preempted) or not self._started or not trainer.is_global_zero or self._run is None:
+        if isinstance(exception, Preempted) or not self._started:
             return  # a preemption is recorded when it stops the fit; before the training started, nothing is
-        event = "interrupted" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else "failed"
-        append_attempt(self._run, {"event": event, "step": trainer.global_step,
-                                   "error": f"{type(exception).__name__}: {exception}"[:500]})
+        if isinstance(exception, SIGTERMException) and self.saved is not None:
+            self._finish(trainer)  # Lightning ended the fit after our save (a SIGTERM during the run's start)
+        elif trainer.is_global_zero and self._run is not None:
+            event = "interrupted" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else "failed"
+            append_attempt(self._run, {"event": event, "step": trainer.global_step,
+                                       "error": f"{type(exception).__name__}: {exception}"[:500]})
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._uninstall()
@@ -246,6 +267,11 @@ class Preemption(Checkpoint):
 
     def _stop(self, trainer: pl.Trainer) -> None:
         """Flush the logs, record the attempt, requeue (rank zero) and end the fit."""
+        requeued = self._finish(trainer)
+        raise Preempted(self.stopped_by, trainer.global_step, str(self.saved), requeued)
+
+    def _finish(self, trainer: pl.Trainer) -> bool:
+        """Flush the logs, record the attempt and requeue (rank zero); returns whether the job was requeued."""
         for logger in trainer.loggers:
             logger.save()
         requeue = self.requeue and self._requeue_received and slurm_job_id() is not None
@@ -259,4 +285,4 @@ class Preemption(Checkpoint):
                                            "requeued": requeued, "note": what})
             print(f"gnvideo: {self.stopped_by.name}: fit stopped at step {trainer.global_step}; {what}",
                   file=sys.stderr, flush=True)
-        raise Preempted(self.stopped_by, trainer.global_step, str(self.saved), requeued)
+        return requeued

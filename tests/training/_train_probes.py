@@ -37,12 +37,17 @@ class KillAtStep(pl.Callback):
 class SignalAtStep(pl.Callback):
     """Sends ``signal`` once, after optimizer step ``step``, to this process, or to its whole process group (as SLURM
     signals a job step: the DataLoader workers get it too); with ``at_epoch_end`` in ``on_train_epoch_end`` of the
-    epoch that reaches ``step`` instead; with ``rank``, only that DDP rank signals itself."""
+    epoch that reaches ``step`` instead, with ``at_fit_start`` when the fit starts (before the checkpoint is restored
+    and the sanity check); with ``rank``, only that DDP rank signals itself."""
 
-    def __init__(self, step: int, signal: str = "SIGUSR1", group: bool = False, at_epoch_end: bool = False,
-                 rank: int | None = None) -> None:
+    def __init__(self, step: int = 0, signal: str = "SIGUSR1", group: bool = False, at_epoch_end: bool = False,
+                 at_fit_start: bool = False, rank: int | None = None) -> None:
         self.step, self.signum, self.group, self.at_epoch_end, self.sent = step, signal, group, at_epoch_end, False
-        self.rank = rank
+        self.at_fit_start, self.rank = at_fit_start, rank
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.at_fit_start:
+            self._send(trainer)
 
     def _send(self, trainer) -> None:
         if self.rank is not None and trainer.global_rank != self.rank:
@@ -53,7 +58,7 @@ class SignalAtStep(pl.Callback):
             os.killpg(os.getpgid(0), sig) if self.group else os.kill(os.getpid(), sig)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self.at_epoch_end:
+        if not self.at_epoch_end and not self.at_fit_start:
             self._send(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

@@ -94,6 +94,37 @@ def test_requeue_calls_scontrol_with_the_job(tmp_path, monkeypatch):
     assert requeue_slurm_job() == (False, "not a SLURM job")
 
 
+def test_a_signal_during_the_start_is_acted_on_after_the_first_step(synthetic_root, tmp_path):
+    """SIGUSR1 when the fit starts (before the sanity check): noted, saved after step 1, stopped."""
+    usr1 = ["--trainer.callbacks+=_train_probes.SignalAtStep", "--trainer.callbacks.at_fit_start", "true"]
+    with pytest.raises(Preempted) as stopped:
+        main(["fit", *cli_args(synthetic_root, tmp_path, *COMMON, "--data.num_workers", "0",
+                               "--trainer.num_sanity_val_steps", "1", *usr1)])
+    assert stopped.value.code == 128 + signal.SIGUSR1 and stopped.value.step == 1
+    assert torch.load(stopped.value.checkpoint, weights_only=True)["global_step"] == 1
+
+
+def test_the_handlers_before_a_fit_get_the_signals_after_it(synthetic_root, tmp_path):
+    """After a fit that ends, the handlers found before it are back; after one that fails, Lightning puts back the
+    handler it found when the fit started (ours), and that one passes a signal on to the handler from before."""
+    got = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        before = signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)
+        assert main(["fit", *cli_args(synthetic_root, tmp_path / "ok", *COMMON, "--data.num_workers", "0",
+                                      "--trainer.max_steps", "1")]) == 0
+        assert (signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)) == before
+        with pytest.raises(RuntimeError, match="simulated kill"):
+            main(["fit", *cli_args(synthetic_root, tmp_path, *COMMON, "--data.num_workers", "0",
+                                   "--trainer.callbacks+=_train_probes.KillAtStep", "--trainer.callbacks.step", "1")])
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert got == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) == before[1]  # and it is the handler again
+        assert read_attempts(tmp_path / "tiny_r3d_bn" / "version_0")[-1]["event"] == "failed"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_sigusr1_saves_requeues_and_the_requeued_job_resumes_exactly(synthetic_root, tmp_path):
     """SIGUSR1 to the job's process group (the main process and its 2 DataLoader workers, as SLURM signals a job step)
     after step 8, mid-epoch 2: last.ckpt of step 8, exit 128 + 10, ``scontrol requeue 4242``. The requeued job (same
@@ -129,6 +160,30 @@ def test_sigusr1_saves_requeues_and_the_requeued_job_resumes_exactly(synthetic_r
     assert (first_start["slurm_restart_count"], second_start["slurm_restart_count"]) == (0, 1)
     assert preempted["signal"] == "SIGUSR1" and preempted["requeued"] is True
     assert second_start["resumed_from"] == str(last)
+
+
+def test_a_requeued_job_killed_before_its_first_checkpoint_starts_over_in_its_run(synthetic_root, tmp_path,
+                                                                                   monkeypatch, capsys):
+    """The job's first attempt dies after 2 steps, before any checkpoint; the requeued attempt starts the run over in
+    the same folder, and its metrics.csv ends as an uninterrupted run's (the dead attempt's rows replaced)."""
+    common = [*COMMON[:COMMON.index("--trainer.max_epochs")], *COMMON[COMMON.index("--trainer.max_epochs") + 2:],
+              "--trainer.max_epochs", "1", "--data.num_workers", "0"]
+    ref_runs, runs = tmp_path / "ref", tmp_path / "runs"
+    assert main(["fit", *cli_args(synthetic_root, ref_runs, *common)]) == 0
+    monkeypatch.setenv("SLURM_JOB_ID", JOB)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        main(["fit", *cli_args(synthetic_root, runs, *common, "--trainer.callbacks+=_train_probes.KillAtStep",
+                                "--trainer.callbacks.step", "2")])
+    run = runs / "tiny_r3d_bn" / "version_0"
+    assert not list(run.glob("checkpoints/*.ckpt")) and (run / "metrics.csv").is_file()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    capsys.readouterr()
+    assert main(["fit", *cli_args(synthetic_root, runs, *common)]) == 0
+    assert f"SLURM job {JOB} restart 1: run {run}, no checkpoint yet: starting over in it" in capsys.readouterr().err
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
+    _same_state(run, ref_runs / "tiny_r3d_bn" / "version_0", 6)
+    assert_same_metrics(run, ref_runs / "tiny_r3d_bn" / "version_0")
+    assert [r["event"] for r in read_attempts(run)] == ["start", "failed", "start", "finished"]
 
 
 @pytest.mark.slow
