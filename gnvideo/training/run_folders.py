@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from gnvideo.training.checkpoint_io import checkpoint_problem
+from gnvideo.training.atomic_checkpoints import checkpoint_problem
 
 __all__ = ["ATTEMPTS_FILE", "append_attempt", "find_checkpoint", "read_attempts", "run_of_slurm_job", "versions"]
 

@@ -23,7 +23,7 @@ state, the train loader's position in the epoch (``ResumableDataLoader``) and ev
 ``metrics.csv`` is appended to (``run_logs.AppendingCSVLogger``) and each resumed attempt writes
 ``config.attempt-N.yaml``; a resumed run's ``metrics.csv`` ends as the uninterrupted run's would (the killed attempt's
 rows past its checkpoint are replaced), its epoch metrics and clip counters continue, and ``attempts.jsonl`` records
-each attempt. Checkpoints are written atomically (:class:`gnvideo.training.checkpoint_io.AtomicCheckpointIO`), and
+each attempt. Checkpoints are written atomically (:class:`gnvideo.training.atomic_checkpoints.AtomicCheckpointIO`), and
 ``last`` skips a damaged file.
 
 Preemption (:class:`gnvideo.training.preemption.Preemption`, option group ``--preemption``): SIGTERM or SIGUSR1
@@ -51,6 +51,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gnvideo.errors import ConfigError, config_prefix
+from gnvideo.training.atomic_checkpoints import AtomicCheckpointIO
 from gnvideo.training.callbacks import (
     ClipThroughput,
     GroupNormKernelSetup,
@@ -59,7 +60,6 @@ from gnvideo.training.callbacks import (
     PredictionWriter,
     RunRecorder,
 )
-from gnvideo.training.checkpoint_io import AtomicCheckpointIO
 from gnvideo.training.module import VideoClassifier
 from gnvideo.training.preemption import Preemption, signal_numbers, slurm_job_id, slurm_restart_count
 from gnvideo.training.resume import ExactResume, StepCheckpoint

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gnvideo.cli import main
-from gnvideo.training.checkpoint_io import partial_files
+from gnvideo.training.atomic_checkpoints import partial_files
 from gnvideo.training.run_logs import read_metrics
 
 from .conftest import assert_same_metrics, cli_args, gnvideo_process

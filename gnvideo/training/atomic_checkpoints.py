@@ -6,7 +6,7 @@ system temp folder, then moves it into place; when that folder is on another fil
 node, the run on a shared disk) the move is a copy, and a job killed during it leaves a truncated ``last.ckpt``. It
 also never syncs the file to disk. :class:`AtomicCheckpointIO` writes the checkpoint to a hidden file next to its
 target (``checkpoints/.last.ckpt.<pid>.partial``), syncs it, and renames it over the target, so a kill at any moment
-leaves either the previous checkpoint or the new one (``tests/training/test_checkpoint_io.py``).
+leaves either the previous checkpoint or the new one (``tests/training/test_atomic_checkpoints.py``).
 """
 
 from __future__ import annotations

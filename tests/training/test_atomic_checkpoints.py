@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from gnvideo.training.checkpoint_io import AtomicCheckpointIO, checkpoint_problem, partial_files
+from gnvideo.training.atomic_checkpoints import AtomicCheckpointIO, checkpoint_problem, partial_files
 from gnvideo.training.run_folders import find_checkpoint
 
 from .conftest import HERE, REPO
@@ -18,7 +18,7 @@ import sys
 sys.path[:0] = [{here!r}, {repo!r}]
 import torch
 from _train_probes import KillDuringSave
-from gnvideo.training.checkpoint_io import AtomicCheckpointIO
+from gnvideo.training.atomic_checkpoints import AtomicCheckpointIO
 io = AtomicCheckpointIO()
 io.save_checkpoint({{"step": 1, "w": torch.ones(1000)}}, sys.argv[1])
 KillDuringSave(step=0).on_save_checkpoint(None, None, None)  # the next torch.save writes half, then SIGKILL
