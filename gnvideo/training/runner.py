@@ -20,7 +20,17 @@ defaults to the stem of the last ``--config`` file. Each run folder holds ``conf
 state, the train loader's position in the epoch (``ResumableDataLoader``) and every rank's RNG states
 (``resume.ExactResume``), so a run resumed mid-epoch ends bit-identical on the CPU to an uninterrupted one.
 ``metrics.csv`` is appended to (``run_logs.AppendingCSVLogger``) and each resumed attempt writes
-``config.attempt-N.yaml``. ``test`` writes a new result file in its own run folder (``test_N/results.json``; see
+``config.attempt-N.yaml``; a resumed run's ``metrics.csv`` ends as the uninterrupted run's would (the killed attempt's
+rows past its checkpoint are replaced), its epoch metrics and clip counters continue, and ``attempts.jsonl`` records
+each attempt. Checkpoints are written atomically (:class:`gnvideo.training.atomic_checkpoints.AtomicCheckpointIO`), and
+``last`` skips a damaged file.
+
+Preemption (:class:`gnvideo.training.preemption.Preemption`, option group ``--preemption``): SIGTERM or SIGUSR1
+saves ``last.ckpt`` at the end of the step in progress and stops the fit (exit status 128 + signal); under SLURM,
+SIGUSR1 (``#SBATCH --signal=USR1@90``: the time-limit warning) also requeues the job, and the requeued job
+(``SLURM_RESTART_COUNT`` > 0) resumes the run its first attempt started, in the same folder and logger version,
+without ``--ckpt_path``. Lightning's own SLURM requeue (an ``hpc_ckpt`` in another folder) is turned off.
+``test`` writes a new result file in its own run folder (``test_N/results.json``; see
 :mod:`gnvideo.results`); ``predict`` prints the top-5 classes per video and writes ``predict_N/predictions.json``.
 Config mistakes stop before training with the key named. ``--ckpt_path`` is read as every checkpoint is
 (``gnvideo.models.checkpoint_io``: tensors and plain types only, nothing of the file runs), and a file that is
@@ -29,15 +39,20 @@ missing, refused, damaged or not a gnvideo run's checkpoint stops with one line 
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from gnvideo.errors import ConfigError
+from gnvideo.errors import ConfigError, config_prefix
+from gnvideo.training.atomic_checkpoints import AtomicCheckpointIO
 from gnvideo.training.callbacks import (
     ClipThroughput,
     GroupNormKernelSetup,
@@ -47,25 +62,24 @@ from gnvideo.training.callbacks import (
     RunRecorder,
 )
 from gnvideo.training.module import VideoClassifier
-from gnvideo.training.resume import ExactResume
-from gnvideo.training.run_logs import AppendingCSVLogger, AttemptConfigCallback
+from gnvideo.training.preemption import Preemption, signal_numbers, slurm_job_id, slurm_restart_count
+from gnvideo.training.resume import ExactResume, StepCheckpoint
+from gnvideo.training.run_folders import find_checkpoint, run_of_slurm_job, versions
+from gnvideo.training.run_logs import AppendingCSVLogger, AttemptConfigCallback, LogsInCheckpoints
 
 __all__ = ["GNVideoCLI", "build_cli", "check_run_checkpoint"]
 
 
-def _versions(exp_dir: Path) -> list[Path]:
-    runs = [p for p in exp_dir.glob("version_*") if p.is_dir() and p.name[8:].isdigit()]
-    return sorted(runs, key=lambda p: int(p.name[8:]))
-
-
-def _find_checkpoint(exp_dir: Path, which: str) -> Path | None:
-    """Newest ``last.ckpt`` (which="last") or ``best*.ckpt`` (which="best") among the fit runs of an experiment."""
-    for run in reversed(_versions(exp_dir)):
-        pattern = "last*.ckpt" if which == "last" else "best*.ckpt"
-        found = sorted((run / "checkpoints").glob(pattern), key=lambda p: p.stat().st_mtime)
-        if found:
-            return found[-1]
-    return None
+def _with_default_plugins(plugins) -> list:
+    """The trainer's plugins plus atomic checkpoint writes and, under SLURM, a cluster environment that leaves
+    requeueing to :class:`Preemption` (Lightning's writes ``hpc_ckpt_N.ckpt`` into ``default_root_dir``, which
+    then competes with the run's ``last.ckpt``), unless the config chose its own."""
+    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
 
 
 def check_run_checkpoint(path: str, subcommand: str | None) -> None:
@@ -164,7 +178,7 @@ class GNVideoCLI(LightningCLI):
         parser.set_defaults({"checkpoint.monitor": "val/top1", "checkpoint.mode": "max", "checkpoint.save_last": True,
                              "checkpoint.filename": "best-{epoch}-{step}", "checkpoint.save_top_k": 1,
                              "checkpoint.auto_insert_metric_name": False, "checkpoint.enable_version_counter": False})
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(StepCheckpoint, "last_checkpoint")  # an epoch's last step: at its end
         parser.set_defaults({"last_checkpoint.monitor": None, "last_checkpoint.save_top_k": 0,
                              "last_checkpoint.save_last": True, "last_checkpoint.every_n_train_steps": 1000,
                              "last_checkpoint.enable_version_counter": False})
@@ -173,6 +187,7 @@ class GNVideoCLI(LightningCLI):
         parser.add_lightning_class_args(ClipThroughput, "throughput")  # train/device/samples_per_sec: clips/s
         parser.add_lightning_class_args(PreciseBN, "precise_bn")  # --precise_bn.num_batches 200 (paper BN cells)
         parser.set_defaults({"precise_bn.num_batches": 0})
+        parser.add_lightning_class_args(Preemption, "preemption")  # signals: save last.ckpt, stop, requeue (SLURM)
 
     def _fail(self, message: str) -> None:
         subcommand = getattr(self, "subcommand", None) or self.config.get("subcommand")  # set after parsing
@@ -202,6 +217,9 @@ class GNVideoCLI(LightningCLI):
             elif not Path(cfg.data.root).is_dir():
                 raise ConfigError("data.root", f"folder {cfg.data.root} does not exist")
             _check_sub_bn_groups(cfg)
+            with config_prefix("preemption."):
+                for key in ("signals", "requeue_signals"):
+                    signal_numbers((cfg.get("preemption") or {}).get(key) or [], key)
             _follow_weights_statistics(cfg)
             if "weights_only" in cfg:  # Lightning's restore of --ckpt_path: never a full unpickle
                 if cfg.weights_only is False:
@@ -223,11 +241,15 @@ class GNVideoCLI(LightningCLI):
 
     def _resolve_checkpoint(self, cfg, exp_dir: Path) -> int | None:
         """Check ``ckpt_path`` and resolve "last" / "best" to the newest such file of the run; returns the fit run
-        version to continue in (a resumed fit), else None."""
+        version to continue in (a resumed fit), else None. A requeued SLURM job without ``ckpt_path`` continues the
+        run its first attempt started."""
         ckpt = cfg.get("ckpt_path")
+        self._starts_over = False
+        if ckpt is None and self.subcommand == "fit" and slurm_job_id() and slurm_restart_count() > 0:
+            return self._resume_requeued_job(cfg, exp_dir)
         if ckpt not in ("last", "best"):  # a file: checked when the arguments were parsed
             return None
-        found = _find_checkpoint(exp_dir, ckpt)
+        found = find_checkpoint(exp_dir, ckpt)
         if found is None and (self.subcommand != "fit" or ckpt == "best"):
             raise ConfigError("ckpt_path", f"no '{ckpt}' checkpoint under {exp_dir}/version_*/checkpoints")
         if found is None:
@@ -237,10 +259,27 @@ class GNVideoCLI(LightningCLI):
         cfg.ckpt_path = str(found) if found else None
         return int(found.parent.parent.name[8:]) if found is not None and self.subcommand == "fit" else None
 
+    def _resume_requeued_job(self, cfg, exp_dir: Path) -> int | None:
+        """The run of this SLURM job (its ``attempts.jsonl``) and its newest ``last`` checkpoint, if it has one."""
+        job, restart = slurm_job_id(), slurm_restart_count()
+        run = run_of_slurm_job(exp_dir, job)
+        if run is None:
+            print(f"gnvideo fit: SLURM job {job} restart {restart}: no run of this job under {exp_dir}; "
+                  "starting a new run", file=sys.stderr)
+            return None
+        found = find_checkpoint(exp_dir, "last", run=run)
+        if found is not None:
+            check_run_checkpoint(str(found), self.subcommand)
+        cfg.ckpt_path = str(found) if found else None
+        self._starts_over = found is None
+        what = f"resuming from {found}" if found else "no checkpoint yet: starting over in it"
+        print(f"gnvideo fit: SLURM job {job} restart {restart}: run {run}, {what}", file=sys.stderr)
+        return int(run.name[8:])
+
     def _new_version(self, exp_dir: Path) -> int | str:
         """``version_N`` (N = last + 1) for a fit, ``<subcommand>_N`` for the others."""
         if self.subcommand in ("fit", None):
-            return int(_versions(exp_dir)[-1].name[8:]) + 1 if _versions(exp_dir) else 0
+            return int(versions(exp_dir)[-1].name[8:]) + 1 if versions(exp_dir) else 0
         return f"{self.subcommand}_{sum(1 for _ in exp_dir.glob(f'{self.subcommand}_*'))}"
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -248,6 +287,10 @@ class GNVideoCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except ConfigError as e:  # at the run's start (weights, devices): one line, nothing trained
             self._fail(str(e))
+        except SIGTERMException as e:  # Lightning's own SIGTERM stop (before training started) exits 0: say it failed
+            if e.code is None:
+                raise SystemExit(128 + signal.SIGTERM) from e
+            raise
 
     def instantiate_classes(self) -> None:
         try:
@@ -257,13 +300,18 @@ class GNVideoCLI(LightningCLI):
             self._fail(str(e))
 
     def instantiate_trainer(self, **kwargs):
-        logger = self._get(self.config_init, "trainer", default={}).get("logger")
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        logger = trainer_cfg.get("logger")
         if logger is None or logger is True:
             common = {"save_dir": str(self._root), "name": self._run_name, "version": self._version}
-            kwargs["logger"] = [AppendingCSVLogger(**common), TensorBoardLogger(default_hp_metric=False, **common)]
-        if self.subcommand in ("fit", None):  # RNG states and loader position, restored on resume
-            callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
-            kwargs["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), ExactResume()]
+            keep = 0 if getattr(self, "_starts_over", False) else None  # a requeued job's run without checkpoint
+            kwargs["logger"] = [AppendingCSVLogger(keep_rows=keep, **common),
+                                TensorBoardLogger(default_hp_metric=False, **common)]
+        if self.subcommand in ("fit", None):  # RNG states, loader position, epoch metrics and log rows on resume
+            callbacks = trainer_cfg.get("callbacks") or []
+            kwargs["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), ExactResume(),
+                                   LogsInCheckpoints()]
+        kwargs["plugins"] = _with_default_plugins(trainer_cfg.get("plugins"))
         return super().instantiate_trainer(**kwargs)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +39,42 @@ def cli_args(root: Path, runs: Path, *extra: str, config: str = "configs/synthet
         "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1", "--trainer.accelerator", "cpu",
         *extra,
     ]
+
+
+#: columns of metrics.csv that measure wall-clock time (they differ between any two runs)
+WALL_CLOCK = ("time", "_per_sec")
+
+
+def metrics_rows(run: Path) -> tuple[list[str], list[dict]]:
+    """A run's metrics.csv: its header and its rows without the wall-clock columns (cells as written)."""
+    with open(Path(run) / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [{k: v for k, v in row.items() if not k.endswith(WALL_CLOCK)} for row in reader]
+        return list(reader.fieldnames or []), rows
+
+
+def assert_same_metrics(run: Path, ref_run: Path) -> None:
+    """metrics.csv of ``run`` equals that of ``ref_run`` (same columns, same rows in the same order) except for the
+    wall-clock columns."""
+    header, rows = metrics_rows(run)
+    ref_header, ref_rows = metrics_rows(ref_run)
+    assert header == ref_header
+    def filled(row: dict) -> dict:
+        return {k: v for k, v in row.items() if v}
+
+    for i, (row, ref) in enumerate(zip(rows, ref_rows)):
+        assert row == ref, f"row {i}: {filled(row)} != {filled(ref)}"
+    assert len(rows) == len(ref_rows)
+
+
+def gnvideo_process(*args: str, env: dict | None = None, rc: int = 0, **popen) -> subprocess.CompletedProcess:
+    """``python -m gnvideo ARGS`` in a new process (this folder importable, this process's thread count: another
+    one changes float sums) that must exit with ``rc``."""
+    import torch
+
+    env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(torch.get_num_threads()),
+           "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+    proc = subprocess.run([sys.executable, "-m", "gnvideo", *args], env=env, cwd=str(REPO), capture_output=True,
+                          text=True, timeout=600, **popen)
+    assert proc.returncode == rc, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc

@@ -1,5 +1,7 @@
 """Exact mid-epoch resume: a fit killed in epoch 2 and resumed with ``--ckpt_path last`` ends bit-identical to an
-uninterrupted fit (weights, optimizer and scheduler state, logged train losses), with dropout, with 0 and 2 workers."""
+uninterrupted fit (weights, optimizer and scheduler state, logged train losses), with dropout, with 0 and 2 workers,
+and its metrics.csv equals the uninterrupted one's but for wall-clock columns: the interrupted epoch's ``*_epoch``
+metrics, the clip and batch counters, every row."""
 
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ import torch
 from gnvideo.cli import main
 from gnvideo.training.run_logs import read_metrics
 
-from .conftest import cli_args
+from .conftest import assert_same_metrics, cli_args
 
 # 24 training videos / 4 clips = 6 steps per epoch, 2 epochs; last.ckpt after every step; dropout 0.5 (model head)
 # KillAtStep raises after step k, before its checkpoint and its log row: the newest last.ckpt is step k - 1.
 # k = 9: mid-epoch 2 (2 of its 6 batches done); k = 7: the checkpoint written at the end of epoch 1; k = 4: mid-epoch 1,
-# so the resumed attempt also runs epoch 1's validation before epoch 2.
+# so the resumed attempt also runs epoch 1's validation before epoch 2. "validation": killed when epoch 1's validation
+# starts, after its last step (6): that step's checkpoint waits for the epoch's end, so the newest is step 5 and the
+# resumed attempt runs step 6 and the validation again (from a checkpoint of step 6 Lightning would skip them).
 STEPS_PER_EPOCH = 6
 
 
@@ -47,27 +51,30 @@ def _assert_equal_tensors(a, b, where: str) -> int:
     return 0
 
 
-@pytest.mark.parametrize(("workers", "kill_at"), [(0, 9), (2, 9), (0, 7), (2, 4)])
+@pytest.mark.parametrize(("workers", "kill_at"), [(0, 9), (2, 9), (0, 7), (2, 4), (0, "validation")])
 def test_resume_mid_epoch_is_bit_identical(synthetic_root, tmp_path, workers, kill_at):
     common = _common(workers)
     ref_runs, runs = tmp_path / "ref", tmp_path / "runs"
     assert main(["fit", *cli_args(synthetic_root, ref_runs, *common)]) == 0
     ref_run = ref_runs / "tiny_r3d_bn" / "version_0"
 
+    at_validation = kill_at == "validation"
+    step = STEPS_PER_EPOCH if at_validation else kill_at
     with pytest.raises(RuntimeError, match="simulated kill"):
-        main(["fit", *cli_args(synthetic_root, runs, *common),
-              "--trainer.callbacks+=_train_probes.KillAtStep", "--trainer.callbacks.step", str(kill_at)])
+        main(["fit", *cli_args(synthetic_root, runs, *common), "--trainer.callbacks+=_train_probes.KillAtStep",
+              "--trainer.callbacks.step", str(step), "--trainer.callbacks.at_validation", str(at_validation)])
     run = runs / "tiny_r3d_bn" / "version_0"
-    killed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert killed["global_step"] == kill_at - 1 and killed["epoch"] == (kill_at - 2) // STEPS_PER_EPOCH
+    killed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt_step = STEPS_PER_EPOCH - 1 if at_validation else kill_at - 1
+    assert killed["global_step"] == ckpt_step and killed["epoch"] == (ckpt_step - 1) // STEPS_PER_EPOCH
     killed_rows = _rows(run)
-    assert sorted(read_metrics(run, "train/loss")) == list(range(kill_at - 1))
+    assert sorted(read_metrics(run, "train/loss")) == list(range(step if at_validation else kill_at - 1))
 
     assert main(["fit", *cli_args(synthetic_root, runs, *common), "--ckpt_path", "last"]) == 0
     assert not (runs / "tiny_r3d_bn" / "version_1").exists()  # resumed in the same run folder
 
-    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    ref = torch.load(ref_run / "checkpoints" / "last.ckpt", weights_only=False)
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ref = torch.load(ref_run / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == ref["global_step"] == 2 * STEPS_PER_EPOCH
     n = _assert_equal_tensors(final["state_dict"], ref["state_dict"], "state_dict")
     assert n == len(ref["state_dict"]) > 10
@@ -79,8 +86,10 @@ def test_resume_mid_epoch_is_bit_identical(synthetic_root, tmp_path, workers, ki
     ref_loss, loss = read_metrics(ref_run, "train/loss"), read_metrics(run, "train/loss")
     assert sorted(ref_loss) == list(range(2 * STEPS_PER_EPOCH))
     assert loss == ref_loss
-    # the killed attempt's rows are kept as they were, ahead of the resumed attempt's
+    # the killed attempt's rows up to its checkpoint are kept as they were; the rest were logged again
+    covered = killed["gnvideo_logs"]["metrics_rows"]
     rows = _rows(run)
-    assert len(rows) > len(killed_rows) and rows[:len(killed_rows)] == killed_rows
+    assert 0 < covered <= len(killed_rows) and rows[:covered] == killed_rows[:covered]
+    assert_same_metrics(run, ref_run)
     # each attempt's config kept
     assert (run / "config.yaml").is_file() and (run / "config.attempt-2.yaml").is_file()
