@@ -94,13 +94,14 @@ def test_missing_pytest_fails_the_test_stages_and_the_benchmarks_still_run(tmp_p
     assert all(stages[name]["status"] == "passed" for name in stages if name not in TEST_STAGES), stages
 
 
-def test_stop_time_ends_the_session_after_the_running_test(tmp_path):
-    """GNVIDEO_TESTS_STOP_AT (tests/ops/conftest.py): past it, pytest stops after the running test and still writes
-    its report and JUnit file (the check's test stages set it 10 s before their limit)."""
+@pytest.mark.parametrize("first", ["tests/ops/test_ops_samples.py::test_backend_argument",
+                                   "tests/models/test_nonlocal.py::test_cli_names_the_blocks"])
+def test_stop_time_ends_the_session_after_the_running_test(tmp_path, first):
+    """GNVIDEO_TESTS_STOP_AT (tests/conftest.py, so for any test path): past it, pytest stops after the running test
+    and still writes its report and JUnit file (the check's test stages set it 10 s before their limit)."""
     junit = tmp_path / "junit.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",
-         "tests/ops/test_ops_samples.py::test_backend_argument",
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}", first,
          "tests/ops/test_ops_samples.py::test_sample_inputs_cover_the_issue_cases"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
         env=dict(os.environ, GNVIDEO_TESTS_STOP_AT=str(time.time() - 1)))
