@@ -19,6 +19,8 @@ Example:
     nice -n 10 python benchmarks/bench_nonlocal.py                  # CPU: the res3 shape, 2 steps per variant
     python benchmarks/bench_nonlocal.py --json runs/bench_nonlocal.json --model-memory      # on a GPU
     python benchmarks/bench_nonlocal.py --stage res4 --clips 2 --variants gaussian_sdpa,gaussian_explicit
+    python benchmarks/bench_nonlocal.py --device cuda --model-memory --dry-run   # check the arguments, build the
+                                                    # blocks and models on the CPU, nothing timed (no GPU needed)
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ VARIANTS = {  # name -> (instantiation, implementation)
 BASELINE = {"embedded_gaussian": "gaussian_explicit", "dot_product": "dot_explicit"}
 #: i3d_r50 stage -> (channels, spatial stride from the input); both stages run at frames / 8 temporal positions
 STAGES = {"res3": (512, 8), "res4": (1024, 16)}
+#: the rows of ``--model-memory``: (backbone, non-local implementation); the first is the plain model
+MODEL_MEMORY_ROWS = (("i3d_r50", "efficient"), ("i3d_r50_nl5", "efficient"), ("i3d_r50_nl5", "explicit"))
 MIB = 2**20
 
 
@@ -173,8 +177,7 @@ def model_memory(args: argparse.Namespace) -> list[dict]:
     cuda = args.device == "cuda"
     rows = []
     x = torch.randn(1, 3, args.frames, args.size, args.size, device=args.device)
-    for backbone, implementation in (("i3d_r50", "efficient"), ("i3d_r50_nl5", "efficient"),
-                                     ("i3d_r50_nl5", "explicit")):
+    for backbone, implementation in MODEL_MEMORY_ROWS:
         model = build_model(backbone, nonlocal_implementation=implementation).to(args.device).train()
         counter = SavedBytes([x, *model.parameters()])
         if cuda:
@@ -212,7 +215,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="steps between the first (profiled) one and the measured ones (default: 5 on cuda, 0 on cpu)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list from {list(VARIANTS)}")
     p.add_argument("--model-memory", action="store_true", help="also count the saved memory of i3d_r50(_nl5) per clip")
-    p.add_argument("--json", default=None, metavar="OUT", help="write the rows and ratios to this JSON file")
+    p.add_argument("--json", default=None, metavar="OUT",
+                   help="write the rows and ratios to this JSON file (rewritten after each variant)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the arguments, build the blocks (one small CPU step each) and models on the CPU")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -223,9 +229,50 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(a.variants.split(",")) - set(VARIANTS))
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
-    if cuda and not torch.cuda.is_available():
+    if a.iters < 1 or a.warmup < 0:
+        p.error(f"--iters must be >= 1 and --warmup >= 0 (got {a.iters} and {a.warmup})")
+    if cuda and not torch.cuda.is_available() and not a.dry_run:
         p.error("--device cuda: no CUDA device visible to torch")
     return a
+
+
+def dry_run(a: argparse.Namespace) -> int:
+    """Builds each variant's block and runs one forward + backward of it on a small CPU tensor, builds the models of
+    ``--model-memory`` on the CPU, and prints the plan of a run with ``a`` (nothing timed, no GPU needed)."""
+    from gnvideo.models import build_model
+
+    channels = STAGES[a.stage][0]
+    for name in a.variants.split(","):
+        instantiation, implementation = VARIANTS[name]
+        block = NonLocal3d(channels, instantiation=instantiation, implementation=implementation).train()
+        with torch.no_grad():
+            block.norm.weight.fill_(1.0)
+        x = torch.randn(1, channels, 2, 4, 4, requires_grad=True)
+        block(x).sum().backward()
+        params = sum(p.numel() for p in block.parameters())
+        print(f"{name}: NonLocal3d({channels}), {instantiation}, {implementation}; {params / 1e6:.2f} M parameters; "
+              f"one CPU step on {tuple(x.shape)}")
+    if a.model_memory:
+        for backbone, implementation in MODEL_MEMORY_ROWS:
+            model = build_model(backbone, nonlocal_implementation=implementation)
+            params = sum(p.numel() for p in model.parameters())
+            print(f"model memory: {backbone} ({implementation}), {params / 1e6:.2f} M parameters")
+    print(f"dry run: would time {a.iters} forward + backward steps after {a.warmup + 1} warm-up steps per variant on "
+          f"{a.device} ({a.dtype}), x {block_input_shape(a)}"
+          + (f"; model memory of {len(MODEL_MEMORY_ROWS)} models, one clip of {a.frames} x {a.size}^2"
+             if a.model_memory else "")
+          + f"; json {a.json or '-'}; torch {torch.__version__}")
+    return 0
+
+
+def write_json(a: argparse.Namespace, device: str, rows: list[dict], ratios: dict, memory: list[dict],
+               complete: bool) -> None:
+    """The results so far, to ``a.json``: a run stopped at a time limit keeps the variants it measured."""
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump({"device": device, "torch": torch.__version__, "complete": complete,
+                   "args": {k: v for k, v in vars(a).items() if k != "child"}, "block_input": block_input_shape(a),
+                   "rows": rows, "ratios": ratios, "model_memory": memory}, f, indent=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         print(json.dumps(measure(a.child, a)))
         return 0
+    if a.dry_run:
+        return dry_run(a)
     if a.device == "cuda":
         device = torch.cuda.get_device_name()
     else:
@@ -252,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in a.variants.split(","):
         rows.append(measure(name, a) if a.device == "cuda" else measure_in_child(name, child_argv))
+        if a.json:
+            write_json(a, device, rows, {}, [], complete=False)
         gc.collect()
         if a.device == "cuda":
             torch.cuda.empty_cache()
@@ -268,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             ratios[r["variant"]] = {"vs": base["variant"], "time": rt, "peak_memory": rp, "saved_memory": rs}
         print(f"{r['variant']:18} {r['ms_median']:11.1f} {r['peak_mib']:9.0f} {r['saved_mib']:10.0f} {rt:10.2f} "
               f"{rp:10.2f} {rs:11.2f}  {r['attention_op'] or '-'}")
+    if a.json and a.model_memory:
+        write_json(a, device, rows, ratios, [], complete=False)
     memory = model_memory(a) if a.model_memory else []
     if memory:
         plain = memory[0]
@@ -283,11 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                     line += f" (+{r['peak_mib_per_clip'] - plain['peak_mib_per_clip']:.0f})"
             print(line)
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(a.json, "w") as f:
-            json.dump({"device": device, "torch": torch.__version__, "args": {k: v for k, v in vars(a).items()
-                                                                              if k != "child"},
-                       "block_input": shape, "rows": rows, "ratios": ratios, "model_memory": memory}, f, indent=1)
+        write_json(a, device, rows, ratios, memory, complete=True)
         print(f"wrote {a.json}")
     return 0
 

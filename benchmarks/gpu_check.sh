@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: build the GroupNorm extension, run the CUDA tests of tests/ops and the GPU benchmarks.
+# One call on a GPU machine: build the GroupNorm extension, run the CUDA tests of tests/ops and of the non-local
+# blocks (tests/models/test_nonlocal.py) and the GPU benchmarks.
 #
 #   bash benchmarks/gpu_check.sh [OUTDIR]        # OUTDIR defaults to $OUT, else runs/gpu_check
 #
@@ -12,16 +13,19 @@
 # Stages, in order (the list is `stages` below; a benchmark stage is one line there):
 #   build             python -m gnvideo.ops build (for the machine's own GPU)
 #   cuda_tests        the CUDA tests of tests/ops (-m gpu) but the numerics grid: what only a GPU shows (torch.compile,
-#                     opcheck, gradcheck, the profiler, > 2^31 elements) and the 41 shared cases
+#                     opcheck, gradcheck, the profiler, > 2^31 elements) and the 41 shared cases; and the CUDA tests
+#                     of tests/models/test_nonlocal.py (the attention kernels against the explicit form, fp32 and bf16)
 #   bench_group_norm  bench_group_norm.py on i3d_r50's GN layers (8x32 config, bf16, both layouts, the model's ReLU)
 #   bench_train_step  bench_train_step.py: an i3d_r50 step with BN, GN (F.group_norm) and GN (ours)
+#   bench_nonlocal    bench_nonlocal.py --model-memory: one res3 non-local block (8 clips, bf16), attention kernel vs
+#                     explicit matrix, and what i3d_r50_nl5 keeps for backward per clip beside i3d_r50
 #   cuda_tests_rest   the numerics grid (test_numerics_vs_float64, 600 cases), which the shared cases and the emulated
 #                     kernels mostly cover already: the benchmarks do not wait for it
 #
 # Time: the check ends within 8 minutes. Each stage has a limit estimated from what it runs (at `stages`, below); the
 # limits may sum to BUDGET_S at most (checked before anything runs, the dry run included), and no stage runs past
 # DEADLINE_S after the start. A test stage runs every selected test (no -x) and, once its limit is STOP_BEFORE_S away,
-# stops after the running test (GNVIDEO_TESTS_STOP_AT, tests/ops/conftest.py), so that its JUnit file and the summary
+# stops after the running test (GNVIDEO_TESTS_STOP_AT, tests/conftest.py), so that its JUnit file and the summary
 # list every result so far. A failed or timed-out stage is recorded and the next one runs, except after a failed build.
 #
 # Writes to OUTDIR: gpu_check.log (everything), summary.json (gpu_check_summary.py: device, versions, each stage's
@@ -105,10 +109,12 @@ build() {
   if [ "$STATUS" != passed ] && [ -z "$BLOCKED" ]; then BLOCKED="the $1 stage did not pass"; fi
 }
 
-# tests NAME LIMIT KEYWORDS: the CUDA tests of tests/ops that `-k KEYWORDS` selects; JUnit XML in OUTDIR/NAME.xml.
+# tests NAME LIMIT KEYWORDS PATH...: the CUDA tests of the PATHs that `-k KEYWORDS` selects; JUnit XML in
+# OUTDIR/NAME.xml.
 tests() {
   planning "$2" && return
   local name=$1 limit=$2 keywords=$3
+  shift 3
   rm -f "$OUTDIR/$name.xml"
   if [ -z "$BLOCKED" ] && ! "$PY" -c "import pytest" >/dev/null 2>&1; then
     record "$name" failed null 0 "$limit" "pytest is not installed for $PY (pip install pytest)"
@@ -117,7 +123,7 @@ tests() {
   # The machine's own pytest plugins (xdist, timeout, benchmark, ...) stay out: the tests run as in CI. One compile
   # thread: inductor keeps no worker pool, whose shutdown could hold the stage after its last test.
   local envs=(PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 TORCHINDUCTOR_COMPILE_THREADS=1)
-  local args=(-p no:cacheprovider -m gpu -k "$keywords" tests/ops --junitxml="$OUTDIR/$name.xml")
+  local args=(-p no:cacheprovider -m gpu -k "$keywords" "$@" --junitxml="$OUTDIR/$name.xml")
   if [ -n "$DRY" ]; then
     args+=(--collect-only -qq)
   else
@@ -129,7 +135,7 @@ tests() {
   if [ "$RC" = 2 ] && grep -q GNVIDEO_TESTS_STOP_AT "$STAGE_OUT"; then
     STATUS=timeout REASON="stopped ${STOP_BEFORE_S}s before its ${LIMIT}s limit; the tests after it did not run"
   elif [ "$RC" = 5 ]; then
-    STATUS=failed REASON="no test selected by -m gpu -k '$keywords'"
+    STATUS=failed REASON="no test selected by -m gpu -k '$keywords' $*"
   elif [ "$RC" = 0 ] && [ -z "$DRY" ] && ! grep -Eq '[0-9]+ passed' "$STAGE_OUT"; then
     STATUS=failed REASON="no test passed: every selected test skipped (see the log)"
   fi
@@ -153,17 +159,26 @@ stages() {
   build build 150
   # 104 tests: CUDA and extension start ~10 s, two torch.compile tests (cold triton compiles) ~30 s, two tests past
   # 2^31 elements ~15 s, 18 gradchecks and the other 82 tests ~30 s: ~85 s (the same tests took longer on the CPU).
-  tests cuda_tests 110 "not test_numerics_vs_float64"
+  # The 4 non-local tests (two blocks of 512 channels on 2 clips at 4 x 28 x 28 each, the first attention kernel
+  # loads) and importing gnvideo.models ~3 s: ~88 s. 5 s went to bench_nonlocal (this stage had 25 s over its
+  # estimate): its tests stop at 95 s.
+  tests cuda_tests 105 "not test_numerics_vs_float64" tests/ops tests/models/test_nonlocal.py
   # 12 layers x 2 layouts x 3 implementations x (fwd, fwd+bwd) = 144 timings of ~0.15 s (do_bench: 25 ms warm-up,
   # 50 ms of repetitions, L2 flushes) = 22 s; 8 torch.compile graphs (2 layouts x 2 activations x inference/training)
   # at ~5 s and inductor's start ~10 s = 50 s; the copy bandwidth and allocations 5 s: ~80 s.
   bench bench_group_norm 90 benchmarks/bench_group_norm.py --configs 8x32 --dtypes bf16 --acts model --rep-ms 50
   # 3 models x (3 warm-up + 8 timed steps) of i3d_r50 on 8 clips x 32 x 224^2 at ~0.3 s = 10 s; cuDNN autotuning
-  # (cudnn.benchmark) in the first steps ~20 s; three model builds 5 s: ~35 s.
-  bench bench_train_step 60 benchmarks/bench_train_step.py --iters 8 --warmup 3
+  # (cudnn.benchmark) in the first steps ~20 s; three model builds 5 s: ~35 s. 15 s went to bench_nonlocal (this
+  # stage had 25 s over its estimate, the most of any stage with cuda_tests).
+  bench bench_train_step 45 benchmarks/bench_train_step.py --iters 8 --warmup 3
+  # Python, torch and CUDA start ~8 s; 4 variants x (1 profiled + 2 warm-up + 10 timed steps) of one res3 block on
+  # 8 clips (x of 8 x 512 x 4 x 28 x 28, bf16, ~5 ms a step at most) and the profiler's start ~3 s; 3 model builds
+  # on the CPU ~3 s (1.8 s on the 2-core CPU) and one clip of 32 x 224^2 forward + backward each, with the first
+  # cuDNN calls (no kernel search: cudnn.benchmark stays off), ~5 s: ~20 s.
+  bench bench_nonlocal 25 benchmarks/bench_nonlocal.py --device cuda --iters 10 --warmup 2 --model-memory
   # 600 tests on small tensors, launch-bound: ~20 ms each = 12 s, and pytest, CUDA and extension start 10 s: ~22 s.
   # Last and least needed (the shared cases and the emulation cover most of it): a new stage can take time from it.
-  tests cuda_tests_rest 35 test_numerics_vs_float64
+  tests cuda_tests_rest 35 test_numerics_vs_float64 tests/ops
 }
 
 stages

@@ -1,5 +1,10 @@
-"""Session-wide test setup, and a checkpoint whose pickle would run code (for the safe-loading tests)."""
+"""Session-wide test setup: a stop time for benchmarks/gpu_check.sh (any test path), and a checkpoint whose pickle
+would run code (for the safe-loading tests)."""
 
+from __future__ import annotations
+
+import os
+import time
 from pathlib import Path
 
 # Lightning adds a StreamHandler bound to the sys.stderr of the moment it is first imported. Imported inside a test
@@ -8,6 +13,15 @@ from pathlib import Path
 # to pytest's session-wide stream instead.
 import lightning.pytorch  # noqa: F401
 import pytest
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """GNVIDEO_TESTS_STOP_AT (Unix time, set by benchmarks/gpu_check.sh near a stage's limit): once it has passed, the
+    session stops after this test, as ``-x`` would, so that the report and the JUnit file still list every result
+    (a kill at the limit would lose them)."""
+    stop_at = os.environ.get("GNVIDEO_TESTS_STOP_AT")
+    if stop_at and nextitem is not None and time.time() >= float(stop_at):
+        item.session.shouldstop = f"GNVIDEO_TESTS_STOP_AT ({stop_at}) passed; the tests after {item.nodeid} did not run"
 
 
 class _CreatesFile:

@@ -19,8 +19,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
-STAGES = ["build", "cuda_tests", "bench_group_norm", "bench_train_step", "cuda_tests_rest"]
+STAGES = ["build", "cuda_tests", "bench_group_norm", "bench_train_step", "bench_nonlocal", "cuda_tests_rest"]
 TEST_STAGES = ["cuda_tests", "cuda_tests_rest"]
+GPU_TEST_PATHS = ["tests/ops", "tests/models/test_nonlocal.py"]  # the check runs every CUDA test of these
 NOT_ON_GPU_MACHINE = ["decord", "av", "jsonargparse", "pytorchvideo"]
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash")
 
@@ -74,13 +75,18 @@ def test_dry_run_runs_every_stage_against_the_installed_torch(tmp_path):
     assert "-m gnvideo.ops build --dry-run" in log and "build_dir: " in log and "ninja: True" in log
     assert f"--json {out}/bench_group_norm.json --dry-run" in log and "dry run: would make " in log
     assert f"--json {out}/bench_train_step.json --dry-run" in log and "M parameters" in log
-    # The two test stages together select every CUDA test of tests/ops, each once, and none is left out.
+    assert f"--model-memory --json {out}/bench_nonlocal.json --dry-run" in log
+    assert "dry run: would time 10 forward + backward steps after 3 warm-up steps per variant on cuda (bf16)" in log
+    assert "model memory: i3d_r50_nl5 (efficient), 35.40 M parameters" in log
+    # The two test stages together select every CUDA test of tests/ops and of the non-local blocks, each once, and
+    # none is left out; the non-local ones run in the first.
     outputs = dict(re.findall(r"stage (\w+) \(limit \d+s\): [^\n]*\n(.*?)\n\[gpu_check", log, flags=re.S))
     per_stage = [_collected(outputs[name]) for name in TEST_STAGES]
     everything = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-qq", "-m", "gpu", "tests/ops"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-qq", "-m", "gpu",
+         *GPU_TEST_PATHS], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
     assert min(per_stage) > 0 and sum(per_stage) == _collected(everything) > 600, (per_stage, everything[-500:])
+    assert re.search(r"^tests/models/test_nonlocal\.py: [1-9]", outputs["cuda_tests"], flags=re.M), outputs
 
 
 @pytest.mark.slow
@@ -94,13 +100,14 @@ def test_missing_pytest_fails_the_test_stages_and_the_benchmarks_still_run(tmp_p
     assert all(stages[name]["status"] == "passed" for name in stages if name not in TEST_STAGES), stages
 
 
-def test_stop_time_ends_the_session_after_the_running_test(tmp_path):
-    """GNVIDEO_TESTS_STOP_AT (tests/ops/conftest.py): past it, pytest stops after the running test and still writes
-    its report and JUnit file (the check's test stages set it 10 s before their limit)."""
+@pytest.mark.parametrize("first", ["tests/ops/test_ops_samples.py::test_backend_argument",
+                                   "tests/models/test_nonlocal.py::test_cli_names_the_blocks"])
+def test_stop_time_ends_the_session_after_the_running_test(tmp_path, first):
+    """GNVIDEO_TESTS_STOP_AT (tests/conftest.py, so for any test path): past it, pytest stops after the running test
+    and still writes its report and JUnit file (the check's test stages set it 10 s before their limit)."""
     junit = tmp_path / "junit.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",
-         "tests/ops/test_ops_samples.py::test_backend_argument",
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}", first,
          "tests/ops/test_ops_samples.py::test_sample_inputs_cover_the_issue_cases"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
         env=dict(os.environ, GNVIDEO_TESTS_STOP_AT=str(time.time() - 1)))
