@@ -282,6 +282,10 @@ def _difference(a: dict, b: dict) -> tuple[float, str]:
     return mean, per_seed if len(seeds) > 1 else ""
 
 
+def _clips(n: int) -> str:
+    return f"{n} clip" + ("" if n == 1 else "s")
+
+
 def effect_lines(results: Sequence[dict]) -> list[str]:
     """The table in words: what each norm loses from the largest to the smallest clips-per-device setting, and how
     far each other norm is from BN at the smallest (top-1 means over the seeds both cells have, and per seed)."""
@@ -303,7 +307,7 @@ def effect_lines(results: Sequence[dict]) -> list[str]:
                 d, per_seed = _difference(hi, lo)
                 drops.append(f"{n.upper()} {'loses' if d >= 0 else 'gains'} {abs(d):.1f} points{per_seed}")
         if drops:
-            lines.append(f"From {large} to {small} clips per device{at}, top-1: " + "; ".join(drops) + ".")
+            lines.append(f"From {_clips(large)} to {_clips(small)} per device{at}, top-1: " + "; ".join(drops) + ".")
         bn = _top1_by_seed(here, "bn", frames, small)
         apart = []
         for n in norms:
@@ -312,7 +316,7 @@ def effect_lines(results: Sequence[dict]) -> list[str]:
                 d, per_seed = _difference(other, bn)
                 apart.append(f"{n.upper()} is {abs(d):.1f} points {'above' if d >= 0 else 'below'} BN{per_seed}")
         if apart:
-            lines.append(f"At {small} clips per device{at}: " + "; ".join(apart) + ".")
+            lines.append(f"At {_clips(small)} per device{at}: " + "; ".join(apart) + ".")
     return lines
 
 

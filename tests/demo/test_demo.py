@@ -46,8 +46,8 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     assert "4 frames, 2 clips/GPU" in table and "4 frames, 1 clips/GPU" in table
     assert "Chance with 3 classes: top-1 33.3%" in table
     assert table.strip() in text
-    assert "From 2 to 1 clips per device, top-1: BN " in table and "; GN " in table  # the table in words
-    assert "At 1 clips per device: GN is " in table and " BN." in table
+    assert "From 2 clips to 1 clip per device, top-1: BN " in table and "; GN " in table  # the table in words
+    assert "At 1 clip per device: GN is " in table and " BN." in table
     assert "Wall time: dataset " in table and "bn_1clips " in table  # each phase's time
     assert (out / "bn_vs_gn.png").stat().st_size > 1000
 
@@ -87,12 +87,12 @@ def test_effect_lines_say_the_table_in_words():
     top1 = {("sub_bn", 8): (70.0, 80.0), ("sub_bn", 1): (40.0, 45.0), ("gn", 8): (60.0, 70.0), ("gn", 1): (65.0, 66.0)}
     results = [_result(norm, clips, seed, v[seed]) for (norm, clips), v in top1.items() for seed in (0, 1)]
     assert effect_lines(results) == [
-        "From 8 to 1 clips per device, top-1: BN loses 32.5 points (seeds 0, 1: 30.0, 35.0); "
+        "From 8 clips to 1 clip per device, top-1: BN loses 32.5 points (seeds 0, 1: 30.0, 35.0); "
         "GN gains 0.5 points (seeds 0, 1: 5.0, -4.0).",
-        "At 1 clips per device: GN is 23.0 points above BN (seeds 0, 1: 25.0, 21.0).",
+        "At 1 clip per device: GN is 23.0 points above BN (seeds 0, 1: 25.0, 21.0).",
     ]
     one_seed = [r for r in results if r["setting"]["seed"] == 0 and r["setting"]["norm"] == "gn"]
-    assert effect_lines(one_seed) == ["From 8 to 1 clips per device, top-1: GN gains 5.0 points."]
+    assert effect_lines(one_seed) == ["From 8 clips to 1 clip per device, top-1: GN gains 5.0 points."]
 
 
 def test_training_threads_leave_the_workers_their_cores(monkeypatch):
