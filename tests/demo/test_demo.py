@@ -58,20 +58,26 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     assert (out / "gn_1clips" / "version_0" / "results.json").read_text() == json.dumps(gn, indent=2) + "\n"
 
 
-def test_demo_holdout_scores_training_videos_only(tmp_path, capsys):
+def test_demo_holdout_scores_training_videos_only(tmp_path, capsys, monkeypatch):
+    import gnvideo.data.kinetics as kinetics
+
+    opened = []
+    real_open = kinetics.open_video
+    monkeypatch.setattr(kinetics, "open_video", lambda path, **kw: opened.append(str(path)) or real_open(path, **kw))
     root, out = tmp_path / "synthetic", tmp_path / "runs"
     args = ["demo", "--root", str(root), "--out", str(out), "--num_classes", "2", "--videos_per_class", "4",
             "--val_videos_per_class", "1", "--epochs", "1", "--clips_per_device", "[1]", "--norms", "[gn]",
-            "--crop_size", "32", "--frames", "4", "--workers", "0", "--holdout_fraction", "0.25"]
+            "--crop_size", "32", "--frames", "4", "--workers", "0", "--holdout_fraction", "0.25",
+            "--test_clips", "2", "--test_crops", "1"]
     assert main(args) == 0
-    run = out / "gn_1clips" / "version_0"
-    assert not list(out.rglob("results*.json"))  # the held-out test videos are never scored
-    r = json.loads((run / "holdout.json").read_text())
-    assert r["split"] == "holdout" and r["videos_scored"] == 2  # 25 % of 2 x 4 training videos
+    assert opened and all(f"{root}/train/" in path for path in opened)  # workers 0: every read is in this process
+    r = json.loads((out / "gn_1clips" / "version_0" / "results.json").read_text())
+    assert r["split"] == "holdout" and r["videos_scored"] == 2 and r["videos_skipped"] == 0  # 25 % of 2 x 4
     assert r["annotation"].endswith("train.csv (holdout_fraction 0.25)") and 0 <= r["top1"] <= 100
-    assert r["test_views"]["test_num_clips"] == 1 and r["setting"]["norm"] == "gn"
-    assert "Scored on the holdout split (25% of the training videos" in (out / "table.md").read_text()
-    assert "then validation on 25% of the training videos" in capsys.readouterr().out
+    assert r["test_views"]["test_num_clips"] == 2 and r["setting"]["norm"] == "gn"  # the test's views
+    assert r["setting"]["train_annotation"].endswith("train.csv")
+    assert "Scored on the holdout split (25% of the training videos)" in (out / "table.md").read_text()
+    assert "on the 25% of the training videos held out" in capsys.readouterr().out
 
 
 def _result(norm: str, clips: int, seed: int, top1: float) -> dict:
