@@ -27,7 +27,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from gnvideo.data.transforms import BatchTransform
-from gnvideo.errors import config_prefix
+from gnvideo.errors import ConfigError, config_prefix
 from gnvideo.evaluation import MultiViewAggregator, video_metrics
 
 __all__ = ["VideoClassifier"]
@@ -75,6 +75,9 @@ class VideoClassifier(pl.LightningModule):
         head_pool_size: (H, W) window of the "local" head, in res5 positions.
         train_clips: length of the schedule in clips (400k x 64 = 25.6M in the Non-local recipe); sets
             ``trainer.max_steps`` to ``train_clips / total batch`` unless ``trainer.max_steps`` is given.
+        test_clips_per_forward: views per forward in test and predict (None: ``clips_per_device``). No activations
+            are kept there, so more fit than in training; one forward of a video's views instead of one per clip
+            matters on a CPU at 1 clip per device (a batch of 1 takes torch's slow 3D convolution).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class VideoClassifier(pl.LightningModule):
         head_pool: Literal["global", "local"] = "global",
         head_pool_size: tuple[int, int] = (7, 7),
         train_clips: int | None = None,
+        test_clips_per_forward: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -115,6 +119,8 @@ class VideoClassifier(pl.LightningModule):
             from gnvideo.training.optim import check_schedule
 
             check_schedule(schedule, step_milestones, warmup_fraction)
+            if test_clips_per_forward is not None and test_clips_per_forward < 1:
+                raise ConfigError("test_clips_per_forward", f"must be >= 1, got {test_clips_per_forward}")
             check_init_options(norm, pretrained_2d, pretrained_2d_file, init_from)  # loading waits for the run
         self._weights_ready = not (pretrained_2d or init_from)
         self.configure_metrics()
@@ -214,7 +220,8 @@ class VideoClassifier(pl.LightningModule):
         agg.update_invalid(vi[~valid])
         probs = torch.zeros(0, self.hparams.num_classes)
         if bool(valid.any()):
-            x, step = batch["video"][valid], max(int(self.hparams.clips_per_device), 1)  # a batch of whole videos
+            step = self.hparams.get("test_clips_per_forward") or max(int(self.hparams.clips_per_device), 1)
+            x = batch["video"][valid]  # a batch of whole videos
             probs = torch.cat([self(x[i:i + step]).float().softmax(dim=1) for i in range(0, x.shape[0], step)])
             agg.update(probs, vi[valid], batch["label"][valid])
         return {"video_index": vi[valid].cpu(), "probs": probs.detach().cpu()}

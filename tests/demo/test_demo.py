@@ -32,6 +32,7 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
         assert r["setting"]["num_frames"] == 4 and r["split"] == "val"
         assert r["checkpoint"] == str(path.parent / "checkpoints" / "last.ckpt")  # the last checkpoint is tested
         assert r["test_views"]["test_num_clips"] == 2 and r["test_views"]["test_num_crops"] == 1
+    assert not list(out.glob("*/version_*/checkpoints/best*.ckpt"))  # no validation on the held-out videos
     bn = json.loads((out / "bn_1clips" / "version_0" / "results.json").read_text())
     assert bn["setting"]["norm"] == "sub_bn" and bn["setting"]["norm_options"] == {"clips_per_group": 1}
     assert bn["setting"]["clips_per_device"] == 2  # 1 clip per simulated device x 2 simulated devices
@@ -45,6 +46,9 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     assert "4 frames, 2 clips/GPU" in table and "4 frames, 1 clips/GPU" in table
     assert "Chance with 3 classes: top-1 33.3%" in table
     assert table.strip() in text
+    assert "From 2 clips to 1 clip per device, top-1: BN " in table and "; GN " in table  # the table in words
+    assert "At 1 clip per device: GN is " in table and " BN." in table
+    assert "Wall time: dataset " in table and "bn_1clips " in table  # each phase's time
     assert (out / "bn_vs_gn.png").stat().st_size > 1000
 
     # A second run reuses the dataset (no regeneration) and starts new run versions.
@@ -54,13 +58,73 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     assert (out / "gn_1clips" / "version_0" / "results.json").read_text() == json.dumps(gn, indent=2) + "\n"
 
 
+def test_demo_holdout_scores_training_videos_only(tmp_path, capsys, monkeypatch):
+    import gnvideo.data.kinetics as kinetics
+
+    opened = []
+    real_open = kinetics.open_video
+    monkeypatch.setattr(kinetics, "open_video", lambda path, **kw: opened.append(str(path)) or real_open(path, **kw))
+    root, out = tmp_path / "synthetic", tmp_path / "runs"
+    args = ["demo", "--root", str(root), "--out", str(out), "--num_classes", "2", "--videos_per_class", "4",
+            "--val_videos_per_class", "1", "--epochs", "1", "--clips_per_device", "[1]", "--norms", "[gn]",
+            "--crop_size", "32", "--frames", "4", "--workers", "0", "--holdout_fraction", "0.25",
+            "--test_clips", "2", "--test_crops", "1"]
+    assert main(args) == 0
+    assert opened and all(f"{root}/train/" in path for path in opened)  # workers 0: every read is in this process
+    r = json.loads((out / "gn_1clips" / "version_0" / "results.json").read_text())
+    assert r["split"] == "holdout" and r["videos_scored"] == 2 and r["videos_skipped"] == 0  # 25 % of 2 x 4
+    assert r["annotation"].endswith("train.csv (holdout_fraction 0.25)") and 0 <= r["top1"] <= 100
+    assert r["test_views"]["test_num_clips"] == 2 and r["setting"]["norm"] == "gn"  # the test's views
+    assert r["setting"]["train_annotation"].endswith("train.csv")
+    assert "Scored on the holdout split (25% of the training videos)" in (out / "table.md").read_text()
+    assert "on the 25% of the training videos held out" in capsys.readouterr().out
+
+
+def _result(norm: str, clips: int, seed: int, top1: float) -> dict:
+    options = {"clips_per_group": clips} if norm == "sub_bn" else {}
+    setting = {"backbone": "tiny_r3d", "norm": norm, "norm_options": options, "num_frames": 8, "seed": seed,
+               "clips_per_device": 2 * clips if norm == "sub_bn" else clips}
+    return {"top1": top1, "top5": 100.0, "num_classes": 8, "setting": setting, "test_views": {}, "path": "x"}
+
+
+def test_effect_lines_say_the_table_in_words():
+    from gnvideo.demo.runs import effect_lines
+
+    top1 = {("sub_bn", 8): (70.0, 80.0), ("sub_bn", 1): (40.0, 45.0), ("gn", 8): (60.0, 70.0), ("gn", 1): (65.0, 66.0)}
+    results = [_result(norm, clips, seed, v[seed]) for (norm, clips), v in top1.items() for seed in (0, 1)]
+    assert effect_lines(results) == [
+        "From 8 clips to 1 clip per device, top-1: BN loses 32.5 points (seeds 0, 1: 30.0, 35.0); "
+        "GN gains 0.5 points (seeds 0, 1: 5.0, -4.0).",
+        "At 1 clip per device: GN is 23.0 points above BN (seeds 0, 1: 25.0, 21.0).",
+    ]
+    one_seed = [r for r in results if r["setting"]["seed"] == 0 and r["setting"]["norm"] == "gn"]
+    assert effect_lines(one_seed) == ["From 8 clips to 1 clip per device, top-1: GN gains 5.0 points."]
+
+
+def test_training_threads_leave_the_workers_their_cores(monkeypatch):
+    import os
+
+    from gnvideo.demo.runs import parse_args, training_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert training_threads(parse_args(["--workers", "2"])) == 1  # 2 cores, 2 decoding workers: one thread
+    assert training_threads(parse_args(["--workers", "0"])) == 2
+    assert training_threads(parse_args(["--threads", "3"])) == 3
+    with pytest.raises(ValueError, match="threads: must be >= 1"):
+        training_threads(parse_args(["--threads", "0"]))
+
+
 def test_demo_config_files(tmp_path):
-    from gnvideo.demo.runs import _parse
+    from gnvideo.demo.runs import parse_args as _parse
 
     study = Path(__file__).resolve().parents[2] / "configs" / "study" / "motion_sweep.yaml"
     a = _parse(["--config", str(study)])
     assert a.norms == ["bn", "gn", "bgn"] and a.clips_per_device == [16, 8, 4, 2, 1] and a.seeds == [0, 1, 2]
-    assert a.base_lr == 0.1 and a.epochs == 12  # what README's study table was measured with
+    demo = _parse([])  # the demo is one cell of the study: every other option is the demo's
+    swept = {"config", "out", "norms", "clips_per_device", "seeds"}
+    assert {k: v for k, v in vars(a).items() if k not in swept} == {k: v for k, v in vars(demo).items()
+                                                                    if k not in swept}
+    assert set(demo.norms) <= set(a.norms) and set(demo.clips_per_device) <= set(a.clips_per_device)
     assert not a.out.startswith("configs")  # outputs live outside configs/
     assert _parse(["--config", str(study), "--seeds", "[5]"]).seeds == [5]  # the command line wins
     bad = tmp_path / "bad.yaml"

@@ -142,6 +142,45 @@ def test_sub_bn_equals_bn_per_group_outputs_and_running_stats():
     torch.testing.assert_close(layer(x), ref(x))
 
 
+@pytest.mark.parametrize("k", [1, 2, 6])
+def test_sub_bn_gradients_equal_bn_per_group(k):
+    n = 6
+    x = _x(n=n, c=8).requires_grad_()
+    layer = build_norm("sub_bn", 8, clips_per_group=k).double()
+    _randomize_affine(layer)
+    copies = [nn.BatchNorm3d(8).double() for _ in range(n // k)]
+    for bn in copies:
+        bn.load_state_dict(layer.state_dict())
+    xr = x.detach().clone().requires_grad_()
+    y = layer(x)
+    ref = torch.cat([bn(xr[g * k:(g + 1) * k]) for g, bn in enumerate(copies)])
+    torch.testing.assert_close(y, ref)
+    upstream = torch.randn_like(y)
+    (y * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(layer.weight.grad, sum(bn.weight.grad for bn in copies))
+    torch.testing.assert_close(layer.bias.grad, sum(bn.bias.grad for bn in copies))
+
+
+def test_sub_bn_one_value_per_channel_normalizes_to_the_bias():
+    layer = build_norm("sub_bn", 8, clips_per_group=1).double()  # 1 clip of 1 x 1 x 1 per group, as BN on 1 value
+    _randomize_affine(layer)
+    y = layer(_x(n=2, c=8, t=1, h=1, w=1))
+    torch.testing.assert_close(y, layer.bias.view(1, -1, 1, 1, 1).expand(2, -1, -1, -1, -1))
+    assert torch.isfinite(layer.running_var).all()
+
+
+def test_sub_bn_half_precision_input_takes_fp32_statistics():
+    layer = build_norm("sub_bn", 8, clips_per_group=2)  # float32 parameters, bf16 input: the elementwise path
+    _randomize_affine(layer)
+    ref = build_norm("sub_bn", 8, clips_per_group=2)
+    ref.load_state_dict(layer.state_dict())
+    x = _x(n=4, c=8, dtype=torch.float32)
+    torch.testing.assert_close(layer(x.bfloat16()).float(), ref(x), atol=0.05, rtol=0.02)
+    torch.testing.assert_close(layer.running_var, ref.running_var, atol=0.02, rtol=0.02)
+
+
 def test_sub_bn_channels_last_and_bad_batch():
     layer = build_norm("sub_bn", 8, clips_per_group=2).double()
     x = _x(n=4, c=8)

@@ -37,6 +37,21 @@ def test_validation_and_test_drop_invalid_rows():
     assert scores.scored.tolist() == [True, False]
 
 
+def test_test_views_per_forward():
+    batch = {"video": torch.randn(5, 3, 4, 32, 32), "label": torch.zeros(5, dtype=torch.long),
+             "video_index": torch.zeros(5, dtype=torch.long), "view_index": torch.arange(5),
+             "valid": torch.ones(5, dtype=torch.bool)}
+    for options, forwards in (({"clips_per_device": 2}, [2, 2, 1]), ({"clips_per_device": 1,
+                                                                       "test_clips_per_forward": 12}, [5])):
+        m = _model(**options).eval()
+        seen = []
+        m.model.register_forward_hook(lambda mod, args, out, seen=seen: seen.append(args[0].shape[0]))
+        m.test_step(batch, 0)
+        assert seen == forwards
+    with pytest.raises(ValueError, match="model.test_clips_per_forward: must be >= 1"):
+        _model(test_clips_per_forward=0)
+
+
 def test_init_from_gnvideo_checkpoint(tmp_path):
     src = _model()
     path = tmp_path / "m.ckpt"
