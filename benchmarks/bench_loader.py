@@ -218,7 +218,7 @@ def _collate(items, views: bool = False):
     stacks into shared memory in a worker; ``collate_views`` for gnvideo's test items), the CPU time summed."""
     from torch.utils.data import default_collate
 
-    from gnvideo.data.kinetics import collate_views
+    from gnvideo.data.collate import collate_views
 
     samples = [s for s, _ in items]
     return (collate_views if views else default_collate)(samples), sum(c for _, c in items), len(items)

@@ -21,7 +21,7 @@ _EXPORTS = {
     "ClipDataset": ".kinetics",
     "KineticsDataset": ".kinetics",
     "VideoFilesDataset": ".kinetics",
-    "collate_views": ".kinetics",
+    "collate_views": ".collate",
     "EpochDistributedSampler": ".sampling",
     "ResumableDataLoader": ".sampling",
     "UnpaddedDistributedSampler": ".sampling",

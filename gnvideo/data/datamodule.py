@@ -12,7 +12,8 @@ attached). In a fit the list also travels in every checkpoint (:meth:`~KineticsD
 videos it names are broken from the start, so a resumed fit, in its folder or from a checkpoint elsewhere, never opens
 them again. validate/test/predict decode every video of their own (each names its broken videos in its own run
 folder). Decoding runs in a child process of each loading process (``decode_sandbox``), so a decoder crash or hang
-costs one video (see :mod:`gnvideo.data.kinetics`).
+costs one video (see :mod:`gnvideo.data.kinetics`). The DataModule's part of this bookkeeping:
+:mod:`gnvideo.data.broken_bookkeeping`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 from gnvideo.errors import ConfigError, config_prefix
 
 from .annotations import load_label_names
-from .broken_list import FILE_NAME as BROKEN_LIST_NAME
-from .broken_list import BrokenVideoList
-from .decode import sandbox_available
-from .kinetics import DECODE_TIMEOUT, ClipDataset, KineticsDataset, VideoFilesDataset, collate_views
+from .broken_bookkeeping import BrokenVideoBookkeeping
+from .collate import collate_views
+from .kinetics import DECODE_TIMEOUT, ClipDataset, KineticsDataset, VideoFilesDataset
 from .random_access import slow_access_warning
 from .sampling import EpochDistributedSampler, ForkSafeDataLoader, ResumableDataLoader, UnpaddedDistributedSampler
 from .transforms import BatchTransform, EvalTransform, TrainTransform, resolve_mean_std
@@ -64,7 +64,7 @@ def _transform(split: str, cls: type, **options):
         return cls(**options)
 
 
-class KineticsDataModule(pl.LightningDataModule):
+class KineticsDataModule(BrokenVideoBookkeeping, pl.LightningDataModule):
     """Kinetics train/val/test/predict data.
 
     Option names: a split prefix (``train_``, ``val_``, ``test_``) and the name of the :class:`TrainTransform` or
@@ -195,7 +195,7 @@ class KineticsDataModule(pl.LightningDataModule):
         self.test_dataset: KineticsDataset | None = None
         self.predict_dataset: VideoFilesDataset | None = None
         self._keyframes_checked = False
-        self.broken_list: BrokenVideoList | None = None
+        self.broken_list = None  # the run folder's list, once a trainer is attached (BrokenVideoBookkeeping)
 
     def _build_transforms(self) -> None:
         """One transform per split from that split's options (each dataset gets its split's object as it is)."""
@@ -331,63 +331,6 @@ class KineticsDataModule(pl.LightningDataModule):
                     **self._split_options("test"), **self._common())
             except (ValueError, FileNotFoundError) as err:
                 raise ConfigError("predict_files", str(err)) from err
-
-    def _datasets(self) -> list[ClipDataset]:
-        return [ds for ds in (self.train_dataset, self.val_dataset, self.test_dataset, self.predict_dataset)
-                if ds is not None]
-
-    def _attach_broken_list(self, stage: str | None) -> None:
-        """Once a trainer is attached: the run folder's broken-video list goes to every dataset (in a fit, the videos
-        an earlier attempt of the run listed are broken from the start), and the decoding set-up is said once."""
-        trainer = getattr(self, "trainer", None)
-        run_dir = getattr(trainer, "log_dir", None)
-        if run_dir is None:
-            return
-        if self.broken_list is None:
-            self.broken_list = BrokenVideoList(os.path.join(run_dir, BROKEN_LIST_NAME))
-            listed = self.broken_list.read()
-            if listed:
-                logger.info("%s: %d videos found broken earlier in this run are left out", self.broken_list.path,
-                            len(listed))
-            if not getattr(trainer, "is_global_zero", True):
-                pass  # said once, by rank 0
-            elif not self.hparams.decode_sandbox:
-                where = "the main process" if int(self.hparams.num_workers) == 0 else "the DataLoader workers"
-                logger.warning("data.decode_sandbox is off: videos are decoded in %s, where a decoder crash ends the "
-                               "run and a hang stops it", where)
-            elif not sandbox_available():
-                logger.warning("decoding cannot be isolated here (no os.fork): a decoder crash ends the run and a "
-                               "hang stops it")
-        for ds in self._datasets():
-            if ds.broken_list is None:
-                training = stage == "fit" and ds in (self.train_dataset, self.val_dataset)
-                ds.attach_broken_list(self.broken_list, skip_listed=training)
-
-    def state_dict(self) -> dict:
-        """``{"broken_videos": {path: reason}}``: the run's broken videos, saved with every checkpoint."""
-        return {"broken_videos": self.broken_list.read() if self.broken_list is not None else {}}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """A fit resumed from a checkpoint: the checkpoint's broken videos are broken in this run too (those of its
-        datasets join the run folder's list). validate/test/predict of a checkpoint decode every video."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or getattr(trainer.state, "fn", None) != "fit":
-            return
-        listed = dict(state_dict.get("broken_videos") or {})
-        training = [ds for ds in (self.train_dataset, self.val_dataset) if ds is not None]
-        ours = {p: r for p, r in listed.items() if any(ds.mark_broken([p]) for ds in training)}
-        if ours and self.broken_list is not None:
-            self.broken_list.add_all(ours)
-
-    def teardown(self, stage: str | None = None) -> None:
-        """Log how many broken videos each split met (each was named once, with its reason, when first met)."""
-        for name in ("train", "val", "test", "predict"):
-            ds = getattr(self, f"{name}_dataset")
-            if ds is not None and ds.num_skipped:
-                verb = "drawn again" if name == "train" else "not scored"
-                per_item = ds.views_per_video if ds.mode == "test" else 1  # a test item holds all views of a video
-                logger.warning("%s: %d broken videos, %d samples %s", name, len(ds.failed_videos),
-                               ds.num_skipped * per_item, verb)
 
     def _holdout(self) -> ClipDataset:
         """Split a seeded random ``holdout_fraction`` of the training videos off into a validation dataset; the

@@ -11,8 +11,8 @@ bool, ``flip`` bool (train: mirror this clip on the device; else False), and in 
 side of the source box in the clip's top-left that the device enlarges to the crop, see
 :mod:`gnvideo.data.transforms`). Test items stack their V = num_clips x
 num_crops views: ``video`` uint8 (V, T, crop, crop, 3), ``view_index`` int64 (V,) (view = clip x num_crops + crop), the
-rest per video; :func:`collate_views` flattens them into a batch of views (B x V, T, crop, crop, 3) in which every row
-has its video's ``label``, ``video_index``, ``valid`` and ``flip``.
+rest per video; :func:`gnvideo.data.collate.collate_views` flattens them into a batch of views (B x V, T, crop, crop,
+3) in which every row has its video's ``label``, ``video_index``, ``valid`` and ``flip``.
 
 Broken videos (the definition is in :mod:`gnvideo.data.decode.errors`: missing, empty, undecodable, a
 decode error in any frame read, truncated): in train mode another video is drawn instead (up to ``max_retries`` times);
@@ -39,17 +39,17 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import multiprocessing
 import os
 import time
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from .annotations import VideoEntry, apply_exclude, load_label_names, read_annotations
 from .broken_list import BrokenVideoList
+from .collate import batch_tensor
 from .decode import BACKENDS, VideoDecodeError, open_sandboxed, open_video, problem_reason, sandbox_available
 from .layout import is_video_file, list_video_files, read_exclude_list, read_list_lines
 from .sampling import eval_clip_indices, sample_generator, train_clip_indices
@@ -275,7 +275,7 @@ class ClipDataset(Dataset):
         rows = [torch.tensor([where[i] for i in clip]) for clip in clips]
         # per crop (U, h, w, 3), views of the scaled frames: overlapping clips are scaled once
         crops = [crop.permute(0, 2, 3, 1) for crop in self.transform.crops(frames)]
-        out = _batch_tensor((len(rows) * len(crops), len(clips[0]), *crops[0].shape[1:]), frames.dtype)
+        out = batch_tensor((len(rows) * len(crops), len(clips[0]), *crops[0].shape[1:]), frames.dtype)
         for c, r in enumerate(rows):  # view = clip x num_crops + crop, copied row by row (no strided gather)
             for k, crop in enumerate(crops):
                 torch.index_select(crop, 0, r, out=out[c * len(crops) + k])
@@ -397,33 +397,4 @@ class VideoFilesDataset(ClipDataset):
         return [e.path for e in self.entries]
 
 
-def _batch_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialized tensor, in shared memory when made in a DataLoader worker (as torch's default collate makes
-    its batches), so that handing it to the main process copies nothing."""
-    if get_worker_info() is None:
-        return torch.empty(tuple(shape), dtype=dtype)
-    like = torch.empty(0, dtype=dtype)
-    return like.new(like._typed_storage()._new_shared(math.prod(shape))).view(tuple(shape))
-
-
-def collate_views(items: Sequence[dict]) -> dict:
-    """Collate test items (each one video with V views) into a batch of views.
-
-    ``video`` uint8 (V_i, T, h, w, 3) per item -> (sum V_i, T, h, w, 3); ``view_index`` (V_i,) -> (sum V_i,);
-    ``label`` / ``video_index`` (int64), ``valid`` / ``flip`` (bool) repeated once per view of their video.
-    """
-    counts = torch.tensor([int(it["video"].shape[0]) for it in items])
-    videos = [it["video"] for it in items]
-    if len(videos) == 1 and (videos[0].is_shared() or get_worker_info() is None):
-        video = videos[0]  # one video per batch (the usual case: 30 views fill a batch): no copy
-    else:
-        video = torch.cat(videos, out=_batch_tensor((int(counts.sum()), *videos[0].shape[1:]), videos[0].dtype))
-    out = {"video": video,
-           "view_index": torch.cat([torch.as_tensor(it["view_index"], dtype=torch.int64) for it in items])}
-    for key, dtype in (("label", torch.int64), ("video_index", torch.int64), ("valid", torch.bool),
-                       ("flip", torch.bool)):
-        out[key] = torch.repeat_interleave(torch.tensor([it[key] for it in items], dtype=dtype), counts)
-    return out
-
-
-__all__ = ["MODES", "ClipDataset", "KineticsDataset", "VideoFilesDataset", "collate_views"]
+__all__ = ["MODES", "ClipDataset", "KineticsDataset", "VideoFilesDataset"]
