@@ -29,6 +29,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_videos import make_sources  # noqa: E402 - next to this file
 
 
 def _cpu_seconds() -> float:
@@ -104,21 +105,20 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from bench_loader import make_videos
-
     from gnvideo.data.annotations import VideoEntry
     from gnvideo.data.decode import open_sandboxed, open_video
-    from gnvideo.data.kinetics import ClipDataset, _collect_paths
+    from gnvideo.data.kinetics import ClipDataset
+    from gnvideo.data.layout import list_video_files
     from gnvideo.data.sampling import sample_generator, train_clip_indices
     from gnvideo.data.transforms import TrainTransform
 
     tmp = None
     if args.root:
-        paths = _collect_paths(args.root)[: args.num_videos]
+        paths = sorted(list_video_files(args.root))[: args.num_videos]
     else:
         tmp = tempfile.TemporaryDirectory()
         print(f"writing {args.num_videos} videos (340x256, 300 frames, h264) to {tmp.name} ...", flush=True)
-        paths = make_videos(tmp.name, args.num_videos)
+        paths = make_sources(tmp.name, args.num_videos)
     if not paths:
         raise SystemExit(f"no videos found under {args.root}")
     entries = [VideoEntry(p, 0) for p in paths]
