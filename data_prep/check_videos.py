@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from .keyframe_report import keyframe_facts, print_keyframe_summary
 
-        facts = keyframe_facts(paths, args.num_frames, args.sampling_rate, args.workers, not args.no_progress)
+        facts = keyframe_facts(paths, args.num_frames, args.sampling_rate, args.workers, not args.no_progress,
+                               args.timeout)
         summary = summarize(facts, args.num_frames, args.sampling_rate)
         print_keyframe_summary(summary, facts, root)
         if args.json:

@@ -3,18 +3,25 @@
 
 from __future__ import annotations
 
-import functools
-import multiprocessing
 import os
+
+from gnvideo.data.decode.pool import DEFAULT_TIMEOUT, isolated_map
+
+
+def _facts_job(job: tuple[str, int, int], progress) -> dict:
+    from gnvideo.data.random_access import inspect_video
+
+    return inspect_video(*job)
 
 
 def keyframe_facts(paths: list[str], num_frames: int = 32, sampling_rate: int = 2, workers: int | None = None,
-                   progress: bool = False) -> list[dict]:
-    """:func:`gnvideo.data.random_access.inspect_video` of every file, in input order, in ``workers`` processes
-    (None = all CPUs, 0 = in this process); header and packet reads only, nothing is decoded."""
+                   progress: bool = False, timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
+    """:func:`gnvideo.data.random_access.inspect_video` of every file, in input order, in ``workers`` isolated
+    processes (None = all CPUs, 0 = in this process); header and packet reads only, nothing is decoded. A file whose
+    read crashes its worker or takes longer than ``timeout`` seconds is ``{"path", "problem"}`` like an unreadable
+    header (``gnvideo.data.decode.pool``, as the decoding check)."""
     from gnvideo.data.random_access import inspect_video
 
-    work = functools.partial(inspect_video, num_frames=num_frames, sampling_rate=sampling_rate)
     workers = (os.cpu_count() or 1) if workers is None else workers
     bar = task = None
     if progress and paths:
@@ -23,27 +30,21 @@ def keyframe_facts(paths: list[str], num_frames: int = 32, sampling_rate: int = 
         bar = Progress(TextColumn("reading keyframes"), BarColumn(), MofNCompleteColumn())
         task = bar.add_task("keyframes", total=len(paths))
         bar.start()
-    facts = []
+    found: dict[int, dict] = {}
     try:
-        if workers <= 0 or len(paths) < 2:
-            results = map(work, paths)
-            pool = None
+        if workers <= 0:
+            results = ((i, inspect_video(p, num_frames, sampling_rate), None) for i, p in enumerate(paths))
         else:
-            pool = multiprocessing.get_context().Pool(min(workers, len(paths)))
-            results = pool.imap(work, paths, chunksize=16)
-        try:
-            for f in results:
-                facts.append(f)
-                if bar is not None:
-                    bar.advance(task)
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+            jobs = [(p, num_frames, sampling_rate) for p in paths]
+            results = isolated_map(_facts_job, jobs, workers, timeout, quiet=True)
+        for index, facts, failure in results:
+            found[index] = facts if failure is None else {"path": paths[index], "problem": failure}
+            if bar is not None:
+                bar.advance(task)
     finally:
         if bar is not None:
             bar.stop()
-    return facts
+    return [found[i] for i in range(len(paths))]
 
 
 def print_keyframe_summary(summary: dict, facts: list[dict], root: str | None) -> None:

@@ -145,3 +145,27 @@ def test_check_videos_keyframe_report(tmp_path, capsys, workers):
         (videos["long_000000_000006.mp4"]["frames_decoded"] + videos["short_000000_000006.mp4"]["frames_decoded"]) / 2)
     assert sorted(n.split()[-2] for n in summary["encoders"]) == ["keyint=15", "keyint=250"]
     assert not (root / "broken_videos.txt").exists()  # a keyframe report writes no list
+
+
+def test_keyframe_report_survives_a_crashing_and_a_hanging_read(tmp_path, monkeypatch):
+    import signal
+    import time
+
+    import data_prep.keyframe_report as kr
+
+    paths = [str(write_raw(tmp_path / f"v{i}.mp4", 30)) for i in range(4)]
+    real = kr._facts_job
+
+    def faulty(job, progress):
+        if job[0].endswith("v1.mp4"):
+            os.kill(os.getpid(), signal.SIGSEGV)  # a native crash inside the header read, as the pool sees it
+        if job[0].endswith("v2.mp4"):
+            time.sleep(3600)  # a read that never returns
+        return real(job, progress)
+
+    monkeypatch.setattr(kr, "_facts_job", faulty)  # forked workers inherit it
+    facts = kr.keyframe_facts(paths, 8, 2, workers=2, timeout=3)
+    assert [f["path"] for f in facts] == paths  # input order, every file once
+    assert facts[1]["problem"] == "decoder crashed: signal 11 (SIGSEGV)"
+    assert facts[2]["problem"] == "decoder hung: no frames after 3 s"
+    assert "problem" not in facts[0] and "problem" not in facts[3] and facts[3]["max_interval"] >= 1
