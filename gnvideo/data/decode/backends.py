@@ -17,6 +17,16 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "decord", "pyav")
 
 
+def import_decoders() -> None:
+    """Import decord and PyAV now: called before forking decode children and tool workers, so that no child spends
+    its first job's hang limit on imports (seconds on a loaded machine)."""
+    decord_reader.decord_available()
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        pass
+
+
 def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int | None = None) -> VideoReader:
     """Open a video for frame-accurate reading.
 
@@ -73,4 +83,4 @@ def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int |
     return reader
 
 
-__all__ = ["BACKENDS", "open_video"]
+__all__ = ["BACKENDS", "import_decoders", "open_video"]

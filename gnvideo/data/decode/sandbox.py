@@ -35,7 +35,7 @@ from multiprocessing.connection import Pipe
 
 import torch
 
-from . import backends, decord_reader
+from . import backends
 from .base import T, VideoReader, shares_memory
 from .errors import VideoDecodeError, crash_reason, hang_reason, problem_reason
 
@@ -93,15 +93,6 @@ class _SharedFrames:
     def close(self) -> None:
         self._map = None
         os.close(self.fd)
-
-
-def _import_decoders() -> None:
-    """Import decord and PyAV before forking, so no child spends its first request's time limit on imports."""
-    decord_reader.decord_available()
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        pass
 
 
 def _meta(reader: VideoReader) -> tuple:
@@ -192,7 +183,7 @@ class DecodeSandbox:
     def _start(self) -> None:
         import warnings
 
-        _import_decoders()
+        backends.import_decoders()
         parent_end, child_end = Pipe(duplex=True)
         with warnings.catch_warnings():  # 3.12+ warns on fork in a threaded process; the child touches no lock
             warnings.simplefilter("ignore", DeprecationWarning)
