@@ -62,15 +62,17 @@ def test_demo_holdout_scores_training_videos_only(tmp_path, capsys, monkeypatch)
     import gnvideo.data.kinetics as kinetics
 
     opened = []
-    real_open = kinetics.open_video
-    monkeypatch.setattr(kinetics, "open_video", lambda path, **kw: opened.append(str(path)) or real_open(path, **kw))
+    for name in ("open_video", "open_sandboxed"):  # in process, or in the decode sandbox (the default)
+        real = getattr(kinetics, name)
+        monkeypatch.setattr(kinetics, name, lambda path, *a, _real=real, **kw: opened.append(str(path)) or
+                            _real(path, *a, **kw))
     root, out = tmp_path / "synthetic", tmp_path / "runs"
     args = ["demo", "--root", str(root), "--out", str(out), "--num_classes", "2", "--videos_per_class", "4",
             "--val_videos_per_class", "1", "--epochs", "1", "--clips_per_device", "[1]", "--norms", "[gn]",
             "--crop_size", "32", "--frames", "4", "--workers", "0", "--holdout_fraction", "0.25",
             "--test_clips", "2", "--test_crops", "1"]
     assert main(args) == 0
-    assert opened and all(f"{root}/train/" in path for path in opened)  # workers 0: every read is in this process
+    assert opened and all(f"{root}/train/" in path for path in opened)  # workers 0: every open is in this process
     r = json.loads((out / "gn_1clips" / "version_0" / "results.json").read_text())
     assert r["split"] == "holdout" and r["videos_scored"] == 2 and r["videos_skipped"] == 0  # 25 % of 2 x 4
     assert r["annotation"].endswith("train.csv (holdout_fraction 0.25)") and 0 <= r["top1"] <= 100
