@@ -31,6 +31,7 @@ from gnvideo.errors import ConfigError, config_prefix
 from .annotations import load_label_names
 from .broken_bookkeeping import BrokenVideoBookkeeping
 from .collate import collate_views
+from .decode import sandbox_available
 from .kinetics import DECODE_TIMEOUT, ClipDataset, KineticsDataset, VideoFilesDataset
 from .random_access import slow_access_warning
 from .sampling import EpochDistributedSampler, ForkSafeDataLoader, ResumableDataLoader, UnpaddedDistributedSampler
@@ -296,8 +297,10 @@ class KineticsDataModule(BrokenVideoBookkeeping, pl.LightningDataModule):
             return
         h = self.hparams
         try:
+            isolated = h.decode_sandbox and sandbox_available()  # a crashing file must not end the run here either
             warning = slow_access_warning([e.path for e in self.train_dataset.entries], h.num_frames,
-                                          h.sampling_rate, self.root, count=count, seed=h.seed)
+                                          h.sampling_rate, self.root, count=count, seed=h.seed,
+                                          timeout=float(h.decode_timeout) if isolated else None)
         except Exception as err:  # noqa: BLE001 - advice only: a failed check never stops a run
             logger.debug("keyframe check skipped: %s", err)
             return

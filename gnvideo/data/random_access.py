@@ -88,13 +88,29 @@ def _encoder_name(encoder: dict | None) -> str:
     return f"{encoder.get('encoder', 'x264')} keyint={encoder.get('keyint', '?')} cabac={encoder.get('cabac', '?')}"
 
 
+def _inspect_job(job: tuple[str, int, int], progress) -> dict:
+    return inspect_video(*job, settings=False)
+
+
 def slow_access_warning(paths: Sequence[str], num_frames: int, sampling_rate: int, root: str, count: int = 8,
-                        seed: int = 0) -> str | None:
+                        seed: int = 0, timeout: float | None = None) -> str | None:
     """The one-line warning for training videos whose keyframes lie far apart, from ``count`` of ``paths`` drawn
-    with ``seed`` (header reads only, ~0.1-5 ms a file), or None when they are fine or none could be read."""
+    with ``seed`` (header reads only, ~0.1-5 ms a file), or None when they are fine or none could be read.
+
+    ``timeout`` (seconds): read them in an isolated worker process (:func:`gnvideo.data.decode.pool.isolated_map`),
+    so that a file whose demuxer crashes or hangs costs this check one file, never the caller (a training run's
+    main process); None reads them in this process."""
     existing = [p for p in paths if os.path.isfile(p)]
     picked = random.Random(seed).sample(existing, min(count, len(existing)))
-    facts = [inspect_video(p, num_frames, sampling_rate, settings=False) for p in picked]
+    if timeout is None:
+        facts = [inspect_video(p, num_frames, sampling_rate, settings=False) for p in picked]
+    else:
+        from .decode.pool import isolated_map
+
+        facts = [{"path": p, "problem": "not read"} for p in picked]
+        jobs = [(p, num_frames, sampling_rate) for p in picked]
+        for index, found, failure in isolated_map(_inspect_job, jobs, 1, timeout, quiet=True):
+            facts[index] = found if failure is None else {"path": picked[index], "problem": failure}
     summary = summarize(facts, num_frames, sampling_rate)
     if not summary["slow"]:
         return None

@@ -65,6 +65,28 @@ def test_slow_access_warning_names_the_reencode_command(long_gop_root, video_dir
     assert slow_access_warning([str(video_dir / "garbage.mp4")], 4, 2, "ROOT") is None  # nothing readable
 
 
+def test_isolated_warning_survives_a_crashing_and_a_hanging_file(long_gop_root, monkeypatch):
+    """With a timeout (the DataModule passes data.decode_timeout) the headers are read in a worker process: a read
+    that crashes or hangs it costs that file, and the warning comes from the others."""
+    import os
+    import signal
+    import time
+
+    paths = sorted(str(p) for p in (long_gop_root / "train").rglob("*.mp4"))
+    real = random_access._inspect_job
+
+    def faulty(job, progress):
+        if job[0] == paths[0]:
+            os.kill(os.getpid(), signal.SIGSEGV)  # a native crash in the demuxer, as the pool sees it
+        if job[0] == paths[1]:
+            time.sleep(3600)
+        return real(job, progress)
+
+    monkeypatch.setattr(random_access, "_inspect_job", faulty)  # the forked worker inherits it
+    text = slow_access_warning(paths, 4, 2, "ROOT", count=8, timeout=3)
+    assert text is not None and "keyframe every 120 frames (median of 2 sampled)" in text
+
+
 def _datamodule(root, **kwargs):
     return KineticsDataModule(str(root), clips_per_device=2, num_workers=0, num_frames=4, sampling_rate=2,
                               pin_memory=False, **SMALL_VIEWS, **kwargs)
