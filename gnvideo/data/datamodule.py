@@ -33,7 +33,7 @@ from .broken_bookkeeping import BrokenVideoBookkeeping
 from .collate import collate_views
 from .decode import sandbox_available
 from .kinetics import DECODE_TIMEOUT, ClipDataset, KineticsDataset, VideoFilesDataset
-from .random_access import slow_access_warning
+from .random_access import sample_keyframe_facts, warning_for
 from .sampling import EpochDistributedSampler, ForkSafeDataLoader, ResumableDataLoader, UnpaddedDistributedSampler
 from .transforms import BatchTransform, EvalTransform, TrainTransform, resolve_mean_std
 
@@ -127,9 +127,10 @@ class KineticsDataModule(BrokenVideoBookkeeping, pl.LightningDataModule):
         test_view: "crops" (``test_num_crops`` square crops of ``test_crop_size`` per clip) or "full_frame" (the
             Non-local paper's fully convolutional test: each clip's whole frame at ``test_short_side``, one view per
             clip; frames of different videos differ in width, so a test batch is one video (its clips)).
-        keyframe_check_files: training videos whose keyframe intervals ``fit`` reads from their headers at setup
-            (no decoding); when those lie far above the clip span, one warning names the command that re-encodes
-            the dataset for fast random clip reads (:mod:`gnvideo.data.random_access`). 0 skips the check.
+        keyframe_check_files: training videos whose keyframe intervals ``fit`` reads from their headers when it
+            makes its train loader (no decoding; in an isolated worker with ``decode_sandbox``); when those lie far
+            above the clip span, one warning names the command that re-encodes the dataset for fast random clip
+            reads (:mod:`gnvideo.data.random_access`). 0 skips the check.
     """
 
     def __init__(
@@ -283,11 +284,12 @@ class KineticsDataModule(BrokenVideoBookkeeping, pl.LightningDataModule):
             self._setup(stage)
         if stage in ("fit", None):
             self._check_batches()  # after the holdout took its share
-            self._check_keyframes()
         self._attach_broken_list(stage)
 
     def _check_keyframes(self) -> None:
-        """Warn once (global rank 0) when sampled training videos have keyframes far apart; never raises."""
+        """Warn once (global rank 0) when sampled training videos have keyframes far apart; never raises. With the
+        decode sandbox the headers are read in an isolated worker, and a file whose read crashes or hangs it is a
+        broken training video of the run like any other (named once, listed, never opened again)."""
         trainer = getattr(self, "trainer", None)
         count = int(self.hparams.keyframe_check_files)
         if self._keyframes_checked or self.train_dataset is None or count <= 0:
@@ -296,14 +298,18 @@ class KineticsDataModule(BrokenVideoBookkeeping, pl.LightningDataModule):
         if trainer is not None and not getattr(trainer, "is_global_zero", True):
             return
         h = self.hparams
+        isolated = h.decode_sandbox and sandbox_available()  # a crashing file must not end the run here either
         try:
-            isolated = h.decode_sandbox and sandbox_available()  # a crashing file must not end the run here either
-            warning = slow_access_warning([e.path for e in self.train_dataset.entries], h.num_frames,
-                                          h.sampling_rate, self.root, count=count, seed=h.seed,
-                                          timeout=float(h.decode_timeout) if isolated else None)
+            facts, failed = sample_keyframe_facts(
+                [e.path for e in self.train_dataset.entries if not self.train_dataset.is_broken(e.path)],
+                h.num_frames, h.sampling_rate, count=count, seed=h.seed,
+                timeout=float(h.decode_timeout) if isolated else None)
         except Exception as err:  # noqa: BLE001 - advice only: a failed check never stops a run
             logger.debug("keyframe check skipped: %s", err)
             return
+        for path, reason in failed.items():
+            self.train_dataset.report_broken(path, reason)
+        warning = warning_for(facts, h.num_frames, h.sampling_rate, self.root)
         if warning:
             logger.warning("data: %s", warning)
 
@@ -382,6 +388,7 @@ class KineticsDataModule(BrokenVideoBookkeeping, pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self._check_batches(self._replicas()[0])
+        self._check_keyframes()  # once, as the fit starts reading: the run's broken list is attached by then
         return self._loader(self.train_dataset, "train", train=True)
 
     def val_dataloader(self) -> DataLoader:

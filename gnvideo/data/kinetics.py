@@ -198,8 +198,11 @@ class ClipDataset(Dataset):
     def attach_broken_list(self, broken_list: BrokenVideoList | None, skip_listed: bool = True) -> None:
         """Add every failure to ``broken_list`` from now on; with ``skip_listed``, treat the videos it lists as broken
         (call before the DataLoader workers start; they look at the file again every few seconds for other
-        processes' finds). Without it (a test: each names its own broken videos) the list is only written."""
+        processes' finds). Without it (a test: each names its own broken videos) the list is only written. Videos
+        this dataset found broken before (the DataModule's keyframe check at set-up) are added to it now."""
         self.broken_list, self.skip_listed = broken_list, bool(skip_listed)
+        if broken_list is not None and self.local_failure_reasons:  # found before the run folder was known
+            broken_list.add_all(self.local_failure_reasons)
         if broken_list is not None and self.skip_listed:
             self._list_size = broken_list.size()
             self._list_checked = time.monotonic()
@@ -208,12 +211,30 @@ class ClipDataset(Dataset):
     def mark_broken(self, broken: Mapping[str, str] | Sequence[str]) -> int:
         """Treat the listed videos (paths; any other key is ignored) as broken without opening them; returns how
         many of them are entries of this dataset."""
-        if self._index_of is None:
-            self._index_of = {os.path.abspath(e.path): i for i, e in enumerate(self.entries)}
-        found = [self._index_of[p] for p in map(os.path.abspath, broken) if p in self._index_of]
+        found = [i for i in map(self._entry_index, broken) if i is not None]
         if found:
             self._listed[torch.tensor(found)] = True
         return len(found)
+
+    def is_broken(self, path: str) -> bool:
+        """Whether the entry ``path`` is known broken (failed here, or listed), so it will not be opened."""
+        i = self._entry_index(path)
+        return i is not None and (int(self._failures[i]) > 0 or bool(self._listed[i]))
+
+    def report_broken(self, path: str, reason: str) -> bool:
+        """The entry ``path`` was found broken by a read outside this dataset (the DataModule's keyframe check): it
+        counts as this dataset's failed read (named once, added to the broken list, never opened). False when
+        ``path`` is not an entry."""
+        i = self._entry_index(path)
+        if i is None:
+            return False
+        self._record_failure(i, VideoDecodeError(reason, path))
+        return True
+
+    def _entry_index(self, path: str) -> int | None:
+        if self._index_of is None:
+            self._index_of = {os.path.abspath(e.path): i for i, e in enumerate(self.entries)}
+        return self._index_of.get(os.path.abspath(path))
 
     def _refresh_listed(self) -> None:
         """Take in what other processes added to the run's broken list (at most every few seconds)."""

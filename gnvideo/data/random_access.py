@@ -2,8 +2,8 @@
 
 Read from the containers' headers and packet flags (:func:`gnvideo.data.decode.keyframes.keyframe_layout`), never by
 decoding. ``gnvideo-check-videos --keyframes`` summarizes a whole dataset (:func:`summarize`); the DataModule samples
-a few training files at setup (:func:`slow_access_warning`) and warns once when their keyframes lie far apart, naming
-the command that re-encodes them in place (:data:`REENCODE_COMMAND`).
+a few training files at setup (:func:`sample_keyframe_facts`) and warns once when their keyframes lie far apart
+(:func:`warning_for`), naming the command that re-encodes them in place (:data:`REENCODE_COMMAND`).
 """
 
 from __future__ import annotations
@@ -92,25 +92,33 @@ def _inspect_job(job: tuple[str, int, int], progress) -> dict:
     return inspect_video(*job, settings=False)
 
 
-def slow_access_warning(paths: Sequence[str], num_frames: int, sampling_rate: int, root: str, count: int = 8,
-                        seed: int = 0, timeout: float | None = None) -> str | None:
-    """The one-line warning for training videos whose keyframes lie far apart, from ``count`` of ``paths`` drawn
-    with ``seed`` (header reads only, ~0.1-5 ms a file), or None when they are fine or none could be read.
+def sample_keyframe_facts(paths: Sequence[str], num_frames: int, sampling_rate: int, count: int = 8, seed: int = 0,
+                          timeout: float | None = None) -> tuple[list[dict], dict[str, str]]:
+    """:func:`inspect_video` of ``count`` of ``paths`` drawn with ``seed`` (header reads only, ~0.1-5 ms a file),
+    without x264's settings; and ``{path: reason}`` of those whose read crashed or hung.
 
     ``timeout`` (seconds): read them in an isolated worker process (:func:`gnvideo.data.decode.pool.isolated_map`),
     so that a file whose demuxer crashes or hangs costs this check one file, never the caller (a training run's
-    main process); None reads them in this process."""
+    main process); its reason is the decoders' ("decoder crashed: signal 11 (SIGSEGV)"). None: in this process."""
     existing = [p for p in paths if os.path.isfile(p)]
     picked = random.Random(seed).sample(existing, min(count, len(existing)))
     if timeout is None:
-        facts = [inspect_video(p, num_frames, sampling_rate, settings=False) for p in picked]
-    else:
-        from .decode.pool import isolated_map
+        return [inspect_video(p, num_frames, sampling_rate, settings=False) for p in picked], {}
+    from .decode.pool import isolated_map
 
-        facts = [{"path": p, "problem": "not read"} for p in picked]
-        jobs = [(p, num_frames, sampling_rate) for p in picked]
-        for index, found, failure in isolated_map(_inspect_job, jobs, 1, timeout, quiet=True):
-            facts[index] = found if failure is None else {"path": picked[index], "problem": failure}
+    facts: list[dict] = [{"path": p, "problem": "not read"} for p in picked]
+    failed: dict[str, str] = {}
+    jobs = [(p, num_frames, sampling_rate) for p in picked]
+    for index, found, failure in isolated_map(_inspect_job, jobs, 1, timeout, quiet=True):
+        if failure is not None and failure.startswith(("decoder crashed", "decoder hung")):  # not a Python error
+            failed[picked[index]] = failure
+        facts[index] = found if failure is None else {"path": picked[index], "problem": failure}
+    return facts, failed
+
+
+def warning_for(facts: Sequence[dict], num_frames: int, sampling_rate: int, root: str) -> str | None:
+    """The one-line warning for training videos whose keyframes lie far apart, from their :func:`inspect_video`
+    facts, or None when they are fine or none could be read."""
     summary = summarize(facts, num_frames, sampling_rate)
     if not summary["slow"]:
         return None
@@ -121,4 +129,12 @@ def slow_access_warning(paths: Sequence[str], num_frames: int, sampling_rate: in
             f"the {num_frames} it uses; re-encode them in place (resumable) with: {REENCODE_COMMAND.format(root=root)}")
 
 
-__all__ = ["BUCKETS", "FAR_ABOVE_SPANS", "REENCODE_COMMAND", "inspect_video", "slow_access_warning", "summarize"]
+def slow_access_warning(paths: Sequence[str], num_frames: int, sampling_rate: int, root: str, count: int = 8,
+                        seed: int = 0, timeout: float | None = None) -> str | None:
+    """:func:`warning_for` the files :func:`sample_keyframe_facts` draws."""
+    facts, _ = sample_keyframe_facts(paths, num_frames, sampling_rate, count, seed, timeout)
+    return warning_for(facts, num_frames, sampling_rate, root)
+
+
+__all__ = ["BUCKETS", "FAR_ABOVE_SPANS", "REENCODE_COMMAND", "inspect_video", "sample_keyframe_facts",
+           "slow_access_warning", "summarize", "warning_for"]

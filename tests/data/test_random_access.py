@@ -92,17 +92,22 @@ def _datamodule(root, **kwargs):
                               pin_memory=False, **SMALL_VIEWS, **kwargs)
 
 
-def test_datamodule_warns_once_at_fit_setup(long_gop_root, caplog):
+def test_datamodule_warns_once_when_the_fit_starts_reading(long_gop_root, caplog):
     caplog.set_level(logging.WARNING, logger="gnvideo.data.datamodule")
     dm = _datamodule(long_gop_root)
     dm.setup("fit")
+    assert not [r for r in caplog.records if "keyframe" in r.getMessage()]  # the runner's early set-up reads nothing
+    dm.train_dataloader()
     dm.setup("fit")
+    dm.train_dataloader()
     dm.setup("test")
     lines = [r.getMessage() for r in caplog.records if "keyframe" in r.getMessage()]
     assert len(lines) == 1 and lines[0].startswith("data: training videos have a keyframe every 120 frames")
     assert lines[0].endswith(f"gnvideo-prepare-kinetics --reencode {long_gop_root}") and "\n" not in lines[0]
     caplog.clear()
-    _datamodule(long_gop_root, keyframe_check_files=0).setup("fit")
+    dm = _datamodule(long_gop_root, keyframe_check_files=0)
+    dm.setup("fit")
+    dm.train_dataloader()
     assert not [r for r in caplog.records if "keyframe" in r.getMessage()]
 
 
@@ -113,5 +118,7 @@ def test_a_failing_check_never_stops_setup(long_gop_root, caplog, monkeypatch):
     monkeypatch.setattr(random_access, "keyframe_layout", broken)
     caplog.set_level(logging.WARNING)
     dm = _datamodule(long_gop_root)
-    dm.setup("fit")  # inspect_video only catches read errors: this one reaches the DataModule, which goes on
+    dm.setup("fit")
+    dm.train_dataloader()  # inspect_video only catches read errors: this one reaches the DataModule, which goes on
     assert dm.train_dataset is not None and not [r for r in caplog.records if "keyframe" in r.getMessage()]
+    assert not dm.train_dataset.failed_videos  # a Python error in the check is no verdict on the file
