@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
-from .backends import import_decoders
 from .errors import crash_reason, hang_reason, problem_reason
 
 #: seconds a job may go without progress before its worker is killed (a clip decodes in well under a second)
@@ -99,6 +98,8 @@ def isolated_map(fn: Callable[[Any, Callable[[], None]], Any], jobs: Sequence[An
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     if not jobs:
         return
+    from .backends import import_decoders  # here: the data tools' --help imports this module, not torch
+
     import_decoders()  # in the parent, once: a forked worker's first job must not wait for them
     ctx = multiprocessing.get_context()
     pool = [_Worker(ctx, fn, quiet) for _ in range(max(1, min(int(workers), len(jobs))))]
