@@ -199,9 +199,9 @@ class ClipDataset(Dataset):
         """Add every failure to ``broken_list`` from now on; with ``skip_listed``, treat the videos it lists as broken
         (call before the DataLoader workers start; they look at the file again every few seconds for other
         processes' finds). Without it (a test: each names its own broken videos) the list is only written. Videos
-        this dataset found broken before (the DataModule's keyframe check at set-up) are added to it now."""
+        this dataset found broken before it had a list are added to it now."""
         self.broken_list, self.skip_listed = broken_list, bool(skip_listed)
-        if broken_list is not None and self.local_failure_reasons:  # found before the run folder was known
+        if broken_list is not None and self.local_failure_reasons:  # found before the run folder was known: kept
             broken_list.add_all(self.local_failure_reasons)
         if broken_list is not None and self.skip_listed:
             self._list_size = broken_list.size()
