@@ -15,7 +15,7 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 
-from .decode.errors import problem_reason
+from .decode.errors import is_decoder_fault, problem_reason
 from .decode.keyframes import encoder_settings, keyframe_layout
 from .sampling import clip_span
 
@@ -110,7 +110,7 @@ def sample_keyframe_facts(paths: Sequence[str], num_frames: int, sampling_rate: 
     failed: dict[str, str] = {}
     jobs = [(p, num_frames, sampling_rate) for p in picked]
     for index, found, failure in isolated_map(_inspect_job, jobs, 1, timeout, quiet=True):
-        if failure is not None and failure.startswith(("decoder crashed", "decoder hung")):  # not a Python error
+        if failure is not None and is_decoder_fault(failure):  # a Python error there is no verdict on the file
             failed[picked[index]] = failure
         facts[index] = found if failure is None else {"path": picked[index], "problem": failure}
     return facts, failed

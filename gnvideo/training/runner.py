@@ -250,7 +250,8 @@ class GNVideoCLI(LightningCLI):
         if ckpt not in ("last", "best"):  # a file: checked when the arguments were parsed
             return None
         found = find_checkpoint(exp_dir, ckpt)
-        damaged = sorted(exp_dir.glob("version_*/checkpoints/last*.ckpt")) if found is None and ckpt == "last" else []
+        damaged = [] if found is not None or ckpt != "last" else \
+            sorted(exp_dir.glob("version_*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
         if damaged:  # only damaged ones (each warned): starting a new run would silently drop the user's run
             check_run_checkpoint(str(damaged[-1]), self.subcommand)
         if found is None and (self.subcommand != "fit" or ckpt == "best"):

@@ -74,6 +74,9 @@ def decode_error_reason(frame_index: int, err: BaseException) -> str:
     return f"decode error at frame {frame_index}: {ffmpeg_message(err)}"
 
 
+_CRASHED, _HUNG = "decoder crashed", "decoder hung"
+
+
 def crash_reason(exitcode: int | None) -> str:
     """The reason for a file whose decoding process died: ``exitcode`` as ``multiprocessing`` gives it (``-N``:
     killed by signal N), e.g. "decoder crashed: signal 11 (SIGSEGV)"."""
@@ -82,13 +85,19 @@ def crash_reason(exitcode: int | None) -> str:
             name = f" ({signal.Signals(-exitcode).name})"
         except ValueError:
             name = ""
-        return f"decoder crashed: signal {-exitcode}{name}"
-    return f"decoder crashed: exit status {exitcode}" if exitcode is not None else "decoder crashed"
+        return f"{_CRASHED}: signal {-exitcode}{name}"
+    return f"{_CRASHED}: exit status {exitcode}" if exitcode is not None else _CRASHED
 
 
 def hang_reason(seconds: float) -> str:
     """The reason for a file whose decoder gave no frames for ``seconds`` (and was killed)."""
-    return f"decoder hung: no frames after {seconds:g} s"
+    return f"{_HUNG}: no frames after {seconds:g} s"
+
+
+def is_decoder_fault(reason: str) -> bool:
+    """Whether ``reason`` is a :func:`crash_reason` or :func:`hang_reason` (the decoding process died or was killed),
+    not an error the reading code raised."""
+    return reason.startswith((_CRASHED, _HUNG))
 
 
 def problem_reason(err: BaseException) -> str:
@@ -101,4 +110,4 @@ def problem_reason(err: BaseException) -> str:
 
 
 __all__ = ["VideoDecodeError", "check_file", "crash_reason", "decode_error_reason", "ffmpeg_message", "hang_reason",
-           "problem_reason", "truncation_reason"]
+           "is_decoder_fault", "problem_reason", "truncation_reason"]
