@@ -14,16 +14,20 @@ scripts write them ("x264-default": ffmpeg's libx264 defaults, keyframes 250 fra
                      subsamples ``num_frames`` and crops 224 (test: 3 crops per clip, each clip decoded once)
 
 "raw decord, 10 clips one by one" reads a video's 10 test clips as 10 training-style reads (a fresh reader each, no
-crops), "10x3 views from 10 clips read one by one" makes the dataset's 30 views that way (the same output as the
-dataset's test item): the two baselines of the test-view target; "union read only" is the dataset's read without
-the views (what a worker would be left with if the views were cut on the device).
+crops), "10x3 views from 10 clips read one by one" makes the dataset's 30 views that way: the two baselines of the
+test-view target. The dataset's test item (as on a GPU trainer: ``EvalTransform(views_on_device=True)``) is the
+union of the clips' frames, each once, and where the 30 views lie in it; the trainer cuts the views on its device.
+"views cut in the worker" is the item of a CPU trainer (the 30 uint8 views, written by the worker; before issue 21's
+last change, every trainer's), "union read only" the read without any copy. A last table times the device-side step
+of both forms here, on the CPU.
 
 Each table is measured twice: every row as a dataset in its own DataLoader with 1 persistent worker process (the
 per-core figure; rounds interleaved, the rows' order rotating each round, the same items every round), then in this
 process without a DataLoader, every row doing item i back to back with the others. Two figures per row, medians
 over rounds: items per second of wall time, and CPU time per item (``time.process_time`` around each item, in the
-worker, all its threads included), which other jobs on a shared machine disturb much less. Ratios are medians over
-rounds of the ratio within each round. README, "Data loading", has the targets and the latest figures.
+worker, all its threads included, plus its decode child's), which other jobs on a shared machine disturb much less.
+Ratios are medians over rounds of the ratio within each round. README, "Data loading", has the targets and the latest
+figures.
 
 Usage: python benchmarks/bench_loader.py [--num-videos 4] [--clips 8] [--test-videos 2] [--rounds 5] [--json OUT]
        [--sources DIR] [--workdir DIR] [--gpu-step-json bench_train_step.json]
@@ -32,6 +36,7 @@ Usage: python benchmarks/bench_loader.py [--num-videos 4] [--clips 8] [--test-vi
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import gc
 import json
@@ -47,6 +52,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_videos import make_sources, prepare_both  # noqa: E402
+from cpu_time import cpu_seconds  # noqa: E402
 
 CROP = 224
 PTV_TRAIN = "pytorchvideo Kinetics (decord), x264-default files"
@@ -70,9 +76,9 @@ class Timed(Dataset):
         return len(self.inner)
 
     def __getitem__(self, i: int):
-        t0 = time.process_time()
+        t0 = cpu_seconds()
         item = self.inner[i]
-        return item, time.process_time() - t0
+        return item, cpu_seconds() - t0
 
 
 class TimedIterable(IterableDataset):
@@ -82,11 +88,11 @@ class TimedIterable(IterableDataset):
         self.inner = inner
 
     def __iter__(self):
-        t0 = time.process_time()
+        t0 = cpu_seconds()
         for item in self.inner:
-            t1 = time.process_time()
+            t1 = cpu_seconds()
             yield item, t1 - t0
-            t0 = time.process_time()
+            t0 = cpu_seconds()
 
 
 class RawClips(Dataset):
@@ -282,10 +288,10 @@ def measure_in_process(rows: dict, items: int, rounds: int) -> dict[str, dict]:
         wall, cpu = dict.fromkeys(rows, 0.0), dict.fromkeys(rows, 0.0)
         for i in range(items):
             for name in names[i % len(names):] + names[: i % len(names)]:
-                t0, c0 = time.perf_counter(), time.process_time()
+                t0, c0 = time.perf_counter(), cpu_seconds()
                 rows[name](i)
                 wall[name] += time.perf_counter() - t0
-                cpu[name] += time.process_time() - c0
+                cpu[name] += cpu_seconds() - c0
         for name in rows:
             out[name]["per_s"].append(items / wall[name])
             out[name]["cpu_ms"].append(1e3 * cpu[name] / items)
@@ -293,6 +299,23 @@ def measure_in_process(rows: dict, items: int, rounds: int) -> dict[str, dict]:
         stats["per_s_median"] = statistics.median(stats["per_s"])
         stats["cpu_ms_median"] = statistics.median(stats["cpu_ms"])
     return out
+
+
+def measure_device_step(dataset, items: int, rounds: int) -> dict[str, dict]:
+    """The model-side step of a test batch of each of ``items`` videos, timed in this process: the views cut from the
+    batch's frames and normalised in one pass (``BatchTransform.views``, what the trainer runs now) against
+    normalising the uint8 views a worker cut (``BatchTransform`` on them, what it ran before); views interleaved."""
+    from gnvideo.data.collate import collate_views, views_of
+    from gnvideo.data.transforms import BatchTransform
+
+    transform = BatchTransform()
+    batches = [collate_views([dataset[i]]) for i in range(items)]
+    views = [views_of(b) for b in batches]
+    rows = {"views cut from the frames and normalised (now)":
+            lambda i: transform.views(batches[i]["frames"], batches[i]["view_rows"], batches[i]["view_boxes"],
+                                      batches[i]["view_size"]),
+            "uint8 views from the worker normalised (before)": lambda i: transform(views[i])}
+    return measure_in_process(rows, items, rounds)
 
 
 def print_table(title: str, stats: dict[str, dict], unit: str) -> None:
@@ -404,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
             "gnvideo dataset (train), gnvideo files": ClipDataset(
                 entries, "train", ["x"], num_frames=num_frames, sampling_rate=rate,
                 transform=TrainTransform(crop_size=CROP, upscale_on_device=not args.resize_in_worker)),
+            "the same, decode_sandbox off": ClipDataset(
+                entries, "train", ["x"], num_frames=num_frames, sampling_rate=rate, decode_sandbox=False,
+                transform=TrainTransform(crop_size=CROP, upscale_on_device=not args.resize_in_worker)),
         }
         gc.collect()  # no garbage decoder of an earlier section may reach the forked workers
         loaders = {name: (_loader(Timed(ds), args.batch_size), 1) for name, ds in rows.items()}
@@ -431,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
 
     test_videos = args.test_videos
     clips10 = [eval_clip_indices(frame_counts[v % n_videos], 32, 2, 10) for v in range(test_videos)]
-    test_transform = EvalTransform(short_side=256, crop_size=CROP, num_crops=3)
+    test_transform = EvalTransform(short_side=256, crop_size=CROP, num_crops=3, views_on_device=True)
     ours_test = "gnvideo dataset (test, 10x3 views), gnvideo files"
     rows = {
         "raw decord, 10 clips one by one, gnvideo files": RawOneByOne(
@@ -444,11 +470,16 @@ def main(argv: list[str] | None = None) -> int:
             [VideoEntry(files["gnvideo"][v % n_videos], 0) for v in range(test_videos)], "test", ["x"],
             num_frames=32, sampling_rate=2, num_clips=10, transform=test_transform),
     }
+    in_worker = "gnvideo dataset, views cut in the worker, gnvideo files"
+    rows[in_worker] = ClipDataset(
+        [VideoEntry(files["gnvideo"][v % n_videos], 0) for v in range(test_videos)], "test", ["x"],
+        num_frames=32, sampling_rate=2, num_clips=10, transform=copy.copy(test_transform))
+    rows[in_worker].transform.views_on_device = False
     rows["gnvideo union read only (no views), gnvideo files"] = UnionRead(
         [(files["gnvideo"][v % n_videos], c) for v, c in enumerate(clips10)])
     calls = None
     gc.collect()
-    loaders = {name: (_loader(Timed(ds), 1, views=name == ours_test), 1) for name, ds in rows.items()}
+    loaders = {name: (_loader(Timed(ds), 1, views=name in (ours_test, in_worker)), 1) for name, ds in rows.items()}
     calls = {name: ds.__getitem__ for name, ds in rows.items()}
     if with_ptv:
         list_file = work / "ptv_test.txt"
@@ -470,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
             table, ours_test, "raw decord, 10 clips one by one, gnvideo files")
         result["targets"][f"{where}test_vs_views_one_by_one"] = ratio(
             table, ours_test, "10x3 views from 10 clips read one by one, gnvideo files")
+    device = measure_device_step(rows[ours_test], test_videos, args.rounds)
+    print_table("the device-side step of a test batch, here on this CPU (1 thread; the same float32 output, "
+                "(30, 3, 32, 224, 224) per video)", device, "video")
+    result["test"]["device_step_cpu"] = device
 
     print("\ntargets (ratios measured in this run, medians of the per-round ratios; wall clock / CPU time; 1 worker "
           "unless in_process):")

@@ -30,19 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_videos import make_sources  # noqa: E402 - next to this file
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its decode child (if one runs)."""
-    from gnvideo.data.decode.sandbox import current_sandbox
-
-    total = time.process_time()
-    pid = current_sandbox().pid
-    if pid is not None and os.path.exists(f"/proc/{pid}/stat"):
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    return total
+from cpu_time import cpu_seconds  # noqa: E402
 
 
 def _tree_cpu_seconds() -> float:
@@ -152,10 +140,10 @@ def main() -> None:
         for i in range(r * args.clips, (r + 1) * args.clips):
             names = list(methods)
             for name in names[i % len(names):] + names[: i % len(names)]:  # rotate the order: no position bias
-                c0, t0 = _cpu_seconds(), time.perf_counter()
+                c0, t0 = cpu_seconds(), time.perf_counter()
                 methods[name](i)
                 spent[name] += time.perf_counter() - t0
-                cpu[name] += _cpu_seconds() - c0
+                cpu[name] += cpu_seconds() - c0
         for name in methods:
             rates[name].append(args.clips / spent[name])
     result: dict = {"config": {**vars(args), "videos": len(paths), "cpu_count": os.cpu_count(), "torch_threads": 1},

@@ -22,6 +22,7 @@ _EXPORTS = {
     "KineticsDataset": ".kinetics",
     "VideoFilesDataset": ".kinetics",
     "collate_views": ".collate",
+    "views_of": ".collate",
     "EpochDistributedSampler": ".sampling",
     "ResumableDataLoader": ".sampling",
     "UnpaddedDistributedSampler": ".sampling",
@@ -33,6 +34,7 @@ _EXPORTS = {
     "BatchTransform": ".transforms",
     "EvalTransform": ".transforms",
     "TrainTransform": ".transforms",
+    "cut_views": ".transforms",
     "KineticsDataModule": ".datamodule",
 }
 

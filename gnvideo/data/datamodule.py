@@ -100,6 +100,11 @@ class KineticsDataModule(BrokenVideoBookkeeping, pl.LightningDataModule):
         test_crop_size: test / predict crop side (pixels).
         test_num_clips: clips per video in test / predict.
         test_num_crops: crops per clip in test / predict (1 or 3).
+        test_views_on_device: a test / predict item holds its video's frames once and where its views lie in them,
+            and the ``batch_transform`` cuts the views on the device (``EvalTransform(views_on_device=...)``): the
+            worker copies each frame once instead of writing every view (about a third of the bytes for 10 x 3
+            views). None = on when the trainer runs on an accelerator; on a CPU the training process is the device,
+            and the workers are the cheaper place (see README, "Data loading").
         pin_memory: DataLoader pin_memory.
         persistent_workers: keep workers between epochs (only used when num_workers > 0).
         decode_backend: "auto", "decord" or "pyav".
@@ -154,6 +159,7 @@ class KineticsDataModule(BrokenVideoBookkeeping, pl.LightningDataModule):
         test_crop_size: int = 224,
         test_num_clips: int = 10,
         test_num_crops: int = 3,
+        test_views_on_device: bool | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = True,
         decode_backend: str = "auto",
@@ -211,7 +217,7 @@ class KineticsDataModule(BrokenVideoBookkeeping, pl.LightningDataModule):
         full_frame = h.test_view == "full_frame"
         self.test_transform = _transform("test", EvalTransform, short_side=h.test_short_side,
                                          crop_size=h.test_crop_size, num_crops=1 if full_frame else h.test_num_crops,
-                                         full_frame=full_frame)
+                                         full_frame=full_frame, views_on_device=bool(h.test_views_on_device))
 
     @property
     def clips_per_device(self) -> int:
@@ -316,10 +322,12 @@ class KineticsDataModule(BrokenVideoBookkeeping, pl.LightningDataModule):
     def _setup(self, stage: str | None) -> None:
         if stage != "predict" and not os.path.isdir(self.root):
             raise ConfigError("root", f"dataset folder not found: {self.root}")
+        trainer = getattr(self, "trainer", None)
+        on_accelerator = trainer is not None and trainer.strategy.root_device.type != "cpu"
         if self.hparams.train_upscale_on_device is None:
-            trainer = getattr(self, "trainer", None)
-            on_accelerator = trainer is not None and trainer.strategy.root_device.type != "cpu"
             self.train_transform.upscale_on_device = on_accelerator
+        if self.hparams.test_views_on_device is None:
+            self.test_transform.views_on_device = on_accelerator
         if stage in ("fit", None) and self.train_dataset is None:
             if stage == "fit" or os.path.isfile(self.train_annotation):
                 self.train_dataset = self._dataset(self.train_annotation, "train", "train")
@@ -399,8 +407,8 @@ class KineticsDataModule(BrokenVideoBookkeeping, pl.LightningDataModule):
         return max(1, self.clips_per_device // views)
 
     def test_dataloader(self) -> DataLoader:
-        """Batches of whole videos, views flattened (:func:`collate_views`); full frames: one video per batch (frame
-        widths differ between videos)."""
+        """Batches of whole videos: their frames and where their views lie (:func:`collate_views`; the model cuts
+        the views on its device); full frames: one video per batch (frame widths differ between videos)."""
         full_frame = self.hparams.test_view == "full_frame"
         batch = 1 if full_frame else self._videos_per_batch(self.test_dataset)
         return self._loader(self.test_dataset, "test", batch_size=batch, collate_fn=collate_views)

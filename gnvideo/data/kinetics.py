@@ -9,14 +9,16 @@ not normalised: the device does that and permutes to (B, 3, T, H, W), see
 :class:`gnvideo.data.transforms.BatchTransform`), ``label`` int, ``video_index`` int, ``view_index`` int, ``valid``
 bool, ``flip`` bool (train: mirror this clip on the device; else False), and in train mode ``box_size`` int (the
 side of the source box in the clip's top-left that the device enlarges to the crop, see
-:mod:`gnvideo.data.transforms`). Test items stack their V = num_clips x
-num_crops views: ``video`` uint8 (V, T, crop, crop, 3), ``view_index`` int64 (V,) (view = clip x num_crops + crop), the
-rest per video; :func:`gnvideo.data.collate.collate_views` flattens them into a batch of views (B x V, T, crop, crop,
-3) in which every row has its video's ``label``, ``video_index``, ``valid`` and ``flip``.
+:mod:`gnvideo.data.transforms`). A test item holds the V = num_clips x num_crops views of a video: as uint8
+``video`` (V, T, crop, crop, 3), or (``EvalTransform(views_on_device=True)``, the DataModule's choice on an
+accelerator) as its frames, each once, and where the views lie in them, for the device to cut
+(:mod:`gnvideo.data.collate`); ``view_index`` int64 (V,) (view = clip x num_crops + crop), the rest per video.
+:func:`~gnvideo.data.collate.collate_views` makes a batch of views of either form, in which every view has its
+video's ``label``, ``video_index``, ``valid`` and ``flip``.
 
 Broken videos (the definition is in :mod:`gnvideo.data.decode.errors`: missing, empty, undecodable, a
 decode error in any frame read, truncated): in train mode another video is drawn instead (up to ``max_retries`` times);
-in val/test mode the sample has ``valid=False`` and a zero video, so its video is never scored. A video that failed
+in val/test mode the sample has ``valid=False`` and zero views, so its video is never scored. A video that failed
 once is broken for the rest of the dataset's life (never read again, never half-used). Failures are recorded in
 shared memory, so across DataLoader workers and epochs each file is logged once (``logging.warning``, with the
 reason) and the counts (``num_skipped``, ``failed_videos``) are right in the main process too. With a run's
@@ -49,7 +51,7 @@ from torch.utils.data import Dataset
 
 from .annotations import VideoEntry, apply_exclude, load_label_names, read_annotations
 from .broken_list import BrokenVideoList
-from .collate import batch_tensor
+from .collate import blank_views_item, make_views_item, views_of
 from .decode import BACKENDS, VideoDecodeError, open_sandboxed, open_video, problem_reason, sandbox_available
 from .layout import is_video_file, list_video_files, read_exclude_list, read_list_lines
 from .sampling import eval_clip_indices, sample_generator, train_clip_indices
@@ -281,26 +283,16 @@ class ClipDataset(Dataset):
         return {"video": clip.video, "label": label, "video_index": video_index, "view_index": 0, "valid": True,
                 "flip": clip.flip, "box_size": clip.box_size}
 
-    def _eval_views(self, video_index: int) -> torch.Tensor:
-        """All views of one video, uint8 (num_clips x num_crops, T, h, w, 3): one open, one read of the union."""
+    def _views_item(self, video_index: int) -> dict:
+        """All views of one video (:func:`~gnvideo.data.collate.make_views_item`): one open, one read of the union
+        of its clips' frames, each frame copied once."""
         with self._open(video_index) as reader:
             clips = eval_clip_indices(reader.frame_count, self.num_frames, self.sampling_rate, self.num_clips)
             union = sorted({i for clip in clips for i in clip})
-            views = reader.frames_through(union, lambda frames: self._views(frames, union, clips), close=True)
+            item = reader.frames_through(union, lambda frames: make_views_item(self.transform, frames, union, clips),
+                                         close=True)
             self.num_repeated_frames += reader.last_num_repeated
-        return views
-
-    def _views(self, frames: torch.Tensor, union: list[int], clips: list[list[int]]) -> torch.Tensor:
-        """The views of ``clips`` from the frames of ``union`` (U, H, W, 3): each copied once into the result."""
-        where = {frame: k for k, frame in enumerate(union)}
-        rows = [torch.tensor([where[i] for i in clip]) for clip in clips]
-        # per crop (U, h, w, 3), views of the scaled frames: overlapping clips are scaled once
-        crops = [crop.permute(0, 2, 3, 1) for crop in self.transform.crops(frames)]
-        out = batch_tensor((len(rows) * len(crops), len(clips[0]), *crops[0].shape[1:]), frames.dtype)
-        for c, r in enumerate(rows):  # view = clip x num_crops + crop, copied row by row (no strided gather)
-            for k, crop in enumerate(crops):
-                torch.index_select(crop, 0, r, out=out[c * len(crops) + k])
-        return out
+        return item
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
@@ -308,19 +300,16 @@ class ClipDataset(Dataset):
         if self.mode == "train":
             return self._get_train(index)
         video_index = index
-        views = self.views_per_video
         try:
-            video = self._eval_views(video_index)
-            valid = True
+            item, valid = self._views_item(video_index), True
         except LOAD_ERRORS as err:
             self._record_failure(video_index, err)
-            video = torch.zeros(views, self.num_frames, self.crop_size, self.crop_size, 3, dtype=torch.uint8)
-            valid = False
+            item, valid = blank_views_item(self.transform, self.views_per_video, self.num_frames), False
         label = self.entries[video_index].label
         if self.mode == "val":
-            return {"video": video[0], "label": label, "video_index": video_index, "view_index": 0, "valid": valid,
-                    "flip": False}
-        return {"video": video, "label": label, "video_index": video_index, "view_index": torch.arange(views),
+            return {"video": views_of(item)[0], "label": label, "video_index": video_index, "view_index": 0,
+                    "valid": valid, "flip": False}
+        return {**item, "label": label, "video_index": video_index, "view_index": torch.arange(self.views_per_video),
                 "valid": valid, "flip": False}
 
     def _get_train(self, index: int) -> dict:

@@ -142,8 +142,38 @@ class BatchTransform(nn.Module):
                 x[rows] = x[rows].flip(-1)  # only the mirrored clips are copied
         return x
 
+    def views(self, frames: torch.Tensor, view_rows: torch.Tensor, view_boxes: torch.Tensor,
+              view_size: Sequence[int]) -> torch.Tensor:
+        """The test views of a batch, cut where the model runs: uint8 ``frames`` (R, h, w, 3) (a test batch's, see
+        :func:`gnvideo.data.collate.collate_views`), ``view_rows`` int64 (V, T) (the frames of each view),
+        ``view_boxes`` int64 (V, 2) (each view's top and left) and ``view_size`` (vh, vw) -> float32 (V, 3, T, vh,
+        vw), normalised as :meth:`forward`: the same values as ``forward(cut_views(...))``, without making the uint8
+        views first."""
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected uint8 frames (R, h, w, 3), got {tuple(frames.shape)} {frames.dtype}")
+        if self.scale.device != frames.device:
+            self.to(frames.device)
+        (v, t), (vh, vw) = view_rows.shape, (int(view_size[0]), int(view_size[1]))
+        x = torch.empty((v, 3, t, vh, vw), dtype=torch.float32, device=frames.device)
+        for i, (top, left) in enumerate(view_boxes.tolist()):  # one gather of the view's pixels, converted on copy
+            x[i].copy_(frames[:, top:top + vh, left:left + vw][view_rows[i]].permute(3, 0, 1, 2))
+        return x.mul_(self.scale).add_(self.shift)
+
     def extra_repr(self) -> str:
         return f"mean={self.mean}, std={self.std}"
+
+
+def cut_views(frames: torch.Tensor, view_rows: torch.Tensor, view_boxes: torch.Tensor,
+              view_size: Sequence[int], out: torch.Tensor | None = None) -> torch.Tensor:
+    """The uint8 test views (V, T, vh, vw, 3) of a test item or batch (arguments as :meth:`BatchTransform.views`),
+    written into ``out`` if given: view ``i`` is ``frames[view_rows[i], top:top + vh, left:left + vw]`` with
+    ``(top, left) = view_boxes[i]``, one ``index_select`` per view."""
+    vh, vw = int(view_size[0]), int(view_size[1])
+    if out is None:
+        out = torch.empty((*view_rows.shape, vh, vw, 3), dtype=frames.dtype, device=frames.device)
+    for i, (top, left) in enumerate(view_boxes.tolist()):
+        torch.index_select(frames[:, top:top + vh, left:left + vw], 0, view_rows[i], out=out[i])
+    return out
 
 
 class TrainClip(NamedTuple):
@@ -209,8 +239,11 @@ class TrainTransform:
         top0 = min(round(top * f), h - box)
         left0 = min(round(left * f), w - box)
         if box == crop or (box < crop and self.upscale_on_device):
-            out = torch.zeros((t, crop, crop, 3), dtype=torch.uint8)
+            # each byte written once: the box, then zeros around it (torch.zeros first cost 4x as much here)
+            out = torch.empty((t, crop, crop, 3), dtype=torch.uint8)
             out[:, :box, :box] = video[:, top0:top0 + box, left0:left0 + box]
+            out[:, box:] = 0
+            out[:, :box, box:] = 0
             return TrainClip(out, flip, box)
         frames = video.permute(0, 3, 1, 2)
         out = F.resized_crop(frames, top0, left0, box, box, [crop, crop], antialias=True)
@@ -230,6 +263,9 @@ class EvalTransform:
         num_crops: 1 (centre) or 3 (start, centre, end of the long side: left/centre/right for landscape video).
         full_frame: no crop: the whole scaled frame (short side ``short_side``, the long side in proportion), the
             Non-local paper's fully convolutional test view; needs ``num_crops=1``.
+        views_on_device: a test item holds its video's frames once and where its views lie in them, and the model's
+            device cuts the views (:meth:`BatchTransform.views`); else the worker writes every view (see
+            :mod:`gnvideo.data.collate`). The DataModule turns it on when testing on an accelerator.
 
     Call: ``transform(frames uint8 (T, H, W, 3), crop_index=None)`` -> a list of ``num_crops`` uint8 clips
     (T, crop, crop, 3), or the single clip for ``crop_index`` in [0, num_crops). :meth:`crops` does the same for any
@@ -242,13 +278,14 @@ class EvalTransform:
         crop_size: int = 224,
         num_crops: int = 1,
         full_frame: bool = False,
+        views_on_device: bool = False,
     ) -> None:
         if num_crops not in (1, 3):
             raise ConfigError("num_crops", f"must be 1 or 3, got {num_crops}")
         if full_frame and num_crops != 1:
             raise ConfigError("num_crops", f"the full-frame test view is one view per clip: num_crops must be 1, "
                               f"got {num_crops}")
-        self.full_frame = bool(full_frame)
+        self.full_frame, self.views_on_device = bool(full_frame), bool(views_on_device)
         if not 0 < crop_size <= short_side:
             raise ConfigError("crop_size", f"crop_size ({crop_size}) must be positive and <= short_side ({short_side})")
         self.short_side, self.crop_size, self.num_crops = int(short_side), int(crop_size), int(num_crops)
@@ -281,14 +318,32 @@ class EvalTransform:
         picked = boxes if crop_index is None else [boxes[crop_index]]
         return [F.resized_crop(frames, y, x, s, s, size, antialias=True) for y, x, s in picked]
 
+    def view_frames(self, video: torch.Tensor
+                    ) -> tuple[list[torch.Tensor], list[tuple[int, int, int]], tuple[int, int]]:
+        """What a video's views are cut from, each pixel once: uint8 frames (N, H, W, 3) -> ``(parts, spots, size)``.
+
+        ``parts``: uint8 (N, h, w, 3) tensors; crop ``k`` of frame ``i`` is ``parts[p][i, top:top + vh, left:left +
+        vw]`` with ``(p, top, left) = spots[k]`` and ``(vh, vw) = size``: the same pixels as :meth:`crops`. With 3
+        crops of frames already at the short side (prepared videos), the one part is ``video`` itself and the crops
+        are offsets along the long side (1.0x the frames instead of 3 crops); otherwise the parts are the
+        :meth:`crops`, which is how they are computed anyway.
+        """
+        _check_video(video)
+        height, width = video.shape[1:3]
+        sh, sw = _scaled(height, width, self.short_side)
+        if self.num_crops == 3 and (round(sh), round(sw)) == (height, width):
+            return [video], [(0, y, x) for y, x, _ in self.boxes(height, width)], (self.crop_size, self.crop_size)
+        parts = [_to_clip(c) for c in self.crops(video)]
+        return parts, [(k, 0, 0) for k in range(len(parts))], (parts[0].shape[1], parts[0].shape[2])
+
     def __call__(self, video: torch.Tensor, crop_index: int | None = None) -> torch.Tensor | list[torch.Tensor]:
         clips = [_to_clip(c) for c in self.crops(video, crop_index)]
         return clips if crop_index is None else clips[0]
 
     def __repr__(self) -> str:
         view = "full_frame=True" if self.full_frame else f"crop_size={self.crop_size}, num_crops={self.num_crops}"
-        return f"EvalTransform(short_side={self.short_side}, {view})"
+        return f"EvalTransform(short_side={self.short_side}, {view}, views_on_device={self.views_on_device})"
 
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MEAN_STD_PRESETS", "BatchTransform", "EvalTransform", "TrainClip",
-           "TrainTransform", "resolve_mean_std"]
+           "TrainTransform", "cut_views", "resolve_mean_std"]

@@ -10,7 +10,8 @@ bool (B,), ``flip`` bool (B,), in training ``box_size`` int64 (B,). :meth:`Video
 turns uint8 video into normalised float32 (B, 3, T, H, W) on the device (enlarging training crops, flipping the
 ``flip`` rows) with the data module's ``batch_transform``
 (:class:`gnvideo.data.transforms.BatchTransform`), so every loop (fit, validate, test, predict, and PreciseBN's
-passes, which go through the same hook) sees float input.
+passes, which go through the same hook) sees float input. Test and predict batches on an accelerator arrive as a
+video's frames and where its views lie in them (:mod:`gnvideo.data.collate`); the same hook cuts the views there.
 Rows with ``valid=False`` are dropped in validation, test and predict; a video
 with any invalid view is never scored (see :mod:`gnvideo.evaluation`).
 """
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
+from gnvideo.data.collate import VIEW_KEYS
 from gnvideo.data.transforms import BatchTransform
 from gnvideo.errors import ConfigError, config_prefix
 from gnvideo.evaluation import MultiViewAggregator, video_metrics
@@ -172,8 +174,12 @@ class VideoClassifier(pl.LightningModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         """uint8 ``video`` (B, T, H, W, 3) on the device -> float32 (B, 3, T, H, W) ``(x / 255 - mean) / std``,
         the ``box_size`` boxes of training clips enlarged to the crop, ``flip`` rows mirrored along W; float video is
-        left as it is."""
-        if isinstance(batch, dict) and isinstance(batch.get("video"), Tensor) and batch["video"].dtype == torch.uint8:
+        left as it is. A test batch's ``frames`` become its views' ``video`` (V, 3, T, vh, vw), cut here."""
+        if isinstance(batch, dict) and isinstance(batch.get("frames"), Tensor):
+            views = self._input_transform().views(*(batch[k] for k in VIEW_KEYS))
+            batch = {k: v for k, v in batch.items() if k not in VIEW_KEYS}
+            batch["video"] = views
+        elif isinstance(batch, dict) and isinstance(batch.get("video"), Tensor) and batch["video"].dtype == torch.uint8:
             batch = dict(batch)
             batch["video"] = self._input_transform()(batch["video"], batch.get("flip"), batch.get("box_size"))
         return batch

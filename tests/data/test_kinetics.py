@@ -12,6 +12,7 @@ from gnvideo.data import (
     VideoFilesDataset,
     load_label_names,
     read_annotations,
+    views_of,
 )
 from gnvideo.data.transforms import EvalTransform, TrainTransform
 from gnvideo.errors import ConfigError
@@ -159,7 +160,7 @@ def test_test_mode_views_and_two_ranks(dataset_root):
     for rank in range(2):
         dm._replicas = lambda rank=rank: (2, rank)
         for batch in dm.test_dataloader():
-            assert batch["video"].shape[1:] == (4, 48, 48, 3) and batch["valid"].all()
+            assert views_of(batch).shape[1:] == (4, 48, 48, 3) and batch["valid"].all()
             seen += list(zip(batch["video_index"].tolist(), batch["view_index"].tolist()))
     assert sorted(seen) == [(v, w) for v in range(4) for w in range(6)]  # every view exactly once
 
@@ -259,7 +260,7 @@ def test_predict_files_folder_and_list(dataset_root, tmp_path):
     dm.setup("predict")
     batches = list(dm.predict_dataloader())
     assert [b["valid"].tolist() for b in batches] == [[True] * 3, [False] * 3]
-    assert batches[0]["label"].tolist() == [-1] * 3 and batches[0]["video"].shape == (3, 4, 40, 40, 3)
+    assert batches[0]["label"].tolist() == [-1] * 3 and views_of(batches[0]).shape == (3, 4, 40, 40, 3)
     folder = VideoFilesDataset(dataset_root / "val", mode="val", **VAL)
     assert folder.num_videos == 4 and folder.paths == sorted(folder.paths)
     with pytest.raises(ValueError, match="predict_files"):
@@ -280,7 +281,7 @@ def test_val_and_test_views_have_their_own_options_passed_once(dataset_root):
     assert dm.val_dataset.transform is dm.val_transform and dm.test_dataset.transform is dm.test_transform
     assert next(iter(dm.val_dataloader()))["video"].shape[1:] == (4, 32, 32, 3)
     test_batch = next(iter(dm.test_dataloader()))
-    assert test_batch["video"].shape[1:] == (4, 44, 44, 3) and dm.test_dataset.views_per_video == 6
+    assert views_of(test_batch).shape[1:] == (4, 44, 44, 3) and dm.test_dataset.views_per_video == 6
 
 
 @pytest.mark.parametrize(("option", "value", "key"), [

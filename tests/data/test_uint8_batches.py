@@ -7,8 +7,14 @@ import torch
 from torch.utils.data import DataLoader
 
 import gnvideo.data.kinetics as kinetics
-from gnvideo.data import ClipDataset, VideoEntry, collate_views, eval_clip_indices, open_video
-from gnvideo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, EvalTransform, TrainTransform
+from gnvideo.data import ClipDataset, VideoEntry, collate_views, eval_clip_indices, open_video, views_of
+from gnvideo.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BatchTransform,
+    EvalTransform,
+    TrainTransform,
+)
 
 SMALL = dict(num_frames=4, sampling_rate=2)
 TRAIN = dict(SMALL, transform=TrainTransform((48, 56), 40))
@@ -160,13 +166,15 @@ def _per_view_reference(ds: ClipDataset, mean, std) -> list[tuple[int, int, torc
     return out
 
 
-def test_one_decoder_and_one_read_per_test_video_and_the_same_scores(video_dir, monkeypatch):
+@pytest.mark.parametrize("on_device", [False, True], ids=["views_in_worker", "views_on_device"])
+def test_one_decoder_and_one_read_per_test_video_and_the_same_scores(video_dir, monkeypatch, on_device):
     from gnvideo.evaluation import MultiViewAggregator, video_metrics
     from gnvideo.training.module import VideoClassifier
 
     names = ["h264.mp4", "big.mp4", "vp9.webm", "garbage.mp4"]
     entries = [VideoEntry(str(video_dir / n), i % 2) for i, n in enumerate(names)]
-    ds = ClipDataset(entries, "test", ["a", "b"], **TEST_3X3)
+    ds = ClipDataset(entries, "test", ["a", "b"],
+                     **dict(TEST_3X3, transform=EvalTransform(48, 40, num_crops=3, views_on_device=on_device)))
     reference = _per_view_reference(ClipDataset(entries[:3], "test", ["a", "b"], **TEST_3X3),
                                     IMAGENET_MEAN, IMAGENET_STD)
     counts = {"open": 0, "frames": 0}
@@ -182,13 +190,19 @@ def test_one_decoder_and_one_read_per_test_video_and_the_same_scores(video_dir, 
         monkeypatch.setattr(kinetics, name, counting(getattr(kinetics, name)))
     batches = list(DataLoader(ds, batch_size=2, collate_fn=collate_views))
     assert counts == {"open": 4, "frames": 3}  # one open per video (the garbage file fails to open), one read each
-    assert [b["video"].shape[0] for b in batches] == [18, 18]
+    assert [views_of(b).shape[:2] for b in batches] == [(18, 4), (18, 4)]
+    assert all(("frames" in b) == on_device for b in batches)
     batch = collate_views([ds[i] for i in range(len(ds))])
     assert batch["valid"].tolist() == [True] * 27 + [False] * 9
     assert batch["video_index"].tolist() == [v for v in range(4) for _ in range(9)]
     assert batch["view_index"].tolist() == list(range(9)) * 4
-    normed = BatchTransform()(batch["video"][:27])
-    for (v, view, want), got in zip(reference, normed):
+    views = views_of(batch)
+    assert views.shape == (36, 4, 40, 40, 3) and not views[27:].any()  # the broken video's views: zeros
+    model_side = VideoClassifier(backbone="tiny_r3d", num_classes=2)
+    model_side.batch_transform = BatchTransform()
+    normed = model_side.on_after_batch_transfer(batch, 0)["video"]
+    assert torch.equal(normed, BatchTransform()(views))  # cut and normalised in one pass: the same values
+    for (v, view, want), got in zip(reference, normed[:27]):
         assert (got - want).abs().max() <= 1e-6, (v, view)
 
     model = VideoClassifier(backbone="tiny_r3d", num_classes=2, clips_per_device=4).eval()

@@ -84,7 +84,7 @@ def test_validate(trained, synthetic_root, tmp_path):
 
 def _hand_scores(ckpt: Path, root: Path) -> dict:
     """Per-video softmax averaged over the views, computed outside Lightning, scored by plain Python."""
-    from gnvideo.data import KineticsDataModule
+    from gnvideo.data import KineticsDataModule, views_of
     from gnvideo.training.module import VideoClassifier
 
     model = VideoClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
@@ -100,7 +100,7 @@ def _hand_scores(ckpt: Path, root: Path) -> dict:
             if not s["valid"]:
                 broken.add(s["video_index"])
                 continue
-            views = dm.batch_transform(s["video"])  # test items are whole videos: (views, 3, T, H, W) uint8
+            views = dm.batch_transform(views_of(s))  # test items are whole videos: (views, 3, T, H, W)
             sums[s["video_index"]] = sums[s["video_index"]] + model(views).softmax(1).double().sum(0)
             labels[s["video_index"]] = s["label"]
     scored = [v for v in sums if v not in broken]

@@ -54,7 +54,7 @@ def test_holdout_split_comes_from_train_and_leaves_the_scored_set(synthetic_root
 
 def test_full_frame_test_view(synthetic_root, tmp_path):
     """The whole frame at the test short side, one view per clip, one video per batch; the model takes any size."""
-    from gnvideo.data import open_video
+    from gnvideo.data import open_video, views_of
     from gnvideo.training.module import VideoClassifier
 
     dm = _dm(synthetic_root, test_view="full_frame", test_num_clips=2, test_num_crops=3)
@@ -64,13 +64,15 @@ def test_full_frame_test_view(synthetic_root, tmp_path):
     sample = ds[0]
     with open_video(ds.entries[0].path) as reader:
         frame_h, frame_w = reader.frames([0]).shape[1:3]
-    assert sample["video"].shape[:3] == (2, 4, 32) and sample["video"].shape[4] == 3  # (views, T, H, W, 3)
-    assert sample["video"].shape[3] == round(frame_w * 32 / min(frame_h, frame_w))
+    views = views_of(sample)
+    assert views.shape[:3] == (2, 4, 32) and views.shape[4] == 3  # (views, T, H, W, 3)
+    assert views.shape[3] == round(frame_w * 32 / min(frame_h, frame_w))
     batch = next(iter(dm.test_dataloader()))
-    assert batch["video"].shape[0] == 2 and batch["video_index"].tolist() == [0, 0]  # one video, its 2 views
+    assert views_of(batch).shape[0] == 2 and batch["video_index"].tolist() == [0, 0]  # one video, its 2 views
     model = VideoClassifier(backbone="tiny_r3d", num_classes=6, head_pool="local").eval()
+    model.batch_transform = dm.batch_transform
     with torch.no_grad():
-        assert model(dm.batch_transform(batch["video"])).shape == (2, 6)
+        assert model(model.on_after_batch_transfer(batch, 0)["video"]).shape == (2, 6)
     with pytest.raises(ValueError, match="data.test_view"):
         _dm(synthetic_root, test_view="ten_crop")
 

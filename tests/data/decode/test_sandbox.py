@@ -66,7 +66,7 @@ def test_crash_while_reading_or_closing_names_that_file(video_dir, monkeypatch):
     from gnvideo.data.decode.decord_reader import DecordReader
 
     sandbox_module.stop_sandbox()
-    monkeypatch.setattr(DecordReader, "frames", lambda self, idx: os.abort())
+    monkeypatch.setattr(DecordReader, "_read", lambda self, idx, fn: os.abort())  # frames and frames_through
     with open_sandboxed(video_dir / "h264.mp4", backend="decord") as r:
         with pytest.raises(VideoDecodeError, match=r"h264.mp4: decoder crashed: signal 6 \(SIGABRT\)"):
             r.frames([0])
@@ -168,3 +168,18 @@ def test_frames_and_close_frees_the_decoder_in_the_same_request(video_dir, monke
     sandbox_module.stop_sandbox()
     with open_sandboxed(video_dir / "h264.mp4") as r:
         assert r.frames_and_close([2]).shape == (1, 48, 64, 3)
+
+
+def test_a_long_read_comes_in_decoder_reads_of_32_frames_and_equals_one_read(video_dir):
+    """The child reads long requests 32 frames at a time into the shared file: the same frames, shape and repeat
+    count as one read in process, with indices past the end (repeated frames) in several of the pieces."""
+    with open_video(video_dir / "big.mp4") as ref:
+        n = ref.frame_count
+        indices = [*range(0, n, 1), *([n + 5] * 40)]  # more than 2 pieces of 32; the last 40 repeat the last frame
+        expected = ref.frames(indices)
+        repeated = ref.last_num_repeated
+    with open_sandboxed(video_dir / "big.mp4") as r:
+        got = r.frames(indices)
+        assert torch.equal(got, expected) and r.last_num_repeated == repeated == 40
+        assert r.num_repeated == 40
+        assert torch.equal(r.frames_and_close(indices[:33]), expected[:33])
