@@ -305,7 +305,7 @@ def test_dataset_rejects_a_transform_of_the_wrong_kind(dataset_root):
 
 @pytest.mark.parametrize(("option", "device", "expected"), [
     (None, "cpu", False), (None, "cuda", True), (True, "cpu", True), (False, "cuda", False)])
-def test_training_crops_are_enlarged_on_the_accelerator_by_default(dataset_root, option, device, expected):
+def test_crops_enlarged_and_views_cut_on_the_accelerator_by_default(dataset_root, option, device, expected):
     from types import SimpleNamespace
 
     dm = KineticsDataModule(str(dataset_root), clips_per_device=2, num_workers=0, num_frames=4, pin_memory=False,
@@ -313,3 +313,25 @@ def test_training_crops_are_enlarged_on_the_accelerator_by_default(dataset_root,
     dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
     dm.setup("fit")
     assert dm.train_dataset.transform.upscale_on_device is expected
+    dm = KineticsDataModule(str(dataset_root), clips_per_device=2, num_workers=0, num_frames=4, pin_memory=False,
+                            test_views_on_device=option, **SMALL_VIEWS)
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+    dm.setup("test")
+    assert dm.test_dataset.transform.views_on_device is expected  # and test views are cut on the device likewise
+
+
+def test_test_views_on_device_follows_the_trainer_unless_set(dataset_root):
+    """data.test_views_on_device: None = cut in the workers on a CPU trainer; true sends frames once and where the
+    views lie, and the views are the same."""
+    kwargs = dict(clips_per_device=12, num_workers=0, num_frames=4, sampling_rate=2, test_short_side=48,
+                  test_crop_size=40, test_num_clips=2, test_num_crops=3, pin_memory=False)
+    batches = {}
+    for option in (None, False, True):
+        dm = KineticsDataModule(str(dataset_root), test_views_on_device=option, **kwargs)
+        dm.setup("test")
+        assert dm.test_transform.views_on_device is bool(option)
+        batches[option] = next(iter(dm.test_dataloader()))
+    assert "frames" in batches[True] and "frames" not in batches[None] and "video" in batches[False]
+    assert torch.equal(views_of(batches[True]), batches[False]["video"])
+    assert views_of(batches[True]).shape == (12, 4, 40, 40, 3)  # 2 videos x 2 clips x 3 crops
+    assert batches[True]["video_index"].tolist() == batches[False]["video_index"].tolist()

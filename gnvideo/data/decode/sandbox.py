@@ -42,7 +42,7 @@ from .errors import VideoDecodeError, crash_reason, hang_reason, problem_reason
 
 #: seconds a request may go without a reply before its file is named hung (a clip decodes in well under a second)
 DEFAULT_TIMEOUT = 60.0
-_CHUNK_FRAMES = 32  # frames per decoder read in the child (see _read_into)
+_CHUNK_FRAMES = 64  # frames per decoder read in the child (see _read_into)
 _REAP_SECONDS = 5.0  # how long to wait for a dead or killed child to be reaped before leaving it for later
 
 
