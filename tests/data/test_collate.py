@@ -118,3 +118,18 @@ def test_items_of_the_two_forms_do_not_mix_and_a_blank_item_has_its_transforms_f
     extra = {"view_index": torch.arange(3), "label": 0, "video_index": 0, "valid": False, "flip": False}
     with pytest.raises(ValueError, match="both forms"):
         collate_views([{**blank_views_item(in_worker, 3, 4), **extra}, {**blank_views_item(on_device, 3, 4), **extra}])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_views_cut_on_a_gpu_equal_the_cpu():
+    """The device-side cut of a test batch (what on_after_batch_transfer runs on a GPU trainer) equals the CPU's."""
+    transform = EvalTransform(48, 40, num_crops=3)
+    items = [_item(transform, _frames(40, 48, 64, 1), 8, 4, video_index=0)[0],
+             _item(transform, _frames(30, 96, 128, 2), 8, 4, video_index=1)[0]]
+    batch = collate_views(items)
+    keys = [batch[k] for k in VIEW_KEYS]
+    want = BatchTransform().views(*keys)
+    gpu = BatchTransform().views(*[k.cuda() if isinstance(k, torch.Tensor) else k for k in keys])
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), want, rtol=0, atol=1e-6)
