@@ -24,8 +24,9 @@ of both forms here, on the CPU.
 Each table is measured twice: every row as a dataset in its own DataLoader with 1 persistent worker process (the
 per-core figure; rounds interleaved, the rows' order rotating each round, the same items every round), then in this
 process without a DataLoader, every row doing item i back to back with the others. Two figures per row, medians
-over rounds: items per second of wall time, and CPU time per item (``time.process_time`` around each item, in the
-worker, all its threads included, plus its decode child's), which other jobs on a shared machine disturb much less.
+over rounds: items per second of wall time, and CPU time per item (``time.process_time`` around each item and the
+batch's collate, in the worker, all its threads included, plus its decode child's), which other jobs on a shared
+machine disturb much less.
 Ratios are medians over rounds of the ratio within each round. README, "Data loading", has the targets and the latest
 figures.
 
@@ -221,13 +222,16 @@ def _loader(dataset, batch_size: int, pytorchvideo: bool = False, views: bool = 
 
 def _collate(items, views: bool = False):
     """Items are (sample, CPU seconds): the samples collated as their loader would (torch's default collate, which
-    stacks into shared memory in a worker; ``collate_views`` for gnvideo's test items), the CPU time summed."""
+    stacks into shared memory in a worker; ``collate_views`` for gnvideo's test items), the CPU time of the items and
+    of this collate summed: all the worker spends on the batch."""
     from torch.utils.data import default_collate
 
     from gnvideo.data.collate import collate_views
 
     samples = [s for s, _ in items]
-    return (collate_views if views else default_collate)(samples), sum(c for _, c in items), len(items)
+    c0 = cpu_seconds()
+    batch = (collate_views if views else default_collate)(samples)
+    return batch, sum(c for _, c in items) + cpu_seconds() - c0, len(items)
 
 
 def measure(rows: dict[str, tuple[DataLoader, int]], rounds: int) -> dict[str, dict]:
