@@ -136,7 +136,6 @@ class ClipDataset(Dataset):
         self.seed, self.max_retries = int(seed), int(max_retries)
         self.decode_sandbox = bool(decode_sandbox) and sandbox_available()
         self.decode_timeout = float(decode_timeout)
-        self.crop_size = transform.crop_size  # side of the zero video of an unreadable item
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.broken_list: BrokenVideoList | None = None
         self.skip_listed = False
