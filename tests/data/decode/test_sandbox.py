@@ -183,3 +183,27 @@ def test_a_long_read_comes_in_decoder_reads_of_32_frames_and_equals_one_read(vid
         assert torch.equal(got, expected) and r.last_num_repeated == repeated == 40
         assert r.num_repeated == 40
         assert torch.equal(r.frames_and_close(indices[:33]), expected[:33])
+
+
+def test_a_frame_size_change_between_pieces_of_one_read_names_the_file():
+    """The child's pieces of one long read must agree in frame size (a reader that switched backends mid-read could
+    differ): otherwise the read fails with one line naming the file, and a closing read still frees the reader."""
+
+    class Changing:
+        path, last_num_repeated, closed = "/videos/odd.mp4", 0, False
+
+        def frames_through(self, indices, fn, close=False):
+            side = 8 if indices[0] == 0 else 6
+            return fn(torch.zeros(len(indices), side, side, 3, dtype=torch.uint8))
+
+        def close(self):
+            self.closed = True
+
+    shared = sandbox_module._SharedFrames()
+    try:
+        reader = Changing()
+        with pytest.raises(VideoDecodeError, match=r"odd.mp4: frame size changed within one read"):
+            sandbox_module._read_into(shared, reader, list(range(70)), close=True)
+        assert reader.closed
+    finally:
+        shared.close()
