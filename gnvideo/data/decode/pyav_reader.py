@@ -106,12 +106,19 @@ class PyAVReader(VideoReader):
         self.announced = announced[0] if announced else self.frame_count  # frames the video stream announces
         self._count_known = False
         self._timestamps_usable = True
+        self._converter = None
 
     def _to_array(self, frame) -> np.ndarray:
+        """One frame as RGB (H, W, 3), through the reader's one converter (``frame.to_ndarray`` makes a new scaler
+        for every frame; ``benchmarks/bench_reformat.py`` measures the difference)."""
+        if self._converter is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._converter = VideoReformatter()
         kwargs = {"format": "rgb24"}
         if self.short_side is not None:  # size of the stored (unrotated) frame; a 90-degree turn keeps the short side
             kwargs["height"], kwargs["width"] = scaled_size(frame.height, frame.width, self.short_side)
-        return frame.to_ndarray(**kwargs)
+        return self._converter.reformat(frame, **kwargs).to_ndarray()
 
     def frames(self, indices: Sequence[int]) -> torch.Tensor:
         wanted = [int(i) for i in indices]

@@ -68,6 +68,7 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
             truncated), has no video stream, or has no frame in the interval; ``reason`` is the check_videos text.
     """
     import av
+    from av.video.reformatter import VideoReformatter
 
     src, dst = str(src), Path(dst)
     check_file(src)
@@ -95,12 +96,13 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, start: float, end:
 
         out: VideoWriter | None = None
         rotation = 0
+        converters = (VideoReformatter(), VideoReformatter())  # one each for the video (see _upright)
 
         def emit(frame, until: int) -> None:
             converted = None
             while out.frames_written < min(until, n_out):
                 if converted is None:  # convert lazily: frames before the cut point are never converted
-                    converted = _upright(frame, *out.size, rotation)
+                    converted = _upright(frame, *out.size, rotation, converters)
                 out.write(converted)
 
         try:
@@ -174,17 +176,20 @@ def _check_not_truncated(inp, ist, src: str, last_time: float, rate: Fraction, d
         raise VideoDecodeError(reason, src)
 
 
-def _upright(frame, width: int, height: int, rotation: int):
-    """``frame`` as yuv420p of the output size (width x height, upright), its rotation metadata applied."""
+def _upright(frame, width: int, height: int, rotation: int, converters: tuple):
+    """``frame`` as yuv420p of the output size (width x height, upright), its rotation metadata applied.
+    ``converters``: two ``VideoReformatter`` kept for the whole video (``frame.reformat`` makes a new scaler for
+    every frame; ``benchmarks/bench_reformat.py`` measures the difference)."""
     import av
     import numpy as np
 
+    scale, to_yuv = converters
     if rotation == 0:
-        return frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
+        return scale.reformat(frame, width=width, height=height, format="yuv420p", interpolation="AREA")
     stored_w, stored_h = (height, width) if rotation in (90, 270) else (width, height)
-    rgb = frame.reformat(width=stored_w, height=stored_h, format="rgb24", interpolation="AREA").to_ndarray()
+    rgb = scale.reformat(frame, width=stored_w, height=stored_h, format="rgb24", interpolation="AREA").to_ndarray()
     upright = np.ascontiguousarray(np.rot90(rgb, rotation // 90))  # counter-clockwise, as the reader does
-    return av.VideoFrame.from_ndarray(upright, format="rgb24").reformat(format="yuv420p")
+    return to_yuv.reformat(av.VideoFrame.from_ndarray(upright, format="rgb24"), format="yuv420p")
 
 
 def _target_size(width: int, height: int, short_side: int | None, upscale: bool) -> tuple[int, int]:
