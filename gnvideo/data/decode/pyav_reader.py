@@ -4,7 +4,7 @@ packet timestamps when they are usable and by counting from the start when they 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ import torch
 from .base import VideoReader, check_count, rotate_frames, scaled_size
 from .container import announced_count, frame_rate, times_in_decode_order
 from .errors import VideoDecodeError, check_file, decode_error_reason, ffmpeg_message
+from .keyframes import encoder_settings
 
 
 class _MidStreamError(Exception):
@@ -22,13 +23,18 @@ class _MidStreamError(Exception):
         self.err, self.produced = err, produced
 
 
-def _iter_frames(container, stream, path: str):
+def _iter_frames(container, stream, path: str, wanted_pts: Container[int] | None = None):
     """Decoded frames in output order. An error before the first frame raises :class:`VideoDecodeError`; one after
-    it raises :class:`_MidStreamError` (the caller knows which frame that is). The demuxer's end ends the stream."""
+    it raises :class:`_MidStreamError` (the caller knows which frame that is). The demuxer's end ends the stream.
+    With ``wanted_pts``, the packet of a frame not in it is not decoded when no other frame refers to it
+    (``skip_frame="NONREF"``): those frames do not come out."""
     import av
 
     produced = 0
+    context = stream.codec_context
     for packet in container.demux(stream):
+        if wanted_pts is not None:
+            context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
         try:
             frames = packet.decode()
         except av.error.FFmpegError as err:
@@ -107,6 +113,13 @@ class PyAVReader(VideoReader):
         self._count_known = False
         self._timestamps_usable = True
         self._converter = None
+        self._closed = None
+
+    def _closed_gop(self) -> bool:
+        """Whether x264 wrote this file with closed GOPs (``open_gop=0`` in its settings); read once."""
+        if self._closed is None:
+            self._closed = encoder_settings(self.path).get("open_gop") == "0"
+        return self._closed
 
     def _to_array(self, frame) -> np.ndarray:
         """One frame as RGB (H, W, 3), through the reader's one converter (``frame.to_ndarray`` makes a new scaler
@@ -136,7 +149,7 @@ class PyAVReader(VideoReader):
         try:
             with av.open(self.path) as container:
                 stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = 1  # one core per reader, as decord (a DataLoader worker's)
                 start = stream.start_time
                 pts, keys = [], []
                 for packet in container.demux(stream):
@@ -159,13 +172,15 @@ class PyAVReader(VideoReader):
                 end = len(pts) - 1
                 clamped = [min(i, end) for i in wanted]
                 first, last = pts[min(clamped)], pts[max(clamped)]
-                k = max(bisect.bisect_right(keys, first) - 2, 0)  # one keyframe before the one holding `first`
+                # from the keyframe holding `first`; one before it unless x264 wrote a closed GOP (open-GOP leading
+                # frames refer to the GOP before)
+                k = max(bisect.bisect_right(keys, first) - (1 if self._closed_gop() else 2), 0)
                 index_of = {pts[i]: i for i in set(clamped)}
                 got: dict[int, np.ndarray] = {}
                 container.seek(keys[k], stream=stream, backward=True, any_frame=False)
                 previous = None
                 try:
-                    for frame in _iter_frames(container, stream, self.path):
+                    for frame in _iter_frames(container, stream, self.path, wanted_pts=index_of):
                         if frame.pts is None or (previous is not None and frame.pts <= previous):
                             self._timestamps_usable = False  # decode-order timestamps: count frames instead
                             return None

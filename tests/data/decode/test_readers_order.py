@@ -114,3 +114,33 @@ def test_longer_audio_does_not_make_a_video_truncated(video_dir, tmp_path, frame
         reader = open_video(path, backend=backend)
         assert [frame_index(f) for f in reader.frames([0, 39, 45])] == [0, 39, 39]
     assert video_problem(path) is None and video_problem(path, backend="pyav") is None
+
+
+@pytest.mark.parametrize("open_gop", [False, True])
+def test_pyav_seeking_reads_start_at_the_right_keyframe_and_skip_only_unwanted_frames(tmp_path, draw_frame,
+                                                                                       frame_index, open_gop,
+                                                                                       monkeypatch):
+    """PyAV's seeking read (from the keyframe holding the clip when x264 wrote closed GOPs, one earlier otherwise;
+    frames that are neither wanted nor referred to are not decoded) serves every read by itself, exactly: every
+    frame, strided clips from every start, and a clip of B-frames between references. (Forcing the closed-GOP start
+    on the open-GOP file was exact too, in a one-off check: the earlier start is kept there for safety.)"""
+    from gnvideo.data.decode.writer import VideoWriter
+
+    path = tmp_path / ("open.mp4" if open_gop else "closed.mp4")
+    params = {"bframes": 3, "b-adapt": 0, "keyint": 12, "min-keyint": 12, "scenecut": 0, "open-gop": int(open_gop)}
+    with VideoWriter(path, 25, x264_params=params) as writer:
+        for i in range(60):
+            writer.write(draw_frame(i, 64, 48))
+    reader = PyAVReader(str(path))
+    assert reader._closed_gop() is not open_gop
+
+    def no_fallback(self, wanted):
+        raise AssertionError(f"the seeking read missed a wanted frame of {wanted}")
+
+    monkeypatch.setattr(PyAVReader, "_frames_sequential", no_fallback)  # the seeking read alone serves every read
+    assert [frame_index(reader.frames([i])[0]) for i in range(60)] == list(range(60))
+    for start in range(0, 30):
+        clip = list(range(start, start + 24, 3))
+        assert [frame_index(f) for f in reader.frames(clip)] == clip, start
+    odd = [13, 15, 17, 25]  # B-frames between references, which the read decodes only because they are wanted
+    assert [frame_index(f) for f in reader.frames(odd)] == odd
