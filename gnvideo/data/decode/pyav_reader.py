@@ -12,7 +12,7 @@ import torch
 from .base import VideoReader, check_count, rotate_frames, scaled_size
 from .container import announced_count, frame_rate, times_in_decode_order
 from .errors import VideoDecodeError, check_file, decode_error_reason, ffmpeg_message
-from .keyframes import encoder_settings
+from .keyframes import parse_x264_settings
 
 
 class _MidStreamError(Exception):
@@ -113,13 +113,7 @@ class PyAVReader(VideoReader):
         self._count_known = False
         self._timestamps_usable = True
         self._converter = None
-        self._closed = None
-
-    def _closed_gop(self) -> bool:
-        """Whether x264 wrote this file with closed GOPs (``open_gop=0`` in its settings); read once."""
-        if self._closed is None:
-            self._closed = encoder_settings(self.path).get("open_gop") == "0"
-        return self._closed
+        self._closed_gop: bool | None = None  # x264 wrote closed GOPs (open_gop=0), from the first packet
 
     def _to_array(self, frame) -> np.ndarray:
         """One frame as RGB (H, W, 3), through the reader's one converter (``frame.to_ndarray`` makes a new scaler
@@ -158,6 +152,8 @@ class PyAVReader(VideoReader):
                     if packet.pts is None:
                         self._timestamps_usable = False
                         return None
+                    if self._closed_gop is None:  # x264 writes its settings into the first packet
+                        self._closed_gop = parse_x264_settings(bytes(packet)).get("open_gop") == "0"
                     if start is not None and packet.pts < start:
                         continue
                     pts.append(packet.pts)
@@ -174,7 +170,7 @@ class PyAVReader(VideoReader):
                 first, last = pts[min(clamped)], pts[max(clamped)]
                 # from the keyframe holding `first`; one before it unless x264 wrote a closed GOP (open-GOP leading
                 # frames refer to the GOP before)
-                k = max(bisect.bisect_right(keys, first) - (1 if self._closed_gop() else 2), 0)
+                k = max(bisect.bisect_right(keys, first) - (1 if self._closed_gop else 2), 0)
                 index_of = {pts[i]: i for i in set(clamped)}
                 got: dict[int, np.ndarray] = {}
                 container.seek(keys[k], stream=stream, backward=True, any_frame=False)

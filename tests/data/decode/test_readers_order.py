@@ -117,9 +117,8 @@ def test_longer_audio_does_not_make_a_video_truncated(video_dir, tmp_path, frame
 
 
 @pytest.mark.parametrize("open_gop", [False, True])
-def test_pyav_seeking_reads_start_at_the_right_keyframe_and_skip_only_unwanted_frames(tmp_path, draw_frame,
-                                                                                       frame_index, open_gop,
-                                                                                       monkeypatch):
+def test_pyav_seeking_reads_alone_are_exact_on_closed_and_open_gop_files(tmp_path, draw_frame, frame_index,
+                                                                          open_gop, monkeypatch):
     """PyAV's seeking read (from the keyframe holding the clip when x264 wrote closed GOPs, one earlier otherwise;
     frames that are neither wanted nor referred to are not decoded) serves every read by itself, exactly: every
     frame, strided clips from every start, and a clip of B-frames between references. (Forcing the closed-GOP start
@@ -132,13 +131,13 @@ def test_pyav_seeking_reads_start_at_the_right_keyframe_and_skip_only_unwanted_f
         for i in range(60):
             writer.write(draw_frame(i, 64, 48))
     reader = PyAVReader(str(path))
-    assert reader._closed_gop() is not open_gop
 
     def no_fallback(self, wanted):
         raise AssertionError(f"the seeking read missed a wanted frame of {wanted}")
 
     monkeypatch.setattr(PyAVReader, "_frames_sequential", no_fallback)  # the seeking read alone serves every read
     assert [frame_index(reader.frames([i])[0]) for i in range(60)] == list(range(60))
+    assert reader._closed_gop is not open_gop  # read from x264's settings in the first packet
     for start in range(0, 30):
         clip = list(range(start, start + 24, 3))
         assert [frame_index(f) for f in reader.frames(clip)] == clip, start
