@@ -9,7 +9,8 @@ from . import decord_reader
 from .base import VideoReader, check_count
 from .decord_reader import DecordReader
 from .errors import VideoDecodeError, check_file
-from .mp4meta import ISO_BMFF_EXTENSIONS, NO_ROTATION_EXTENSIONS, mp4_video_header
+from .keyframes import parse_x264_settings
+from .mp4meta import ISO_BMFF_EXTENSIONS, NO_ROTATION_EXTENSIONS, mp4_media_start, mp4_video_header
 from .pyav_reader import PyAVReader, pyav_header, pyav_probe
 
 logger = logging.getLogger(__name__)
@@ -32,9 +33,10 @@ def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int |
 
     Args:
         path: video file (mp4/webm/mkv/avi ... anything FFmpeg reads).
-        backend: "auto" (decord if installed, else PyAV; PyAV for files with rotation metadata and for AVI files
-            with B-frames, where decord's random access returns neighbouring frames; decord failures fall back to
-            PyAV), "decord" or "pyav".
+        backend: "auto" (decord if installed, else PyAV; PyAV for files with rotation metadata, for AVI files
+            with B-frames, where decord's random access returns neighbouring frames, and for MP4/MOV files that x264
+            wrote with open GOPs, where decord numbers frames wrongly after the first GOP; decord failures fall back
+            to PyAV), "decord" or "pyav".
         short_side: if set, frames are scaled so their short side has this many pixels.
 
     Returns:
@@ -59,6 +61,9 @@ def open_video(path: str | os.PathLike, backend: str = "auto", short_side: int |
         header = mp4_video_header(path)  # reads the header only (~0.1 ms)
         if header is not None:
             rotation, announced = header
+        if backend == "auto" and parse_x264_settings(mp4_media_start(path)).get("open_gop", "0") != "0":
+            # decord numbers frames wrongly after the first GOP of an open-GOP file (24 read as 27); PyAV is exact
+            return PyAVReader(path, short_side)
     elif ext in NO_ROTATION_EXTENSIONS:
         rotation = 0
         if ext == ".avi":  # AVI stores no presentation times: decord's seeks give neighbouring frames with B-frames

@@ -143,3 +143,21 @@ def test_pyav_seeking_reads_alone_are_exact_on_closed_and_open_gop_files(tmp_pat
         assert [frame_index(f) for f in reader.frames(clip)] == clip, start
     odd = [13, 15, 17, 25]  # B-frames between references, which the read decodes only because they are wanted
     assert [frame_index(f) for f in reader.frames(odd)] == odd
+
+
+@needs_decord
+def test_open_gop_mp4_goes_to_pyav_and_reads_exact(tmp_path, draw_frame, frame_index):
+    """decord numbers the frames of an open-GOP x264 MP4 wrongly after its first GOP (24 came back as 27): the auto
+    backend reads such files with PyAV, exactly; closed-GOP files stay with decord."""
+    from gnvideo.data.decode.writer import VideoWriter
+
+    for open_gop in (1, 0):
+        path = tmp_path / f"gop{open_gop}.mp4"
+        params = {"bframes": 3, "b-adapt": 0, "keyint": 12, "min-keyint": 12, "scenecut": 0, "open-gop": open_gop}
+        with VideoWriter(path, 25, x264_params=params) as writer:
+            for i in range(60):
+                writer.write(draw_frame(i, 64, 48))
+        reader = open_video(path)
+        assert reader.backend == ("pyav" if open_gop else "decord")
+        clip = list(range(0, 60, 4))
+        assert [frame_index(f) for f in reader.frames(clip)] == clip
